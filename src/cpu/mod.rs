@@ -1,0 +1,251 @@
+//! The f64 CPU reference: batched Jacobi eigendecomposition and its derivatives, parallel over
+//! the batch (rayon), with one [`Workspace`] per worker thread and no allocation per matrix.
+//!
+//! Every GPU result is checked against these functions; they are also what users without a GPU
+//! run. Inputs may be f16, f32 or f64; computation is in f64.
+
+mod derivatives;
+mod jacobi;
+
+pub use jacobi::{eigh_one, gauge_sign, Workspace};
+
+use crate::{Degeneracy, Eigh, Jvp, EighOptions, Error, Precision, Result, Scalar, Status, Vectors};
+use rayon::prelude::*;
+
+/// Matrices handed to one rayon task at least (small matrices are cheap; this bounds overhead).
+const MIN_MATRICES_PER_TASK: usize = 16;
+
+/// The batch size of a buffer of `len` elements holding `n×n` matrices.
+pub(crate) fn batch_of(len: usize, n: usize, what: &str) -> Result<usize> {
+    if n == 0 {
+        return Err(Error::Shape("matrix size n must be at least 1".into()));
+    }
+    let nn = n * n;
+    if len % nn != 0 {
+        return Err(Error::Shape(format!(
+            "{what} has {len} elements, which is not a whole number of {n}×{n} matrices"
+        )));
+    }
+    Ok(len / nn)
+}
+
+fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
+    if len != expected {
+        return Err(Error::Shape(format!(
+            "{what} has {len} elements, expected {expected}"
+        )));
+    }
+    Ok(())
+}
+
+/// Batched symmetric eigendecomposition by cyclic Jacobi in f64.
+///
+/// `a` holds `B` row-major `n×n` matrices. Returns ascending eigenvalues, eigenvectors as columns
+/// with the sign gauge of DESIGN §1 (when `vectors` is [`Vectors::Yes`]), and a status per matrix.
+pub fn jacobi<S: Scalar>(a: &[S], n: usize, opts: &EighOptions, vectors: Vectors) -> Result<Eigh<f64>> {
+    opts.validate()?;
+    let batch = batch_of(a.len(), n, "input")?;
+    let nn = n * n;
+    let thr = opts.threshold(Precision::F64);
+    let mut eigenvalues = vec![0.0; batch * n];
+    let mut status = vec![Status::Ok; batch];
+    let mut eigenvectors = match vectors {
+        Vectors::Yes => Some(vec![0.0; batch * nn]),
+        Vectors::No => None,
+    };
+    let solve = |ws: &mut Workspace, m: &[S], w: &mut [f64], v: Option<&mut [f64]>| {
+        eigh_one(|i| m[i].to_f64(), n, opts.symmetry, opts.max_sweeps, thr, ws, w, v)
+    };
+    match eigenvectors.as_mut() {
+        Some(vecs) => a
+            .par_chunks(nn)
+            .zip(eigenvalues.par_chunks_mut(n))
+            .zip(vecs.par_chunks_mut(nn))
+            .zip(status.par_iter_mut())
+            .with_min_len(MIN_MATRICES_PER_TASK)
+            .for_each_init(
+                || Workspace::new(n),
+                |ws, (((m, w), v), s)| *s = solve(ws, m, w, Some(v)),
+            ),
+        None => a
+            .par_chunks(nn)
+            .zip(eigenvalues.par_chunks_mut(n))
+            .zip(status.par_iter_mut())
+            .with_min_len(MIN_MATRICES_PER_TASK)
+            .for_each_init(
+                || Workspace::new(n),
+                |ws, ((m, w), s)| *s = solve(ws, m, w, None),
+            ),
+    }
+    Ok(Eigh {
+        n,
+        batch,
+        eigenvalues,
+        eigenvectors,
+        status,
+    })
+}
+
+/// [`jacobi`] with eigenvectors: the full decomposition.
+pub fn jacobi_eigh<S: Scalar>(a: &[S], n: usize, opts: &EighOptions) -> Result<Eigh<f64>> {
+    jacobi(a, n, opts, Vectors::Yes)
+}
+
+/// [`jacobi`] without eigenvectors: eigenvalues (ascending) and status only.
+pub fn jacobi_eigvalsh<S: Scalar>(a: &[S], n: usize, opts: &EighOptions) -> Result<Eigh<f64>> {
+    jacobi(a, n, opts, Vectors::No)
+}
+
+fn need_vectors(eig: &Eigh<f64>) -> Result<&[f64]> {
+    eig.eigenvectors.as_deref().ok_or_else(|| {
+        Error::InvalidArgument("this derivative needs the eigenvectors (use jacobi_eigh)".into())
+    })
+}
+
+fn max_abs(xs: &[f64]) -> f64 {
+    xs.iter().fold(0.0f64, |m, x| m.max(x.abs()))
+}
+
+/// Forward results and cotangents of one matrix, gathered for the per-matrix rules.
+struct Item<'a> {
+    lambda: &'a [f64],
+    v: &'a [f64],
+    status: Status,
+}
+
+fn items(eig: &Eigh<f64>) -> Result<impl IndexedParallelIterator<Item = Item<'_>>> {
+    let v = need_vectors(eig)?;
+    let n = eig.n;
+    Ok(eig
+        .eigenvalues
+        .par_chunks(n)
+        .zip(v.par_chunks(n * n))
+        .zip(eig.status.par_iter())
+        .map(|((lambda, v), &status)| Item { lambda, v, status }))
+}
+
+/// The reverse rule (VJP) of [`jacobi_eigh`]:
+/// `Ā = V (diag(λ̄) + F∘skew(VᵀV̄)) Vᵀ` per matrix, with `F_ij = policy(λ_j − λ_i)`.
+///
+/// `grad_values` (`[B][n]`) and `grad_vectors` (`[B][n][n]`) are each optional (absent means zero).
+/// Returns `Ā` as `[B][n][n]`, exactly symmetric; NaN for matrices whose status is not ok. The
+/// `Mask` default tolerance is the f64 one (`eps^(3/4)·max|λ|`).
+pub fn eigh_vjp(
+    eig: &Eigh<f64>,
+    grad_values: Option<&[f64]>,
+    grad_vectors: Option<&[f64]>,
+    policy: Degeneracy,
+) -> Result<Vec<f64>> {
+    policy.validate()?;
+    let (n, batch) = (eig.n, eig.batch);
+    let nn = n * n;
+    if let Some(g) = grad_values {
+        check_len(g.len(), batch * n, "grad_values")?;
+    }
+    if let Some(g) = grad_vectors {
+        check_len(g.len(), batch * nn, "grad_vectors")?;
+    }
+    let mut out = vec![0.0; batch * nn];
+    items(eig)?
+        .zip(out.par_chunks_mut(nn))
+        .enumerate()
+        .with_min_len(MIN_MATRICES_PER_TASK)
+        .for_each_init(
+            || Workspace::new(n),
+            |ws, (b, (it, out))| {
+                if !it.status.is_ok() {
+                    out.fill(f64::NAN);
+                    return;
+                }
+                let thr = policy.abs_threshold(max_abs(it.lambda), Precision::F64);
+                derivatives::vjp_one(
+                    n,
+                    it.lambda,
+                    it.v,
+                    grad_values.map(|g| &g[b * n..b * n + n]),
+                    grad_vectors.map(|g| &g[b * nn..b * nn + nn]),
+                    policy,
+                    thr,
+                    &mut ws.m1,
+                    &mut ws.m2,
+                    out,
+                );
+            },
+        );
+    Ok(out)
+}
+
+/// The reverse rule of the eigenvalues alone: `Ā = V diag(λ̄) Vᵀ` (no `1/(λ_j − λ_i)` factor, so
+/// no degeneracy policy is involved). `eig` must hold eigenvectors.
+pub fn eigvalsh_vjp(eig: &Eigh<f64>, grad_values: &[f64]) -> Result<Vec<f64>> {
+    eigh_vjp(eig, Some(grad_values), None, Degeneracy::Propagate)
+}
+
+/// The forward rule (JVP): for the tangent `Ȧ` (`[B][n][n]`, symmetrised before use),
+/// `P = VᵀȦV`, `λ̇ = diag(P)`, `V̇ = V (F∘P)` with the same `F` and policy as [`eigh_vjp`].
+/// NaN for matrices whose status is not ok.
+pub fn eigh_jvp(eig: &Eigh<f64>, tangent: &[f64], policy: Degeneracy) -> Result<Jvp<f64>> {
+    policy.validate()?;
+    let (n, batch) = (eig.n, eig.batch);
+    let nn = n * n;
+    check_len(tangent.len(), batch * nn, "tangent")?;
+    let mut values_dot = vec![0.0; batch * n];
+    let mut vectors_dot = vec![0.0; batch * nn];
+    items(eig)?
+        .zip(tangent.par_chunks(nn))
+        .zip(values_dot.par_chunks_mut(n))
+        .zip(vectors_dot.par_chunks_mut(nn))
+        .with_min_len(MIN_MATRICES_PER_TASK)
+        .for_each_init(
+            || Workspace::new(n),
+            |ws, (((it, da), ld), vd)| {
+                if !it.status.is_ok() {
+                    ld.fill(f64::NAN);
+                    vd.fill(f64::NAN);
+                    return;
+                }
+                let thr = policy.abs_threshold(max_abs(it.lambda), Precision::F64);
+                derivatives::jvp_one(
+                    n, it.lambda, it.v, da, policy, thr, &mut ws.m1, &mut ws.m2, ld, vd,
+                );
+            },
+        );
+    Ok(Jvp {
+        values_dot,
+        vectors_dot,
+    })
+}
+
+/// The gauge diagnostic (DESIGN §2): per matrix, the largest `|skew(VᵀV̄)_ij|` over pairs whose
+/// eigenvalues lie within the `Mask` tolerance (`rel_tol`, default `eps^(3/4)` of f64, times
+/// `max|λ|`). Zero means the loss does not depend on the basis chosen inside degenerate
+/// eigenspaces; a large value means no policy can give a meaningful gradient. NaN where the
+/// status is not ok.
+pub fn gauge_diagnostic(
+    eig: &Eigh<f64>,
+    grad_vectors: &[f64],
+    rel_tol: Option<f64>,
+) -> Result<Vec<f64>> {
+    let policy = Degeneracy::Mask { rel_tol };
+    policy.validate()?;
+    let (n, batch) = (eig.n, eig.batch);
+    let nn = n * n;
+    check_len(grad_vectors.len(), batch * nn, "grad_vectors")?;
+    let mut out = vec![0.0; batch];
+    items(eig)?
+        .zip(grad_vectors.par_chunks(nn))
+        .zip(out.par_iter_mut())
+        .with_min_len(MIN_MATRICES_PER_TASK)
+        .for_each_init(
+            || Workspace::new(n),
+            |ws, ((it, gv), o)| {
+                *o = if it.status.is_ok() {
+                    let thr = policy.abs_threshold(max_abs(it.lambda), Precision::F64);
+                    derivatives::gauge_one(n, it.lambda, it.v, gv, thr, &mut ws.m1)
+                } else {
+                    f64::NAN
+                };
+            },
+        );
+    Ok(out)
+}

@@ -1,0 +1,32 @@
+//! # eigrad
+//!
+//! Batched symmetric eigendecompositions of many small matrices (n ≈ 1..64) and their
+//! derivatives, on any GPU that wgpu reaches (WGSL compute shaders) and on the CPU (an f64
+//! reference that is the oracle for every GPU result).
+//!
+//! Conventions (DESIGN §1): a batch is `B` row-major `n×n` matrices stored contiguously; the input
+//! is symmetrised (`(A + Aᵀ)/2`) unless [`Symmetry::Lower`] is chosen; eigenvalues are ascending;
+//! `eigenvectors[b][i][j]` is component `i` of eigenvector `j`; each eigenvector is signed so that
+//! its component of largest magnitude is positive (the first such index on ties); every matrix
+//! gets a [`Status`], and a bad matrix gets NaN outputs without disturbing the rest of the batch.
+//!
+//! Derivatives (DESIGN §2): the reverse rule
+//! `Ā = V (diag(λ̄) + F∘skew(VᵀV̄)) Vᵀ` with `F_ij = 1/(λ_j − λ_i)` under a [`Degeneracy`] policy,
+//! the forward rule `λ̇ = diag(P)`, `V̇ = V (F∘P)` with `P = VᵀȦV`, and the eigenvalues-only rule
+//! `Ā = V diag(λ̄) Vᵀ`.
+#![deny(missing_docs)]
+
+pub mod cpu;
+pub mod gpu;
+mod eigh;
+mod error;
+mod options;
+pub mod samples;
+mod scalar;
+mod status;
+
+pub use eigh::{Eigh, Jvp};
+pub use error::{Error, Result};
+pub use options::{Degeneracy, EighOptions, Precision, Symmetry, Vectors};
+pub use scalar::Scalar;
+pub use status::Status;

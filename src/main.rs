@@ -1,0 +1,2 @@
+//! The `eigrad` command line (DESIGN §5).
+fn main() {}
