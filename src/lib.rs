@@ -22,6 +22,7 @@ mod eigh;
 mod error;
 mod options;
 pub mod samples;
+pub mod spectral;
 mod scalar;
 mod status;
 

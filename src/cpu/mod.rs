@@ -249,3 +249,21 @@ pub fn gauge_diagnostic(
         );
     Ok(out)
 }
+
+/// Batched spectral function `f(A) = V diag(f(λ)) Vᵀ` in f64 (outline; implemented with the
+/// stable-objectives work).
+pub fn spectral<S: Scalar>(
+    a: &[S],
+    n: usize,
+    function: crate::spectral::SpectralFn,
+    opts: &EighOptions,
+) -> Result<crate::spectral::Spectral<f64>> {
+    let _ = (a, n, function, opts);
+    Err(Error::InvalidArgument("spectral functions are not implemented yet".into()))
+}
+
+/// The Daleckii–Krein VJP of [`spectral`]: `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` (outline).
+pub fn spectral_vjp(s: &crate::spectral::Spectral<f64>, grad: &[f64]) -> Result<Vec<f64>> {
+    let _ = (s, grad);
+    Err(Error::InvalidArgument("spectral functions are not implemented yet".into()))
+}

@@ -89,4 +89,26 @@ impl GpuContext {
         let _ = (eig, tangent, policy);
         Err(Error::Gpu("not built yet".into()))
     }
+
+    /// Batched spectral function on the GPU, same contract as [`crate::cpu::spectral`].
+    pub fn spectral<S: Scalar>(
+        &self,
+        a: &[S],
+        n: usize,
+        function: crate::spectral::SpectralFn,
+        opts: &EighOptions,
+    ) -> Result<crate::spectral::Spectral<f32>> {
+        let _ = (a, n, function, opts);
+        Err(Error::Gpu("not built yet".into()))
+    }
+
+    /// The Daleckii–Krein VJP on the GPU, same contract as [`crate::cpu::spectral_vjp`].
+    pub fn spectral_vjp(
+        &self,
+        s: &crate::spectral::Spectral<f32>,
+        grad: &[f32],
+    ) -> Result<Vec<f32>> {
+        let _ = (s, grad);
+        Err(Error::Gpu("not built yet".into()))
+    }
 }
