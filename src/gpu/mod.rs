@@ -1,55 +1,440 @@
 //! The GPU path: WGSL compute kernels run through wgpu, driven from here.
 //!
-//! [`GpuContext`] owns the device, queue, compiled pipelines and reusable buffers. Host-memory
-//! calls (`eigh`, `eigh_vjp`, ...) upload, run and read back, splitting batches that exceed one
-//! storage binding or the dispatch limits into chunks. Computation is f32 whatever the host type.
+//! [`GpuContext`] owns the device, queue, compiled pipelines (compiled once per kernel and size,
+//! then cached) and a pool of reusable buffers. Host-memory calls ([`GpuContext::eigh`],
+//! [`GpuContext::eigh_vjp`], …) upload, run and read back; device-resident calls
+//! ([`GpuContext::eigh_resident`], [`GpuContext::eigh_vjp_resident`], …) keep everything in
+//! [`GpuTensor`]s so a training step needs no host round trip. Batches larger than one storage
+//! binding or the dispatch limits are split into chunks automatically. Computation is f32
+//! whatever the host type.
 
-use crate::{Degeneracy, Eigh, EighOptions, Error, Jvp, Result, Scalar, Vectors};
+mod context;
+pub mod plan;
+pub mod shaders;
+
+use crate::{
+    Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
+};
+use context::{Inner, Params, Slot, CHUNK_QUANTUM, WORD};
+use plan::{plan, JacobiKnobs};
+use shaders::Kernel;
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 
 /// Largest matrix size the GPU kernels support.
 pub const MAX_N: usize = 64;
 
+/// Host memory handled per upload–run–readback round of the host-memory calls, in bytes per
+/// buffer: bounds device memory for arbitrarily large batches.
+const HOST_CHUNK_BYTES: u64 = 256 << 20;
+
 /// A GPU device with eigrad's pipelines and buffers.
 pub struct GpuContext {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    adapter_name: String,
+    inner: Inner,
+}
+
+/// A region of a device buffer holding f32 (or u32) elements: `len` elements from byte `offset`.
+///
+/// Tensors made by eigrad own their buffer; [`GpuTensor::from_buffer`] wraps a caller's buffer
+/// (for example one a training framework shares on the same device) without a copy.
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    len: usize,
+}
+
+impl GpuTensor {
+    /// Wraps `len` elements of `buffer` starting at byte `offset`. The buffer needs `STORAGE`
+    /// usage (and `COPY_SRC` to be read back); `offset` must be a multiple of the device's
+    /// `min_storage_buffer_offset_alignment` (256 bytes at most).
+    pub fn from_buffer(buffer: wgpu::Buffer, offset: u64, len: usize) -> Result<Self> {
+        let end = offset + len as u64 * WORD;
+        if end > buffer.size() {
+            return Err(Error::Shape(format!(
+                "tensor of {len} elements at byte {offset} exceeds its buffer of {} bytes",
+                buffer.size()
+            )));
+        }
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidArgument(
+                "a tensor's buffer needs STORAGE usage".into(),
+            ));
+        }
+        Ok(GpuTensor {
+            buffer,
+            offset,
+            len,
+        })
+    }
+
+    /// The buffer.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// Byte offset of the first element.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn slot(&self, words_per_matrix: usize) -> Slot<'_> {
+        Slot::Batch {
+            buffer: &self.buffer,
+            offset: self.offset,
+            words_per_matrix: words_per_matrix as u64,
+        }
+    }
+}
+
+/// A device-resident eigendecomposition: what the backward needs, kept on the GPU.
+#[derive(Clone, Debug)]
+pub struct GpuEigh {
+    /// Matrix size.
+    pub n: usize,
+    /// Number of matrices.
+    pub batch: usize,
+    /// Eigenvalues `[batch][n]`, f32.
+    pub eigenvalues: GpuTensor,
+    /// Eigenvectors `[batch][n][n]`, f32 (None for the eigenvalues-only kernel).
+    pub eigenvectors: Option<GpuTensor>,
+    /// Status codes `[batch]`, u32.
+    pub status: GpuTensor,
+}
+
+/// Device-resident tangents of the eigendecomposition.
+#[derive(Clone, Debug)]
+pub struct GpuJvp {
+    /// `λ̇` `[batch][n]`.
+    pub values_dot: GpuTensor,
+    /// `V̇` `[batch][n][n]`.
+    pub vectors_dot: GpuTensor,
+}
+
+fn check_n(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_N {
+        return Err(Error::UnsupportedSize { n, max: MAX_N });
+    }
+    Ok(())
+}
+
+fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
+    if len != expected {
+        return Err(Error::Shape(format!(
+            "{what} has {len} elements, expected {expected}"
+        )));
+    }
+    Ok(())
+}
+
+fn policy_tol(policy: Degeneracy) -> f32 {
+    match policy {
+        Degeneracy::Mask { rel_tol } => {
+            rel_tol.unwrap_or_else(|| Precision::F32.default_mask_rel_tol()) as f32
+        }
+        Degeneracy::Lorentzian { eps } => eps as f32,
+        Degeneracy::Propagate => 0.0,
+    }
+}
+
+/// Converts host data to f32 (borrowing when it already is f32).
+fn to_f32<S: Scalar>(a: &[S]) -> Cow<'_, [f32]> {
+    if S::NAME == f32::NAME {
+        Cow::Borrowed(bytemuck::cast_slice(a))
+    } else {
+        Cow::Owned(a.iter().map(|x| x.to_f32()).collect())
+    }
 }
 
 impl GpuContext {
-    /// Creates a context on the adapter wgpu picks (overridable with `WGPU_ADAPTER_NAME`,
-    /// `WGPU_BACKEND`, `WGPU_POWER_PREF`). No adapter is [`Error::NoAdapter`].
+    /// Creates a context on the adapter wgpu picks, honouring wgpu's usual environment
+    /// variables (`WGPU_BACKEND`, `WGPU_POWER_PREF`, and `WGPU_ADAPTER_NAME`, a case-insensitive
+    /// substring of the adapter's name). The adapter's name is logged. No adapter is
+    /// [`Error::NoAdapter`]; callers such as the command line's `--device auto` then use the CPU.
+    ///
+    /// The device is created with the adapter's own limits, so kernels can use all the
+    /// workgroup memory and binding size it offers.
     pub fn new() -> Result<Self> {
-        Err(Error::NoAdapter("GPU path not built yet".into()))
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(pick_adapter(&instance))?;
+        let info = adapter.get_info();
+        log::info!(
+            "GPU adapter: {} ({:?}, {:?}, driver {} {})",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("eigrad"),
+            required_features: wgpu::Features::empty(),
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice(format!("{}: {e}", info.name)))?;
+        Ok(GpuContext {
+            inner: Inner::new(device, queue, info.name),
+        })
     }
 
-    /// Wraps an existing device and queue (a host application or training framework on the same
-    /// device), so buffers can be shared without copies.
+    /// Wraps an existing device and queue (a host application or a training framework on the
+    /// same device), so buffers can be shared without copies. Kernels are planned within the
+    /// device's limits.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         Ok(GpuContext {
-            device,
-            queue,
-            adapter_name: "external device".into(),
+            inner: Inner::new(device, queue, "external wgpu device".into()),
         })
     }
 
     /// The adapter's name (e.g. "NVIDIA H200", "llvmpipe (LLVM 15.0.6, 256 bits)").
     pub fn adapter_name(&self) -> &str {
-        &self.adapter_name
+        &self.inner.adapter_name
     }
 
     /// The wgpu device.
     pub fn device(&self) -> &wgpu::Device {
-        &self.device
+        &self.inner.device
     }
 
     /// The wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
-        &self.queue
+        &self.inner.queue
     }
 
-    /// Batched eigendecomposition of `a` (`[B][n][n]`, any [`Scalar`]), `1 ≤ n ≤ 64`, in f32.
-    /// Same conventions as [`crate::cpu::jacobi`].
+    /// Caps the matrices per dispatch (rounded up to a multiple of 64; 0 removes the cap). The
+    /// default is what the device's binding and dispatch limits allow; tests use a small cap to
+    /// exercise chunking.
+    pub fn set_max_chunk(&self, matrices: usize) {
+        self.inner.chunk_cap.store(matrices, Ordering::Relaxed);
+    }
+
+    /// Uploads host data (any [`Scalar`], converted to f32) into a new device tensor.
+    pub fn upload<S: Scalar>(&self, data: &[S]) -> GpuTensor {
+        let data = to_f32(data);
+        let buffer = self.inner.upload_words(&data, wgpu::BufferUsages::empty());
+        GpuTensor {
+            buffer,
+            offset: 0,
+            len: data.len(),
+        }
+    }
+
+    /// Reads an f32 tensor back to host memory.
+    pub fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let mut v = self
+            .inner
+            .read_words::<f32>(&[(&t.buffer, t.offset, t.len as u64)])?;
+        Ok(v.pop().unwrap_or_default())
+    }
+
+    /// Reads a status tensor back to host memory.
+    pub fn download_status(&self, t: &GpuTensor) -> Result<Vec<Status>> {
+        let mut v = self
+            .inner
+            .read_words::<u32>(&[(&t.buffer, t.offset, t.len as u64)])?;
+        decode_status(&v.pop().unwrap_or_default())
+    }
+
+    fn new_tensor(&self, len: usize) -> GpuTensor {
+        GpuTensor {
+            buffer: self.inner.output(len as u64),
+            offset: 0,
+            len,
+        }
+    }
+
+    /// Device-resident batched eigendecomposition of `a` (`[B][n][n]` f32 on the device):
+    /// ascending eigenvalues, eigenvectors (columns, sign gauge; when `vectors` is
+    /// [`Vectors::Yes`]) and a status per matrix, all left on the device.
+    pub fn eigh_resident(
+        &self,
+        a: &GpuTensor,
+        n: usize,
+        opts: &EighOptions,
+        vectors: Vectors,
+    ) -> Result<GpuEigh> {
+        opts.validate()?;
+        check_n(n)?;
+        let nn = n * n;
+        if a.len % nn != 0 {
+            return Err(Error::Shape(format!(
+                "input has {} elements, which is not a whole number of {n}×{n} matrices",
+                a.len
+            )));
+        }
+        let batch = a.len / nn;
+        let kernel = match vectors {
+            Vectors::Yes => Kernel::JacobiEigh,
+            Vectors::No => Kernel::JacobiEigvalsh,
+        };
+        let eps = Precision::F32.eps() as f32;
+        let knobs = JacobiKnobs {
+            max_sweeps: opts.max_sweeps,
+            rel_threshold: opts.threshold(Precision::F32) as f32,
+            rot_floor: eps * eps,
+            lower: opts.symmetry == crate::Symmetry::Lower,
+        };
+        let limit = self.inner.limits().max_compute_workgroup_storage_size;
+        let pipe = self
+            .inner
+            .pipeline(plan(kernel, n as u32, limit, Some(knobs), 0)?)?;
+        let values = self.new_tensor(batch * n);
+        let status = self.new_tensor(batch);
+        let vecs = (vectors == Vectors::Yes).then(|| self.new_tensor(batch * nn));
+        // Vᵀ scratch when it does not fit in workgroup memory: one chunk's worth, reused.
+        let scratch = (vectors == Vectors::Yes && !pipe.plan.second_shared).then(|| {
+            let chunk = self
+                .inner
+                .chunk_matrices(&pipe.plan, nn as u64)
+                .unwrap_or(CHUNK_QUANTUM)
+                .min(batch.next_multiple_of(CHUNK_QUANTUM));
+            let padded = chunk.next_multiple_of(pipe.plan.mats as usize);
+            self.inner.output((padded * nn) as u64)
+        });
+        let slots = [
+            a.slot(nn),
+            values.slot(n),
+            vecs.as_ref().map_or(Slot::Placeholder, |v| v.slot(nn)),
+            status.slot(1),
+            match &scratch {
+                // The scratch is indexed from each dispatch's first matrix, so it is bound
+                // whole at offset 0 for every chunk.
+                Some(s) => Slot::Batch {
+                    buffer: s,
+                    offset: 0,
+                    words_per_matrix: 0,
+                },
+                None => Slot::Placeholder,
+            },
+        ];
+        let result = self.inner.dispatch(&pipe, batch, &slots, Params::default());
+        if let Some(s) = scratch {
+            self.inner.give(s);
+        }
+        result?;
+        Ok(GpuEigh {
+            n,
+            batch,
+            eigenvalues: values,
+            eigenvectors: vecs,
+            status,
+        })
+    }
+
+    /// Device-resident reverse rule: `Ā = V (diag(λ̄) + F∘skew(VᵀV̄)) Vᵀ` for the forward `fwd`
+    /// (which must hold eigenvectors), with `λ̄` (`[B][n]`) and `V̄` (`[B][n][n]`) each optional.
+    /// Returns `Ā` (`[B][n][n]`, symmetric) on the device; NaN where the forward status is not ok.
+    pub fn eigh_vjp_resident(
+        &self,
+        fwd: &GpuEigh,
+        grad_values: Option<&GpuTensor>,
+        grad_vectors: Option<&GpuTensor>,
+        policy: Degeneracy,
+    ) -> Result<GpuTensor> {
+        policy.validate()?;
+        let (n, batch) = (fwd.n, fwd.batch);
+        let nn = n * n;
+        let vecs = fwd.eigenvectors.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("the VJP needs the eigenvectors (use Vectors::Yes)".into())
+        })?;
+        if let Some(g) = grad_values {
+            check_len(g.len, batch * n, "grad_values")?;
+        }
+        if let Some(g) = grad_vectors {
+            check_len(g.len, batch * nn, "grad_vectors")?;
+        }
+        let limit = self.inner.limits().max_compute_workgroup_storage_size;
+        let pipe =
+            self.inner
+                .pipeline(plan(Kernel::EighVjp, n as u32, limit, None, policy.code())?)?;
+        let out = self.new_tensor(batch * nn);
+        let slots = [
+            fwd.eigenvalues.slot(n),
+            vecs.slot(nn),
+            grad_values.map_or(Slot::Placeholder, |g| g.slot(n)),
+            grad_vectors.map_or(Slot::Placeholder, |g| g.slot(nn)),
+            fwd.status.slot(1),
+            out.slot(nn),
+        ];
+        let params = Params {
+            tol: policy_tol(policy),
+            flags: grad_values.is_some() as u32 | (grad_vectors.is_some() as u32) << 1,
+            ..Params::default()
+        };
+        self.inner.dispatch(&pipe, batch, &slots, params)?;
+        Ok(out)
+    }
+
+    /// Device-resident forward rule: for the tangent `Ȧ` (`[B][n][n]`, symmetrised),
+    /// `λ̇ = diag(VᵀȦV)`, `V̇ = V (F∘(VᵀȦV))`; NaN where the forward status is not ok.
+    pub fn eigh_jvp_resident(
+        &self,
+        fwd: &GpuEigh,
+        tangent: &GpuTensor,
+        policy: Degeneracy,
+    ) -> Result<GpuJvp> {
+        policy.validate()?;
+        let (n, batch) = (fwd.n, fwd.batch);
+        let nn = n * n;
+        let vecs = fwd.eigenvectors.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("the JVP needs the eigenvectors (use Vectors::Yes)".into())
+        })?;
+        check_len(tangent.len, batch * nn, "tangent")?;
+        let limit = self.inner.limits().max_compute_workgroup_storage_size;
+        let pipe =
+            self.inner
+                .pipeline(plan(Kernel::EighJvp, n as u32, limit, None, policy.code())?)?;
+        let values_dot = self.new_tensor(batch * n);
+        let vectors_dot = self.new_tensor(batch * nn);
+        let slots = [
+            fwd.eigenvalues.slot(n),
+            vecs.slot(nn),
+            tangent.slot(nn),
+            fwd.status.slot(1),
+            values_dot.slot(n),
+            vectors_dot.slot(nn),
+        ];
+        let params = Params {
+            tol: policy_tol(policy),
+            ..Params::default()
+        };
+        self.inner.dispatch(&pipe, batch, &slots, params)?;
+        Ok(GpuJvp {
+            values_dot,
+            vectors_dot,
+        })
+    }
+
+    /// Matrices per upload–run–readback round of the host-memory calls.
+    fn host_chunk(&self, words_per_matrix: usize) -> usize {
+        let limits = self.inner.limits();
+        let bytes = HOST_CHUNK_BYTES.min(limits.max_buffer_size);
+        let mut chunk = (bytes / (words_per_matrix as u64 * WORD)).max(1) as usize;
+        let cap = self.inner.chunk_cap.load(Ordering::Relaxed);
+        if cap > 0 {
+            // A forced cap also splits the host rounds (into a few dispatches each).
+            chunk = chunk.min(3 * cap.max(CHUNK_QUANTUM));
+        }
+        chunk
+    }
+
+    /// Batched eigendecomposition of `a` (`[B][n][n]`, any [`Scalar`]), `1 ≤ n ≤ 64`, in f32:
+    /// the same conventions as [`crate::cpu::jacobi`] (ascending eigenvalues, eigenvectors as
+    /// columns with the sign gauge, a status per matrix and NaN outputs for bad matrices).
     pub fn eigh<S: Scalar>(
         &self,
         a: &[S],
@@ -57,12 +442,73 @@ impl GpuContext {
         opts: &EighOptions,
         vectors: Vectors,
     ) -> Result<Eigh<f32>> {
-        let _ = (a, n, opts, vectors);
-        Err(Error::Gpu("not built yet".into()))
+        opts.validate()?;
+        check_n(n)?;
+        let batch = crate::cpu::batch_of(a.len(), n, "input")?;
+        let nn = n * n;
+        let want = vectors == Vectors::Yes;
+        let mut out = Eigh {
+            n,
+            batch,
+            eigenvalues: Vec::with_capacity(batch * n),
+            eigenvectors: want.then(|| Vec::with_capacity(batch * nn)),
+            status: Vec::with_capacity(batch),
+        };
+        let chunk = self.host_chunk(nn);
+        for part in a.chunks((chunk * nn).max(1)) {
+            let input = self.upload(part);
+            let r = self.eigh_resident(&input, n, opts, vectors);
+            self.inner.give(input.buffer);
+            let r = r?;
+            let mut regions = vec![(&r.eigenvalues.buffer, 0, r.eigenvalues.len as u64)];
+            if let Some(v) = &r.eigenvectors {
+                regions.push((&v.buffer, 0, v.len as u64));
+            }
+            let mut data = self.inner.read_words::<f32>(&regions)?;
+            let status = self.download_status(&r.status)?;
+            if want {
+                let v = data.pop().unwrap_or_default();
+                out.eigenvectors.as_mut().unwrap().extend_from_slice(&v);
+            }
+            out.eigenvalues.extend_from_slice(&data[0]);
+            out.status.extend(status);
+            self.recycle_eigh(r);
+        }
+        Ok(out)
     }
 
-    /// The reverse rule on the GPU, same contract as [`crate::cpu::eigh_vjp`] (the `Mask`
-    /// default tolerance is the f32 one).
+    fn recycle_eigh(&self, r: GpuEigh) {
+        self.inner.give(r.eigenvalues.buffer);
+        self.inner.give(r.status.buffer);
+        if let Some(v) = r.eigenvectors {
+            self.inner.give(v.buffer);
+        }
+    }
+
+    /// Uploads the forward results of matrices `range` of `eig` (which must hold eigenvectors).
+    fn upload_forward(&self, eig: &Eigh<f32>, range: std::ops::Range<usize>) -> Result<GpuEigh> {
+        let (n, nn) = (eig.n, eig.n * eig.n);
+        let vecs = eig.eigenvectors.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "this derivative needs the eigenvectors (use Vectors::Yes)".into(),
+            )
+        })?;
+        let codes: Vec<u32> = eig.status[range.clone()].iter().map(|s| s.code()).collect();
+        Ok(GpuEigh {
+            n,
+            batch: range.len(),
+            eigenvalues: self.upload(&eig.eigenvalues[range.start * n..range.end * n]),
+            eigenvectors: Some(self.upload(&vecs[range.start * nn..range.end * nn])),
+            status: GpuTensor {
+                buffer: self.inner.upload_words(&codes, wgpu::BufferUsages::empty()),
+                offset: 0,
+                len: codes.len(),
+            },
+        })
+    }
+
+    /// The reverse rule on the GPU for host data: the contract of [`crate::cpu::eigh_vjp`]
+    /// (the `Mask` default tolerance is the f32 one, `eps^(3/4)·max|λ|`).
     pub fn eigh_vjp(
         &self,
         eig: &Eigh<f32>,
@@ -70,24 +516,74 @@ impl GpuContext {
         grad_vectors: Option<&[f32]>,
         policy: Degeneracy,
     ) -> Result<Vec<f32>> {
-        let _ = (eig, grad_values, grad_vectors, policy);
-        Err(Error::Gpu("not built yet".into()))
+        policy.validate()?;
+        let (n, nn, batch) = (eig.n, eig.n * eig.n, eig.batch);
+        check_n(n)?;
+        if let Some(g) = grad_values {
+            check_len(g.len(), batch * n, "grad_values")?;
+        }
+        if let Some(g) = grad_vectors {
+            check_len(g.len(), batch * nn, "grad_vectors")?;
+        }
+        let mut out = Vec::with_capacity(batch * nn);
+        let chunk = self.host_chunk(nn);
+        for start in (0..batch).step_by(chunk.max(1)) {
+            let end = (start + chunk).min(batch);
+            let fwd = self.upload_forward(eig, start..end)?;
+            let gl = grad_values.map(|g| self.upload(&g[start * n..end * n]));
+            let gv = grad_vectors.map(|g| self.upload(&g[start * nn..end * nn]));
+            let r = self.eigh_vjp_resident(&fwd, gl.as_ref(), gv.as_ref(), policy);
+            for t in gl.into_iter().chain(gv) {
+                self.inner.give(t.buffer);
+            }
+            self.recycle_eigh(fwd);
+            let r = r?;
+            out.extend(self.download(&r)?);
+            self.inner.give(r.buffer);
+        }
+        Ok(out)
     }
 
-    /// `Ā = V diag(λ̄) Vᵀ` on the GPU, same contract as [`crate::cpu::eigvalsh_vjp`].
+    /// `Ā = V diag(λ̄) Vᵀ` on the GPU, the contract of [`crate::cpu::eigvalsh_vjp`].
     pub fn eigvalsh_vjp(&self, eig: &Eigh<f32>, grad_values: &[f32]) -> Result<Vec<f32>> {
         self.eigh_vjp(eig, Some(grad_values), None, Degeneracy::Propagate)
     }
 
-    /// The forward rule on the GPU, same contract as [`crate::cpu::eigh_jvp`].
+    /// The forward rule on the GPU for host data, the contract of [`crate::cpu::eigh_jvp`].
     pub fn eigh_jvp(
         &self,
         eig: &Eigh<f32>,
         tangent: &[f32],
         policy: Degeneracy,
     ) -> Result<Jvp<f32>> {
-        let _ = (eig, tangent, policy);
-        Err(Error::Gpu("not built yet".into()))
+        policy.validate()?;
+        let (n, nn, batch) = (eig.n, eig.n * eig.n, eig.batch);
+        check_n(n)?;
+        check_len(tangent.len(), batch * nn, "tangent")?;
+        let mut values_dot = Vec::with_capacity(batch * n);
+        let mut vectors_dot = Vec::with_capacity(batch * nn);
+        let chunk = self.host_chunk(nn);
+        for start in (0..batch).step_by(chunk.max(1)) {
+            let end = (start + chunk).min(batch);
+            let fwd = self.upload_forward(eig, start..end)?;
+            let da = self.upload(&tangent[start * nn..end * nn]);
+            let r = self.eigh_jvp_resident(&fwd, &da, policy);
+            self.inner.give(da.buffer);
+            self.recycle_eigh(fwd);
+            let r = r?;
+            let mut data = self.inner.read_words::<f32>(&[
+                (&r.values_dot.buffer, 0, r.values_dot.len as u64),
+                (&r.vectors_dot.buffer, 0, r.vectors_dot.len as u64),
+            ])?;
+            vectors_dot.extend(data.pop().unwrap_or_default());
+            values_dot.extend(data.pop().unwrap_or_default());
+            self.inner.give(r.values_dot.buffer);
+            self.inner.give(r.vectors_dot.buffer);
+        }
+        Ok(Jvp {
+            values_dot,
+            vectors_dot,
+        })
     }
 
     /// Batched spectral function on the GPU, same contract as [`crate::cpu::spectral`].
@@ -99,7 +595,9 @@ impl GpuContext {
         opts: &EighOptions,
     ) -> Result<crate::spectral::Spectral<f32>> {
         let _ = (a, n, function, opts);
-        Err(Error::Gpu("not built yet".into()))
+        Err(Error::Gpu(
+            "spectral functions are not on the GPU yet".into(),
+        ))
     }
 
     /// The Daleckii–Krein VJP on the GPU, same contract as [`crate::cpu::spectral_vjp`].
@@ -109,6 +607,44 @@ impl GpuContext {
         grad: &[f32],
     ) -> Result<Vec<f32>> {
         let _ = (s, grad);
-        Err(Error::Gpu("not built yet".into()))
+        Err(Error::Gpu(
+            "spectral functions are not on the GPU yet".into(),
+        ))
     }
+}
+
+fn decode_status(codes: &[u32]) -> Result<Vec<Status>> {
+    codes
+        .iter()
+        .map(|&c| {
+            Status::from_code(c)
+                .ok_or_else(|| Error::Gpu(format!("kernel wrote an unknown status code {c}")))
+        })
+        .collect()
+}
+
+/// The adapter named by `WGPU_ADAPTER_NAME` (a case-insensitive substring), else wgpu's choice
+/// under `WGPU_POWER_PREF` (high performance by default).
+async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let wanted_lc = wanted.to_lowercase();
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lc))
+            .ok_or_else(|| {
+                Error::NoAdapter(format!(
+                    "WGPU_ADAPTER_NAME={wanted} matches none of the adapters {names:?}"
+                ))
+            });
+    }
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::from_env()
+                .unwrap_or(wgpu::PowerPreference::HighPerformance),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::NoAdapter(e.to_string()))
 }

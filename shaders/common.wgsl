@@ -1,0 +1,59 @@
+// Helpers shared by every eigrad kernel. The host prepends a generated line defining
+// `const MAX_N: u32` (the largest supported matrix size, fixed in Rust as gpu::MAX_N).
+
+// Per-dispatch parameters (one uniform buffer per dispatch).
+struct Params {
+    // Matrices in this dispatch (the chunk); workgroups past it idle.
+    batch: u32,
+    // Workgroups along x; the linear workgroup index is wid.x + wid.y * groups_x.
+    groups_x: u32,
+    // Kernel-specific real parameter (the derivative's mask tolerance or Lorentzian eps).
+    tol: f32,
+    // Kernel-specific flags (bit 0: λ̄ given, bit 1: V̄ given).
+    flags: u32,
+    // Bit patterns of NaN and +inf, passed at run time so no compiler folds them away.
+    nan_bits: u32,
+    inf_bits: u32,
+    // Kernel-specific integer parameter.
+    extra: u32,
+    pad: u32,
+}
+
+// True when x is neither NaN nor ±inf (exponent bits not all ones).
+fn is_finite_f32(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// The exponent e with x = f·2^e, f in [0.5, 1), for finite x ≥ 0 (subnormals count as −126).
+fn exponent_of(x: f32) -> i32 {
+    let e = i32((bitcast<u32>(x) >> 23u) & 0xffu);
+    if (e == 0) {
+        return -126;
+    }
+    return e - 126;
+}
+
+// The linear workgroup index of a 2-D dispatch.
+fn workgroup_index(wid: vec3<u32>, groups_x: u32) -> u32 {
+    return wid.x + wid.y * groups_x;
+}
+
+// The derivative factor F for Δ = λ_j − λ_i under a degeneracy policy
+// (0: mask with absolute threshold `thr`, 1: Lorentzian with `eps`, 2: propagate),
+// antisymmetric in Δ. Division by an exact zero is made explicit (±inf) because Vulkan leaves it
+// undefined.
+fn degeneracy_factor(policy: u32, delta: f32, thr: f32, eps: f32, inf: f32) -> f32 {
+    if (policy == 0u) {
+        if (abs(delta) <= thr) {
+            return 0.0;
+        }
+        return 1.0 / delta;
+    }
+    if (policy == 1u) {
+        return delta / (delta * delta + eps);
+    }
+    if (delta == 0.0) {
+        return inf;
+    }
+    return 1.0 / delta;
+}

@@ -1,0 +1,103 @@
+// The forward rule: P = Vᵀ sym(Ȧ) V, λ̇ = diag(P), V̇ = V (F∘P); NaN where the forward status is
+// not ok. Layout in dense.wgsl.
+
+// Eigenvalues [batch][N] from the forward.
+@group(0) @binding(0) var<storage, read> values_in: array<f32>;
+// Eigenvectors [batch][N][N] from the forward.
+@group(0) @binding(1) var<storage, read> vectors_in: array<f32>;
+// Tangent Ȧ [batch][N][N] (symmetrised here).
+@group(0) @binding(2) var<storage, read> tangent: array<f32>;
+// Forward status [batch].
+@group(0) @binding(3) var<storage, read> status_in: array<u32>;
+// λ̇ [batch][N].
+@group(0) @binding(4) var<storage, read_write> values_dot: array<f32>;
+// V̇ [batch][N][N] (also the work matrix when M_SHARED is false).
+@group(0) @binding(5) var<storage, read_write> vectors_dot: array<f32>;
+// Dispatch parameters (tol: mask relative tolerance or Lorentzian eps).
+@group(0) @binding(6) var<uniform> params: Params;
+
+fn m_get(mi: u32, g: u32, r: u32, c: u32) -> f32 {
+    if (M_SHARED) {
+        return m_sh[sh_idx(mi, r, c)];
+    }
+    return vectors_dot[(g * N + r) * N + c];
+}
+
+fn m_set(mi: u32, g: u32, r: u32, c: u32, x: f32) {
+    if (M_SHARED) {
+        m_sh[sh_idx(mi, r, c)] = x;
+    } else {
+        vectors_dot[(g * N + r) * N + c] = x;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn eigh_jvp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let mi = lid / TPM;
+    let t = lid % TPM;
+    let g = workgroup_index(wid, params.groups_x) * MATS + mi;
+    let live = g < params.batch;
+    let base = g * N * N;
+    let own = live && t < N;
+    load_eigh(mi, t, g, live);
+    workgroupBarrier();
+    let thr = mask_threshold(mi, params.tol);
+
+    // W = sym(Ȧ) V, row t.
+    var row: array<f32, MAX_N>;
+    if (own) {
+        for (var j = 0u; j < N; j++) {
+            var s = 0.0;
+            for (var k = 0u; k < N; k++) {
+                let d = 0.5 * tangent[base + t * N + k] + 0.5 * tangent[base + k * N + t];
+                s += d * v_at(mi, k, j);
+            }
+            row[j] = s;
+        }
+        for (var j = 0u; j < N; j++) {
+            m_set(mi, g, t, j, row[j]);
+        }
+    }
+    sync_dense();
+    // P = Vᵀ W, row t; λ̇_t = P_tt; G = F∘P, row t.
+    var lambda_dot = 0.0;
+    if (own) {
+        for (var j = 0u; j < N; j++) {
+            var s = 0.0;
+            for (var k = 0u; k < N; k++) {
+                s += v_at(mi, k, t) * m_get(mi, g, k, j);
+            }
+            row[j] = s;
+        }
+        lambda_dot = row[t];
+        for (var j = 0u; j < N; j++) {
+            row[j] = select(factor(mi, t, j, thr) * row[j], 0.0, j == t);
+        }
+    }
+    sync_dense();
+    if (own) {
+        for (var j = 0u; j < N; j++) {
+            m_set(mi, g, t, j, row[j]);
+        }
+    }
+    sync_dense();
+    // V̇ = V G, row t.
+    if (own) {
+        for (var j = 0u; j < N; j++) {
+            var s = 0.0;
+            for (var i = 0u; i < N; i++) {
+                s += v_at(mi, t, i) * m_get(mi, g, i, j);
+            }
+            row[j] = s;
+        }
+    }
+    sync_dense();
+    if (own) {
+        let ok = status_in[g] == 0u;
+        let nan = bitcast<f32>(params.nan_bits);
+        values_dot[g * N + t] = select(nan, lambda_dot, ok);
+        for (var j = 0u; j < N; j++) {
+            vectors_dot[base + t * N + j] = select(nan, row[j], ok);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Kernel mapping per matrix size and device: how many matrices share a workgroup, how many
+//! invocations work on one matrix, row strides, and what fits in workgroup memory. The plan is
+//! handed to WGSL as pipeline-overridable constants, so every number is decided here, once.
+
+use super::shaders::Kernel;
+use crate::{Error, Result};
+
+/// Invocations a workgroup aims for when several small matrices share it.
+const TARGET_WORKGROUP: u32 = 64;
+/// The largest workgroup the kernels use (wgpu's default `max_compute_invocations_per_workgroup`).
+const MAX_WORKGROUP: u32 = 256;
+/// Bytes of one f32 or u32.
+const WORD: u32 = 4;
+
+/// The launch plan of one kernel for one matrix size on one device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Matrix size.
+    pub n: u32,
+    /// Matrices per workgroup.
+    pub mats: u32,
+    /// Invocations per matrix.
+    pub tpm: u32,
+    /// Whether the second N×N matrix (Vᵀ for Jacobi, the work matrix for the derivatives)
+    /// lives in workgroup memory; otherwise it lives in a global buffer.
+    pub second_shared: bool,
+    /// The pipeline-overridable constants, by name.
+    pub constants: Vec<(&'static str, f64)>,
+    /// Workgroup memory the plan uses, in bytes.
+    pub workgroup_bytes: u32,
+}
+
+impl Plan {
+    /// Invocations per workgroup.
+    pub fn workgroup_size(&self) -> u32 {
+        self.mats * self.tpm
+    }
+}
+
+/// Options that change the Jacobi pipelines (part of the pipeline cache key).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JacobiKnobs {
+    /// Sweep cap.
+    pub max_sweeps: u32,
+    /// Relative rotation threshold.
+    pub rel_threshold: f32,
+    /// Rotation floor (relative to the scaled largest entry).
+    pub rot_floor: f32,
+    /// Read only the lower triangle.
+    pub lower: bool,
+}
+
+/// The smallest odd number ≥ n: a row stride that spreads a column over distinct banks.
+fn odd_stride(n: u32) -> u32 {
+    n | 1
+}
+
+/// Plans `kernel` for size `n` on a device that offers `workgroup_limit` bytes of workgroup
+/// memory. `knobs` is required for the Jacobi kernels; `policy` for the derivative kernels.
+pub fn plan(
+    kernel: Kernel,
+    n: u32,
+    workgroup_limit: u32,
+    knobs: Option<JacobiKnobs>,
+    policy: u32,
+) -> Result<Plan> {
+    if n == 0 || n as usize > super::MAX_N {
+        return Err(Error::UnsupportedSize {
+            n: n as usize,
+            max: super::MAX_N,
+        });
+    }
+    match kernel {
+        Kernel::JacobiEigh | Kernel::JacobiEigvalsh => {
+            let knobs = knobs.expect("Jacobi kernels need their knobs");
+            let want_vectors = kernel == Kernel::JacobiEigh;
+            let m_pad = n + (n & 1);
+            let half = m_pad / 2;
+            // Enough invocations that each pass over half·n items takes a step or a few.
+            let tpm = (half * n).next_power_of_two().clamp(1, MAX_WORKGROUP);
+            let mats = (TARGET_WORKGROUP / tpm).max(1);
+            let a_len = mats * n * odd_stride(n);
+            let small = mats * (5 * half + 2 * n + 4) + 2;
+            let vt_len = mats * n * n;
+            let bytes_without = WORD * (a_len + small + 1);
+            let shared = want_vectors && bytes_without + WORD * vt_len <= workgroup_limit;
+            let bytes = if shared {
+                WORD * (a_len + small + vt_len)
+            } else {
+                bytes_without
+            };
+            if bytes > workgroup_limit {
+                return Err(Error::Gpu(format!(
+                    "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
+                )));
+            }
+            let constants = vec![
+                ("N", n as f64),
+                ("M_PAD", m_pad as f64),
+                ("MATS", mats as f64),
+                ("TPM", tpm as f64),
+                ("WG", (mats * tpm) as f64),
+                ("A_STRIDE", odd_stride(n) as f64),
+                ("A_LEN", a_len as f64),
+                ("VT_SHARED", if shared { 1.0 } else { 0.0 }),
+                ("VT_LEN", if shared { vt_len as f64 } else { 1.0 }),
+                ("PAIRS_LEN", (mats * half) as f64),
+                ("MN_LEN", (mats * n) as f64),
+                ("MAX_SWEEPS", knobs.max_sweeps as f64),
+                ("REL_THRESHOLD", knobs.rel_threshold as f64),
+                ("ROT_FLOOR", knobs.rot_floor as f64),
+                ("LOWER", if knobs.lower { 1.0 } else { 0.0 }),
+            ];
+            Ok(Plan {
+                kernel,
+                n,
+                mats,
+                tpm,
+                second_shared: shared,
+                constants,
+                workgroup_bytes: bytes,
+            })
+        }
+        Kernel::EighVjp | Kernel::EighJvp => {
+            // Invocation t owns row t, so at least n invocations per matrix.
+            let tpm = n.next_power_of_two();
+            let mats = (TARGET_WORKGROUP / tpm).max(1);
+            let v_len = mats * n * odd_stride(n);
+            let small = mats * n;
+            let shared = WORD * (2 * v_len + small) <= workgroup_limit;
+            let bytes = WORD * (v_len + small + if shared { v_len } else { 1 });
+            if bytes > workgroup_limit {
+                return Err(Error::Gpu(format!(
+                    "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
+                )));
+            }
+            let constants = vec![
+                ("N", n as f64),
+                ("MATS", mats as f64),
+                ("TPM", tpm as f64),
+                ("WG", (mats * tpm) as f64),
+                ("STRIDE", odd_stride(n) as f64),
+                ("V_LEN", v_len as f64),
+                ("M_SHARED", if shared { 1.0 } else { 0.0 }),
+                ("M_LEN", if shared { v_len as f64 } else { 1.0 }),
+                ("POLICY", policy as f64),
+                ("MN_LEN", small as f64),
+            ];
+            Ok(Plan {
+                kernel,
+                n,
+                mats,
+                tpm,
+                second_shared: shared,
+                constants,
+                workgroup_bytes: bytes,
+            })
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! WGSL sources: one file per entry point under `shaders/`, shared helpers in their own files,
+//! assembled here by concatenation (WGSL has no includes). The only generated text is the
+//! `MAX_N` constant, so that the largest size is defined once, in Rust.
+
+use super::MAX_N;
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
+const DENSE: &str = include_str!("../../shaders/dense.wgsl");
+
+/// The kernels (one WGSL entry point each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Eigenvalues, eigenvectors and status (`shaders/jacobi_eigh.wgsl`).
+    JacobiEigh,
+    /// Eigenvalues and status only (`shaders/jacobi_eigvalsh.wgsl`).
+    JacobiEigvalsh,
+    /// The reverse rule (`shaders/eigh_vjp.wgsl`).
+    EighVjp,
+    /// The forward rule (`shaders/eigh_jvp.wgsl`).
+    EighJvp,
+}
+
+impl Kernel {
+    /// Every kernel, for validation tests.
+    pub const ALL: [Kernel; 4] = [
+        Kernel::JacobiEigh,
+        Kernel::JacobiEigvalsh,
+        Kernel::EighVjp,
+        Kernel::EighJvp,
+    ];
+
+    /// The entry point's name (also the file's stem).
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::JacobiEigh => "jacobi_eigh",
+            Kernel::JacobiEigvalsh => "jacobi_eigvalsh",
+            Kernel::EighVjp => "eigh_vjp",
+            Kernel::EighJvp => "eigh_jvp",
+        }
+    }
+
+    /// The shared helper files and the entry file, in order.
+    fn parts(self) -> [&'static str; 3] {
+        match self {
+            Kernel::JacobiEigh => [
+                COMMON,
+                JACOBI,
+                include_str!("../../shaders/jacobi_eigh.wgsl"),
+            ],
+            Kernel::JacobiEigvalsh => [
+                COMMON,
+                JACOBI,
+                include_str!("../../shaders/jacobi_eigvalsh.wgsl"),
+            ],
+            Kernel::EighVjp => [COMMON, DENSE, include_str!("../../shaders/eigh_vjp.wgsl")],
+            Kernel::EighJvp => [COMMON, DENSE, include_str!("../../shaders/eigh_jvp.wgsl")],
+        }
+    }
+
+    /// The assembled WGSL module of this kernel.
+    pub fn source(self) -> String {
+        let mut s = format!("const MAX_N: u32 = {MAX_N}u;\n");
+        for part in self.parts() {
+            s.push_str(part);
+            s.push('\n');
+        }
+        s
+    }
+}
