@@ -270,7 +270,7 @@ impl GpuContext {
         opts.validate()?;
         check_n(n)?;
         let nn = n * n;
-        if a.len % nn != 0 {
+        if !a.len.is_multiple_of(nn) {
             return Err(Error::Shape(format!(
                 "input has {} elements, which is not a whole number of {n}×{n} matrices",
                 a.len

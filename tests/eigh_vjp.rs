@@ -1,0 +1,213 @@
+//! The GPU derivatives (VJP, eigenvalues-only VJP, JVP) against the f64 CPU reference, and the
+//! device-resident forward→backward chain. Skips without an adapter unless
+//! `EIGRAD_REQUIRE_GPU=1`.
+
+mod gpu_support;
+
+use eigrad::samples::{self, Rng};
+use eigrad::{cpu, Degeneracy, Eigh, EighOptions, Vectors};
+use gpu_support::*;
+
+const SIZES: [usize; 14] = [1, 2, 3, 4, 5, 7, 8, 13, 16, 31, 32, 33, 48, 64];
+/// The bound for the VJP on well separated spectra, relative to ‖Ā‖.
+const DERIVATIVE_TOL: f64 = 1e-4;
+
+/// Matrices with eigenvalues at least 0.5 apart (`k + 0.5·u`, shuffled signs of the scale).
+fn separated(n: usize, batch: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    for _ in 0..batch {
+        let s: Vec<f64> = (0..n)
+            .map(|k| k as f64 - n as f64 / 2.0 + 0.5 * rng.uniform())
+            .collect();
+        out.extend(samples::with_spectrum(&mut rng, &s));
+    }
+    round_f32(&out)
+}
+
+fn normal(rng: &mut Rng, len: usize) -> Vec<f64> {
+    (0..len)
+        .map(|_| rng.normal())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|&x| x as f32 as f64)
+        .collect()
+}
+
+/// The GPU and CPU forward results for the same f32 input.
+fn forward(n: usize, a: &[f64]) -> Option<(Eigh<f32>, Eigh<f64>)> {
+    let ctx = gpu()?;
+    let opts = EighOptions::default();
+    let g = ctx.eigh(&to_f32(a), n, &opts, Vectors::Yes).unwrap();
+    let c = cpu::jacobi_eigh(a, n, &opts).unwrap();
+    assert!(g.all_ok() && c.all_ok());
+    Some((g, c))
+}
+
+#[test]
+fn vjp_matches_cpu_for_every_size_and_policy() {
+    for n in SIZES {
+        let batch = if n >= 48 { 3 } else { 5 };
+        let a = separated(n, batch, 40 + n as u64);
+        let Some((g, c)) = forward(n, &a) else { return };
+        let mut rng = Rng::new(n as u64);
+        let gl = normal(&mut rng, batch * n);
+        let gv = normal(&mut rng, batch * n * n);
+        for policy in [
+            Degeneracy::default(),
+            Degeneracy::Lorentzian { eps: 1e-6 },
+            Degeneracy::Propagate,
+        ] {
+            let ctx = gpu().unwrap();
+            let x = ctx
+                .eigh_vjp(&g, Some(&to_f32(&gl)), Some(&to_f32(&gv)), policy)
+                .unwrap();
+            let y = cpu::eigh_vjp(&c, Some(&gl), Some(&gv), policy).unwrap();
+            for b in 0..batch {
+                let r = b * n * n..(b + 1) * n * n;
+                let e = rel_err(&x[r.clone()], &y[r]);
+                assert!(
+                    e <= DERIVATIVE_TOL,
+                    "n={n} {policy:?} matrix {b}: rel err {e:e}"
+                );
+            }
+            // Each cotangent alone.
+            let x = ctx.eigh_vjp(&g, None, Some(&to_f32(&gv)), policy).unwrap();
+            let y = cpu::eigh_vjp(&c, None, Some(&gv), policy).unwrap();
+            assert!(rel_err(&x, &y) <= DERIVATIVE_TOL, "n={n} {policy:?} V̄ only");
+        }
+        let ctx = gpu().unwrap();
+        let x = ctx.eigvalsh_vjp(&g, &to_f32(&gl)).unwrap();
+        let y = cpu::eigvalsh_vjp(&c, &gl).unwrap();
+        let e = rel_err(&x, &y);
+        assert!(
+            e <= DERIVATIVE_TOL,
+            "n={n} eigenvalues-only VJP: rel err {e:e}"
+        );
+        // Ā is exactly symmetric.
+        for b in 0..batch {
+            for i in 0..n {
+                for j in 0..n {
+                    assert_eq!(x[b * n * n + i * n + j], x[b * n * n + j * n + i]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn jvp_matches_cpu_for_every_size() {
+    for n in SIZES {
+        let batch = if n >= 48 { 3 } else { 5 };
+        let a = separated(n, batch, 70 + n as u64);
+        let Some((g, c)) = forward(n, &a) else { return };
+        let mut rng = Rng::new(1000 + n as u64);
+        let da = normal(&mut rng, batch * n * n);
+        let ctx = gpu().unwrap();
+        let x = ctx
+            .eigh_jvp(&g, &to_f32(&da), Degeneracy::default())
+            .unwrap();
+        let y = cpu::eigh_jvp(&c, &da, Degeneracy::default()).unwrap();
+        for b in 0..batch {
+            let rv = b * n..(b + 1) * n;
+            let rm = b * n * n..(b + 1) * n * n;
+            let ev = rel_err(&x.values_dot[rv.clone()], &y.values_dot[rv]);
+            let em = rel_err(&x.vectors_dot[rm.clone()], &y.vectors_dot[rm]);
+            assert!(ev <= DERIVATIVE_TOL, "n={n} matrix {b}: λ̇ rel err {ev:e}");
+            assert!(em <= DERIVATIVE_TOL, "n={n} matrix {b}: V̇ rel err {em:e}");
+        }
+    }
+}
+
+#[test]
+fn exact_ties_are_masked_by_default_and_propagate_gives_non_finite() {
+    let Some(ctx) = gpu() else { return };
+    let n = 4;
+    // Identity and diag(1, 1, 2, 3): bitwise-equal eigenvalues.
+    let mut a = vec![0f32; 2 * n * n];
+    for i in 0..n {
+        a[i * n + i] = 1.0;
+        a[n * n + i * n + i] = [1.0, 1.0, 2.0, 3.0][i];
+    }
+    let g = ctx
+        .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
+        .unwrap();
+    let gv: Vec<f32> = (0..2 * n * n).map(|i| (i % 5) as f32 - 2.0).collect();
+    let masked = ctx
+        .eigh_vjp(&g, None, Some(&gv), Degeneracy::default())
+        .unwrap();
+    assert!(masked.iter().all(|x| x.is_finite()));
+    let a64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+    let gv64: Vec<f64> = gv.iter().map(|&x| x as f64).collect();
+    let c = cpu::jacobi_eigh(&a64, n, &EighOptions::default()).unwrap();
+    let expect = cpu::eigh_vjp(&c, None, Some(&gv64), Degeneracy::default()).unwrap();
+    assert!(rel_err(&masked, &expect) <= DERIVATIVE_TOL);
+    let raw = ctx
+        .eigh_vjp(&g, None, Some(&gv), Degeneracy::Propagate)
+        .unwrap();
+    for b in 0..2 {
+        assert!(
+            raw[b * n * n..(b + 1) * n * n]
+                .iter()
+                .any(|x| !x.is_finite()),
+            "matrix {b}: Propagate gave finite values at an exact tie"
+        );
+    }
+}
+
+#[test]
+fn device_resident_forward_feeds_backward_without_host_round_trip() {
+    let Some(ctx) = gpu() else { return };
+    let n = 9;
+    let batch = 300;
+    let a = to_f32(&separated(n, batch, 5));
+    let mut rng = Rng::new(6);
+    let gv = to_f32(&normal(&mut rng, batch * n * n));
+    let gl = to_f32(&normal(&mut rng, batch * n));
+    let opts = EighOptions::default();
+    // Host path.
+    let host_fwd = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
+    let host_bwd = ctx
+        .eigh_vjp(&host_fwd, Some(&gl), Some(&gv), Degeneracy::default())
+        .unwrap();
+    // Device path: only the final Ā is read back.
+    let a_dev = ctx.upload(&a);
+    let fwd = ctx.eigh_resident(&a_dev, n, &opts, Vectors::Yes).unwrap();
+    let (gl_dev, gv_dev) = (ctx.upload(&gl), ctx.upload(&gv));
+    let bwd = ctx
+        .eigh_vjp_resident(&fwd, Some(&gl_dev), Some(&gv_dev), Degeneracy::default())
+        .unwrap();
+    assert_eq!(ctx.download(&bwd).unwrap(), host_bwd);
+    assert_eq!(
+        ctx.download(fwd.eigenvectors.as_ref().unwrap()).unwrap(),
+        host_fwd.eigenvectors.unwrap()
+    );
+    assert_eq!(ctx.download_status(&fwd.status).unwrap(), host_fwd.status);
+    // And chunked on the device.
+    ctx.set_max_chunk(64);
+    let bwd2 = ctx.eigh_vjp_resident(&fwd, Some(&gl_dev), Some(&gv_dev), Degeneracy::default());
+    ctx.set_max_chunk(0);
+    assert_eq!(ctx.download(&bwd2.unwrap()).unwrap(), host_bwd);
+}
+
+#[test]
+fn derivatives_of_failed_matrices_are_nan() {
+    let Some(ctx) = gpu() else { return };
+    let n = 3;
+    let mut a = to_f32(&separated(n, 3, 9));
+    a[n * n + 1] = f32::NAN;
+    let g = ctx
+        .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
+        .unwrap();
+    let gv = vec![1f32; 3 * n * n];
+    let x = ctx
+        .eigh_vjp(&g, None, Some(&gv), Degeneracy::default())
+        .unwrap();
+    assert!(x[..n * n].iter().all(|v| v.is_finite()));
+    assert!(x[n * n..2 * n * n].iter().all(|v| v.is_nan()));
+    assert!(x[2 * n * n..].iter().all(|v| v.is_finite()));
+    let j = ctx.eigh_jvp(&g, &gv, Degeneracy::default()).unwrap();
+    assert!(j.values_dot[n..2 * n].iter().all(|v| v.is_nan()));
+    assert!(j.vectors_dot[n * n..2 * n * n].iter().all(|v| v.is_nan()));
+    assert!(j.vectors_dot[..n * n].iter().all(|v| v.is_finite()));
+}
