@@ -53,13 +53,17 @@ fn gpu(c: &mut Criterion) {
         let gv_dev = ctx.upload(&gv);
         let fwd = ctx.eigh_resident(&a_dev, n, &opts, Vectors::Yes).unwrap();
         for (name, vectors) in [("eigh", Vectors::Yes), ("eigvalsh", Vectors::No)] {
-            group.bench_with_input(BenchmarkId::new(format!("{name}/resident"), n), &n, |b, &n| {
-                b.iter(|| {
-                    let r = ctx.eigh_resident(&a_dev, n, &opts, vectors).unwrap();
-                    // Reading the status back waits for the kernel.
-                    ctx.download_status(&r.status).unwrap()
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("{name}/resident"), n),
+                &n,
+                |b, &n| {
+                    b.iter(|| {
+                        let r = ctx.eigh_resident(&a_dev, n, &opts, vectors).unwrap();
+                        // Reading the status back waits for the kernel.
+                        ctx.download_status(&r.status).unwrap()
+                    })
+                },
+            );
             group.bench_with_input(BenchmarkId::new(format!("{name}/host"), n), &n, |b, &n| {
                 b.iter(|| ctx.eigh(&a, n, &opts, vectors).unwrap())
             });

@@ -74,6 +74,12 @@ fn every_policy_and_option_validates() {
             validate(kernel, &p.constants).unwrap();
         }
     }
+    for func in 0..7 {
+        for kernel in [Kernel::SpectralApply, Kernel::SpectralVjp] {
+            let p = plan(kernel, 6, 32768, None, func).unwrap();
+            validate(kernel, &p.constants).unwrap();
+        }
+    }
     let lower = JacobiKnobs {
         lower: true,
         ..KNOBS

@@ -439,5 +439,9 @@ pub(crate) fn bindings(kernel: Kernel) -> &'static [Access] {
         Kernel::EighVjp => &[Read, Read, Read, Read, Read, ReadWrite],
         // values_in, vectors_in, tangent, status_in, values_dot, vectors_dot
         Kernel::EighJvp => &[Read, Read, Read, Read, ReadWrite, ReadWrite],
+        // values_in, vectors_in, status_in, f_out, status_out
+        Kernel::SpectralApply => &[Read, Read, Read, ReadWrite, ReadWrite],
+        // values_in, vectors_in, grad, status_in, grad_out
+        Kernel::SpectralVjp => &[Read, Read, Read, Read, ReadWrite],
     }
 }

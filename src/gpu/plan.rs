@@ -58,13 +58,14 @@ fn odd_stride(n: u32) -> u32 {
 }
 
 /// Plans `kernel` for size `n` on a device that offers `workgroup_limit` bytes of workgroup
-/// memory. `knobs` is required for the Jacobi kernels; `policy` for the derivative kernels.
+/// memory. `knobs` is required for the Jacobi kernels; `code` is the degeneracy policy of the
+/// eigh derivative kernels and the function code of the spectral kernels.
 pub fn plan(
     kernel: Kernel,
     n: u32,
     workgroup_limit: u32,
     knobs: Option<JacobiKnobs>,
-    policy: u32,
+    code: u32,
 ) -> Result<Plan> {
     if n == 0 || n as usize > super::MAX_N {
         return Err(Error::UnsupportedSize {
@@ -123,20 +124,23 @@ pub fn plan(
                 workgroup_bytes: bytes,
             })
         }
-        Kernel::EighVjp | Kernel::EighJvp => {
+        Kernel::EighVjp | Kernel::EighJvp | Kernel::SpectralApply | Kernel::SpectralVjp => {
             // Invocation t owns row t, so at least n invocations per matrix.
             let tpm = n.next_power_of_two();
             let mats = (TARGET_WORKGROUP / tpm).max(1);
             let v_len = mats * n * odd_stride(n);
             let small = mats * n;
-            let shared = WORD * (2 * v_len + small) <= workgroup_limit;
+            // spectral_apply needs no work matrix.
+            let shared =
+                kernel != Kernel::SpectralApply && WORD * (2 * v_len + small) <= workgroup_limit;
             let bytes = WORD * (v_len + small + if shared { v_len } else { 1 });
             if bytes > workgroup_limit {
                 return Err(Error::Gpu(format!(
                     "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
                 )));
             }
-            let constants = vec![
+            let spectral = matches!(kernel, Kernel::SpectralApply | Kernel::SpectralVjp);
+            let mut constants = vec![
                 ("N", n as f64),
                 ("MATS", mats as f64),
                 ("TPM", tpm as f64),
@@ -145,9 +149,12 @@ pub fn plan(
                 ("V_LEN", v_len as f64),
                 ("M_SHARED", if shared { 1.0 } else { 0.0 }),
                 ("M_LEN", if shared { v_len as f64 } else { 1.0 }),
-                ("POLICY", policy as f64),
+                ("POLICY", if spectral { 0.0 } else { code as f64 }),
                 ("MN_LEN", small as f64),
             ];
+            if spectral {
+                constants.push(("FUNC", code as f64));
+            }
             Ok(Plan {
                 kernel,
                 n,

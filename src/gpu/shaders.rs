@@ -7,6 +7,7 @@ use super::MAX_N;
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
 const DENSE: &str = include_str!("../../shaders/dense.wgsl");
+const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
 
 /// The kernels (one WGSL entry point each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,15 +20,21 @@ pub enum Kernel {
     EighVjp,
     /// The forward rule (`shaders/eigh_jvp.wgsl`).
     EighJvp,
+    /// `f(A) = V f(Λ) Vᵀ` from a decomposition (`shaders/spectral_apply.wgsl`).
+    SpectralApply,
+    /// The Daleckii–Krein reverse rule (`shaders/spectral_vjp.wgsl`).
+    SpectralVjp,
 }
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 4] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
         Kernel::EighVjp,
         Kernel::EighJvp,
+        Kernel::SpectralApply,
+        Kernel::SpectralVjp,
     ];
 
     /// The entry point's name (also the file's stem).
@@ -37,24 +44,38 @@ impl Kernel {
             Kernel::JacobiEigvalsh => "jacobi_eigvalsh",
             Kernel::EighVjp => "eigh_vjp",
             Kernel::EighJvp => "eigh_jvp",
+            Kernel::SpectralApply => "spectral_apply",
+            Kernel::SpectralVjp => "spectral_vjp",
         }
     }
 
     /// The shared helper files and the entry file, in order.
-    fn parts(self) -> [&'static str; 3] {
+    fn parts(self) -> &'static [&'static str] {
         match self {
-            Kernel::JacobiEigh => [
+            Kernel::JacobiEigh => &[
                 COMMON,
                 JACOBI,
                 include_str!("../../shaders/jacobi_eigh.wgsl"),
             ],
-            Kernel::JacobiEigvalsh => [
+            Kernel::JacobiEigvalsh => &[
                 COMMON,
                 JACOBI,
                 include_str!("../../shaders/jacobi_eigvalsh.wgsl"),
             ],
-            Kernel::EighVjp => [COMMON, DENSE, include_str!("../../shaders/eigh_vjp.wgsl")],
-            Kernel::EighJvp => [COMMON, DENSE, include_str!("../../shaders/eigh_jvp.wgsl")],
+            Kernel::EighVjp => &[COMMON, DENSE, include_str!("../../shaders/eigh_vjp.wgsl")],
+            Kernel::EighJvp => &[COMMON, DENSE, include_str!("../../shaders/eigh_jvp.wgsl")],
+            Kernel::SpectralApply => &[
+                COMMON,
+                DENSE,
+                SPECTRAL,
+                include_str!("../../shaders/spectral_apply.wgsl"),
+            ],
+            Kernel::SpectralVjp => &[
+                COMMON,
+                DENSE,
+                SPECTRAL,
+                include_str!("../../shaders/spectral_vjp.wgsl"),
+            ],
         }
     }
 
