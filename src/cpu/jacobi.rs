@@ -134,56 +134,17 @@ pub fn eigh_one(
     // Entries below this absolute floor (relative to the largest entry, now ≈ 1) are negligible
     // whatever the diagonal; it stops endless rotations of underflowing residue.
     let floor = f64::EPSILON * f64::EPSILON;
-    let mut converged = false;
-    for _sweep in 0..max_sweeps {
-        let mut rotated = false;
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                let app = a[p * n + p];
-                let aqq = a[q * n + q];
-                if apq.abs() <= (rel_threshold * (app.abs() * aqq.abs()).sqrt()).max(floor) {
-                    continue;
-                }
-                rotated = true;
-                let (t, c, s) = rotation(app, aqq, apq);
-                // A ← Jᵀ A J on rows/columns p and q, keeping full symmetric storage.
-                for k in 0..n {
-                    if k == p || k == q {
-                        continue;
-                    }
-                    let akp = a[k * n + p];
-                    let akq = a[k * n + q];
-                    let np = c * akp - s * akq;
-                    let nq = s * akp + c * akq;
-                    a[k * n + p] = np;
-                    a[p * n + k] = np;
-                    a[k * n + q] = nq;
-                    a[q * n + k] = nq;
-                }
-                a[p * n + p] = app - t * apq;
-                a[q * n + q] = aqq + t * apq;
-                a[p * n + q] = 0.0;
-                a[q * n + p] = 0.0;
-                if want_vectors {
-                    // V ← V J, stored transposed so the update runs over contiguous rows.
-                    let (rp, rq) = vt.split_at_mut(q * n);
-                    let rp = &mut rp[p * n..p * n + n];
-                    let rq = &mut rq[..n];
-                    for k in 0..n {
-                        let vp = rp[k];
-                        let vq = rq[k];
-                        rp[k] = c * vp - s * vq;
-                        rq[k] = s * vp + c * vq;
-                    }
-                }
+    let (thr2, floor2) = (rel_threshold * rel_threshold, floor * floor);
+    // One specialised copy of the sweeps per small n (the loops unroll), a general one above.
+    macro_rules! specialised {
+        ($($k:literal)*) => {
+            match n {
+                $($k => sweeps($k, a, vt, want_vectors, max_sweeps, thr2, floor2),)*
+                _ => sweeps(n, a, vt, want_vectors, max_sweeps, thr2, floor2),
             }
-        }
-        if !rotated {
-            converged = true;
-            break;
-        }
+        };
     }
+    let converged = specialised!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
     if !converged {
         values.fill(f64::NAN);
         if let Some(v) = vectors {
@@ -211,6 +172,76 @@ pub fn eigh_one(
         }
     }
     Status::Ok
+}
+
+/// Cyclic-by-row Jacobi sweeps on the upper triangle of `a` (row-major `n×n`, largest entry
+/// ≈ 1), accumulating the rotations into the rows of `vt` when `want_vectors`. The pair (p, q)
+/// is rotated only while `a_pq² > thr2·|a_pp·a_qq|` and `a_pq² > floor2` (Demmel–Veselić, in
+/// squares: no square root per pair). Returns whether a sweep performed no rotation within
+/// `max_sweeps`. Always inlined, so a constant `n` specialises it.
+#[inline(always)]
+fn sweeps(
+    n: usize,
+    a: &mut [f64],
+    vt: &mut [f64],
+    want_vectors: bool,
+    max_sweeps: u32,
+    thr2: f64,
+    floor2: f64,
+) -> bool {
+    let a = &mut a[..n * n];
+    let vt = &mut vt[..n * n];
+    for _sweep in 0..max_sweeps {
+        let mut rotated = false;
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                let app = a[p * n + p];
+                let aqq = a[q * n + q];
+                let apq2 = apq * apq;
+                if apq2 <= floor2 || apq2 <= thr2 * (app * aqq).abs() {
+                    continue;
+                }
+                rotated = true;
+                let (t, c, s) = rotation(app, aqq, apq);
+                // A ← Jᵀ A J, on the upper triangle only: (k, p) and (k, q) for k < p, then
+                // (p, k) and (k, q) for p < k < q, then (p, k) and (q, k) for k > q.
+                for k in 0..p {
+                    let (x, y) = (a[k * n + p], a[k * n + q]);
+                    a[k * n + p] = c * x - s * y;
+                    a[k * n + q] = s * x + c * y;
+                }
+                for k in p + 1..q {
+                    let (x, y) = (a[p * n + k], a[k * n + q]);
+                    a[p * n + k] = c * x - s * y;
+                    a[k * n + q] = s * x + c * y;
+                }
+                for k in q + 1..n {
+                    let (x, y) = (a[p * n + k], a[q * n + k]);
+                    a[p * n + k] = c * x - s * y;
+                    a[q * n + k] = s * x + c * y;
+                }
+                a[p * n + p] = app - t * apq;
+                a[q * n + q] = aqq + t * apq;
+                a[p * n + q] = 0.0;
+                if want_vectors {
+                    // V ← V J, stored transposed so the update runs over contiguous rows.
+                    let (rp, rq) = vt.split_at_mut(q * n);
+                    let rp = &mut rp[p * n..p * n + n];
+                    let rq = &mut rq[..n];
+                    for (x, y) in rp.iter_mut().zip(rq.iter_mut()) {
+                        let (vp, vq) = (*x, *y);
+                        *x = c * vp - s * vq;
+                        *y = s * vp + c * vq;
+                    }
+                }
+            }
+        }
+        if !rotated {
+            return true;
+        }
+    }
+    false
 }
 
 /// The sign gauge of DESIGN §1: +1 when the component of largest magnitude (the first on ties) is
