@@ -1,1 +1,2 @@
+//! GPU benchmarks (criterion; placeholder until the benchmark work lands).
 fn main() {}

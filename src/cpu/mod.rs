@@ -3,13 +3,28 @@
 //!
 //! Every GPU result is checked against these functions; they are also what users without a GPU
 //! run. Inputs may be f16, f32 or f64; computation is in f64.
+//!
+//! Besides the eigendecomposition and its derivatives ([`jacobi_eigh`], [`eigh_vjp`],
+//! [`eigh_jvp`], ...), the stable objectives of [`crate::spectral`] with their VJPs: spectral
+//! functions ([`spectral`], [`spectral_vjp`]), projectors ([`projector`], [`projector_vjp`]),
+//! extreme eigenvalues and the spectral norm ([`extreme_eigenvalue`],
+//! [`extreme_eigenvalue_vjp`]) and the dominant eigenpair by power iteration
+//! ([`power_iteration`], [`power_iteration_vjp`]).
 
 mod derivatives;
 mod jacobi;
+mod power_iteration;
+mod spectral;
 
 pub use jacobi::{eigh_one, gauge_sign, Workspace};
+pub use power_iteration::{power_iteration, power_iteration_vjp};
+pub use spectral::{
+    extreme_eigenvalue, extreme_eigenvalue_vjp, projector, projector_vjp, spectral, spectral_vjp,
+};
 
-use crate::{Degeneracy, Eigh, Jvp, EighOptions, Error, Precision, Result, Scalar, Status, Vectors};
+use crate::{
+    Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
+};
 use rayon::prelude::*;
 
 /// Matrices handed to one rayon task at least (small matrices are cheap; this bounds overhead).
@@ -21,7 +36,7 @@ pub(crate) fn batch_of(len: usize, n: usize, what: &str) -> Result<usize> {
         return Err(Error::Shape("matrix size n must be at least 1".into()));
     }
     let nn = n * n;
-    if len % nn != 0 {
+    if !len.is_multiple_of(nn) {
         return Err(Error::Shape(format!(
             "{what} has {len} elements, which is not a whole number of {n}×{n} matrices"
         )));
@@ -42,7 +57,12 @@ fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
 ///
 /// `a` holds `B` row-major `n×n` matrices. Returns ascending eigenvalues, eigenvectors as columns
 /// with the sign gauge of DESIGN §1 (when `vectors` is [`Vectors::Yes`]), and a status per matrix.
-pub fn jacobi<S: Scalar>(a: &[S], n: usize, opts: &EighOptions, vectors: Vectors) -> Result<Eigh<f64>> {
+pub fn jacobi<S: Scalar>(
+    a: &[S],
+    n: usize,
+    opts: &EighOptions,
+    vectors: Vectors,
+) -> Result<Eigh<f64>> {
     opts.validate()?;
     let batch = batch_of(a.len(), n, "input")?;
     let nn = n * n;
@@ -54,7 +74,16 @@ pub fn jacobi<S: Scalar>(a: &[S], n: usize, opts: &EighOptions, vectors: Vectors
         Vectors::No => None,
     };
     let solve = |ws: &mut Workspace, m: &[S], w: &mut [f64], v: Option<&mut [f64]>| {
-        eigh_one(|i| m[i].to_f64(), n, opts.symmetry, opts.max_sweeps, thr, ws, w, v)
+        eigh_one(
+            |i| m[i].to_f64(),
+            n,
+            opts.symmetry,
+            opts.max_sweeps,
+            thr,
+            ws,
+            w,
+            v,
+        )
     };
     match eigenvectors.as_mut() {
         Some(vecs) => a
@@ -248,22 +277,4 @@ pub fn gauge_diagnostic(
             },
         );
     Ok(out)
-}
-
-/// Batched spectral function `f(A) = V diag(f(λ)) Vᵀ` in f64 (outline; implemented with the
-/// stable-objectives work).
-pub fn spectral<S: Scalar>(
-    a: &[S],
-    n: usize,
-    function: crate::spectral::SpectralFn,
-    opts: &EighOptions,
-) -> Result<crate::spectral::Spectral<f64>> {
-    let _ = (a, n, function, opts);
-    Err(Error::InvalidArgument("spectral functions are not implemented yet".into()))
-}
-
-/// The Daleckii–Krein VJP of [`spectral`]: `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` (outline).
-pub fn spectral_vjp(s: &crate::spectral::Spectral<f64>, grad: &[f64]) -> Result<Vec<f64>> {
-    let _ = (s, grad);
-    Err(Error::InvalidArgument("spectral functions are not implemented yet".into()))
 }
