@@ -1,1 +1,2 @@
+//! CPU benchmarks (criterion; placeholder until the benchmark work lands).
 fn main() {}

@@ -14,6 +14,11 @@
 //! `Ā = V (diag(λ̄) + F∘skew(VᵀV̄)) Vᵀ` with `F_ij = 1/(λ_j − λ_i)` under a [`Degeneracy`] policy,
 //! the forward rule `λ̇ = diag(P)`, `V̇ = V (F∘P)` with `P = VᵀȦV`, and the eigenvalues-only rule
 //! `Ā = V diag(λ̄) Vᵀ`.
+//!
+//! Stable objectives ([`spectral`]): spectral functions `V f(Λ) Vᵀ` with the Daleckii–Krein VJP,
+//! projectors onto the `k` lowest/highest eigenvectors, `λ_max`, `λ_min` and the spectral norm,
+//! and the dominant eigenpair by power iteration: derivatives that stay finite and correct when
+//! eigenvalues coincide.
 #![deny(missing_docs)]
 
 pub mod cpu;

@@ -1,7 +1,33 @@
-//! Stable objectives: spectral functions `f(A) = V f(Λ) Vᵀ` and their Daleckii–Krein derivative.
-//! (Outline: the CPU implementation lands with the stable-objectives work.)
+//! Stable objectives (DESIGN §2): quantities of a symmetric matrix whose derivatives stay defined
+//! when eigenvalues coincide, and the types their batched implementations return.
+//!
+//! - Spectral functions `f(A) = V diag(f(λ)) Vᵀ` ([`SpectralFn`], [`Spectral`]) with the
+//!   Daleckii–Krein derivative, whose divided differences [`SpectralFn::divided_difference`]
+//!   evaluates without cancellation, so the gradient is finite and accurate at repeated
+//!   eigenvalues.
+//! - Projectors `P = V_k V_kᵀ` onto the `k` lowest or highest eigenvectors ([`Projector`],
+//!   [`Projection`]), whose derivative only involves the gaps across the cut.
+//! - Extreme eigenvalues `λ_max`, `λ_min` and the spectral norm ([`Extreme`],
+//!   [`ExtremeEigenvalue`]) with their minimum-norm subgradient.
+//! - The dominant eigenpair by power iteration ([`PowerIterationOptions`], [`PowerIteration`]),
+//!   differentiated implicitly through its fixed point.
+//!
+//! The CPU reference implementations are [`crate::cpu::spectral`], [`crate::cpu::projector`],
+//! [`crate::cpu::extreme_eigenvalue`] and [`crate::cpu::power_iteration`] with their `_vjp`
+//! companions.
+//!
+//! ```
+//! use eigrad::{cpu, spectral::SpectralFn, EighOptions};
+//! // √A of A = diag(4, 9), and the gradient of the loss ⟨E₁₁, √A⟩ = (√A)₁₁.
+//! let a = [4.0, 0.0, 0.0, 9.0];
+//! let s = cpu::spectral(&a, 2, SpectralFn::Sqrt, &EighOptions::default())?;
+//! assert_eq!(s.values, [2.0, 0.0, 0.0, 3.0]);
+//! let grad = cpu::spectral_vjp(&s, &[1.0, 0.0, 0.0, 0.0])?;
+//! assert_eq!(grad, [0.25, 0.0, 0.0, 0.0]); // d√λ/dλ = 1/(2·2)
+//! # Ok::<(), eigrad::Error>(())
+//! ```
 
-use crate::{Eigh, Error};
+use crate::{Eigh, Error, Result, Status, Symmetry};
 
 /// A scalar function applied to the spectrum of a symmetric matrix.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -14,7 +40,7 @@ pub enum SpectralFn {
     Exp,
     /// `1/λ` (positive definite input).
     Inv,
-    /// `λ^p` (positive definite input).
+    /// `λ^p` (positive definite input, whatever `p`; `p` finite).
     Pow(f64),
 }
 
@@ -37,6 +63,121 @@ impl std::str::FromStr for SpectralFn {
     }
 }
 
+impl SpectralFn {
+    /// Checks the parameter of [`SpectralFn::Pow`] (it must be finite).
+    pub fn validate(self) -> Result<()> {
+        match self {
+            SpectralFn::Pow(p) if !p.is_finite() => Err(Error::InvalidArgument(format!(
+                "the exponent of pow must be finite, got {p}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when the function needs a positive definite matrix (every function but `exp`).
+    pub fn needs_positive_definite(self) -> bool {
+        !matches!(self, SpectralFn::Exp)
+    }
+
+    /// True when the eigenvalue `x` lies in the domain: `x > 0` for sqrt, log, inv and pow,
+    /// any finite `x` for exp. An eigenvalue outside it gives [`Status::OutOfDomain`].
+    pub fn in_domain(self, x: f64) -> bool {
+        if self.needs_positive_definite() {
+            x > 0.0
+        } else {
+            x.is_finite()
+        }
+    }
+
+    /// `f(x)`.
+    pub fn value(self, x: f64) -> f64 {
+        match self {
+            SpectralFn::Sqrt => x.sqrt(),
+            SpectralFn::Log => x.ln(),
+            SpectralFn::Exp => x.exp(),
+            SpectralFn::Inv => 1.0 / x,
+            SpectralFn::Pow(p) => x.powf(p),
+        }
+    }
+
+    /// `f′(x)`.
+    pub fn derivative(self, x: f64) -> f64 {
+        match self {
+            SpectralFn::Sqrt => 0.5 / x.sqrt(),
+            SpectralFn::Log => 1.0 / x,
+            SpectralFn::Exp => x.exp(),
+            SpectralFn::Inv => -1.0 / (x * x),
+            SpectralFn::Pow(p) => {
+                if p == 0.0 {
+                    0.0
+                } else {
+                    p * x.powf(p - 1.0)
+                }
+            }
+        }
+    }
+
+    /// The divided difference `f[a, b] = (f(a) − f(b)) / (a − b)`, with `f[a, a] = f′(a)`, in
+    /// forms that do not cancel when `a` and `b` are close (relative error a few ulps for
+    /// `a = b`, for `|a − b| ≈ 1e-9·a` and for well separated arguments):
+    ///
+    /// - sqrt: `1/(√a + √b)`;
+    /// - log: with `b < a` and `δ = (a − b)/b`, `log1p(δ)/(a − b)`;
+    /// - exp: `e^{(a+b)/2} · sinh(h)/h` with `h = (a − b)/2` when `|a − b| < 1`, else the
+    ///   plain quotient (no cancellation there, and no overflow of `sinh`);
+    /// - inv: `−1/(ab)`;
+    /// - pow: with `b < a`, `δ = (a − b)/b` and `t = p·log1p(δ)`, `b^{p−1} · expm1(t)/δ`
+    ///   (the plain quotient only if that over- or underflows).
+    ///
+    /// Symmetric in `a` and `b`. Arguments outside the domain give NaN (or ±inf) like `f`.
+    pub fn divided_difference(self, a: f64, b: f64) -> f64 {
+        let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+        if hi == lo {
+            return self.derivative(hi);
+        }
+        let plain = || (self.value(hi) - self.value(lo)) / (hi - lo);
+        match self {
+            SpectralFn::Sqrt => 1.0 / (hi.sqrt() + lo.sqrt()),
+            SpectralFn::Inv => -(1.0 / hi) / lo,
+            SpectralFn::Exp => {
+                let d = hi - lo;
+                if d < 1.0 {
+                    let h = 0.5 * d;
+                    (0.5 * hi + 0.5 * lo).exp() * (h.sinh() / h)
+                } else {
+                    plain()
+                }
+            }
+            SpectralFn::Log => {
+                if lo.is_nan() || lo <= 0.0 {
+                    return f64::NAN;
+                }
+                let delta = (hi - lo) / lo;
+                if delta.is_finite() {
+                    delta.ln_1p() / (hi - lo)
+                } else {
+                    plain()
+                }
+            }
+            SpectralFn::Pow(p) => {
+                if lo.is_nan() || lo <= 0.0 {
+                    return f64::NAN;
+                }
+                if p == 0.0 {
+                    return 0.0;
+                }
+                let delta = (hi - lo) / lo;
+                let r = lo.powf(p - 1.0) * ((p * delta.ln_1p()).exp_m1() / delta);
+                if r.is_finite() && r != 0.0 {
+                    r
+                } else {
+                    plain()
+                }
+            }
+        }
+    }
+}
+
 /// The result of a batched spectral function: `f(A)` and what its VJP needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spectral<T> {
@@ -45,6 +186,184 @@ pub struct Spectral<T> {
     /// `f(A)`, `[B][n][n]`, symmetric; NaN where the status is not ok.
     pub values: Vec<T>,
     /// The eigendecomposition of `A` (saved for the VJP); its status is the status of `f(A)`
-    /// ([`crate::Status::OutOfDomain`] when an eigenvalue is outside the domain of `f`).
+    /// ([`crate::Status::OutOfDomain`] when an eigenvalue is outside the domain of `f`). As for
+    /// every status other than ok, that matrix's eigenvalues and eigenvectors are NaN.
     pub eig: Eigh<T>,
+}
+
+/// Which eigenvectors a projector keeps: the `k` with the lowest or the `k` with the highest
+/// eigenvalues (`0 ≤ k ≤ n`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Projector {
+    /// The `k` lowest eigenvalues (ascending indices `0..k`).
+    Lowest(usize),
+    /// The `k` highest eigenvalues (ascending indices `n−k..n`).
+    Highest(usize),
+}
+
+impl Projector {
+    /// The number of eigenvectors kept.
+    pub fn k(self) -> usize {
+        match self {
+            Projector::Lowest(k) | Projector::Highest(k) => k,
+        }
+    }
+
+    /// Checks `k ≤ n`.
+    pub fn validate(self, n: usize) -> Result<()> {
+        if self.k() > n {
+            return Err(Error::InvalidArgument(format!(
+                "the projector keeps k = {} eigenvectors of an {n}×{n} matrix",
+                self.k()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The kept indices, in the ascending eigenvalue order, for matrices of size `n ≥ k`.
+    pub fn selected(self, n: usize) -> std::ops::Range<usize> {
+        match self {
+            Projector::Lowest(k) => 0..k,
+            Projector::Highest(k) => n - k..n,
+        }
+    }
+
+    /// The two ascending indices `(i, i + 1)` on either side of the cut, or `None` when nothing
+    /// or everything is kept (`k = 0` or `k = n`: `P = 0` or `P = I`, no cut).
+    pub fn cut(self, n: usize) -> Option<(usize, usize)> {
+        let r = self.selected(n);
+        if r.is_empty() || r.len() == n {
+            None
+        } else if r.start == 0 {
+            Some((r.end - 1, r.end))
+        } else {
+            Some((r.start - 1, r.start))
+        }
+    }
+}
+
+/// The result of a batched projector `P = V_k V_kᵀ`: `P`, what its VJP needs, and a report of
+/// degenerate cuts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Projection<T> {
+    /// Which eigenvectors are kept.
+    pub selection: Projector,
+    /// `P`, `[B][n][n]`, symmetric; NaN where the status is not ok.
+    pub values: Vec<T>,
+    /// The eigendecomposition of `A` (saved for the VJP); its status is the status of `P`.
+    pub eig: Eigh<T>,
+    /// `[B]`: the gap `λ_{i+1} − λ_i ≥ 0` across the cut (see [`Projector::cut`]); `+inf` when
+    /// there is no cut, NaN where the status is not ok.
+    pub cut_gap: Vec<T>,
+    /// `[B]`: true when the cut falls inside a degenerate cluster, i.e. `cut_gap` is at most the
+    /// default `Mask` tolerance (`eps^(3/4)·max|λ|` of the compute precision). `P` then depends on
+    /// an arbitrary choice of basis inside the cluster and has no derivative; the VJP applies its
+    /// [`crate::Degeneracy`] policy to the tied pairs. False where the status is not ok.
+    pub cut_in_cluster: Vec<bool>,
+}
+
+/// Which extreme of the spectrum [`crate::cpu::extreme_eigenvalue`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extreme {
+    /// `λ_max`, the largest eigenvalue.
+    Max,
+    /// `λ_min`, the smallest eigenvalue.
+    Min,
+    /// The spectral norm `‖A‖₂ = max_i |λ_i|`.
+    SpectralNorm,
+}
+
+/// The result of a batched extreme eigenvalue: the value per matrix and its (minimum-norm sub)
+/// gradient with respect to `A`.
+///
+/// With `U` the eigenvectors of the extreme cluster (the `m` eigenvalues within the `Mask`
+/// tolerance of the extreme, `m` = [`ExtremeEigenvalue::multiplicity`]) the gradient is
+/// `G = (1/m) Σ_{i∈cluster} s_i u_i u_iᵀ`, with `s_i = 1` for `Max` and `Min` and
+/// `s_i = sign(λ_i)` for `SpectralNorm`. For a simple extreme eigenvalue that is the gradient
+/// `u uᵀ`. For a repeated one the function is not differentiable; its subdifferential is
+/// `{U Z Uᵀ : Z ⪰ 0, tr Z = 1}` (with the signs for the norm), and `G` (`Z = I/m`) is its
+/// element of minimum Frobenius norm, which is also the gradient of the average of the cluster's
+/// eigenvalues (smooth, and equal to the extreme at the tie). For `SpectralNorm` of the zero
+/// matrix `G = 0` (the minimum-norm element of the unit nuclear-norm ball).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExtremeEigenvalue<T> {
+    /// What was computed.
+    pub which: Extreme,
+    /// Matrix size.
+    pub n: usize,
+    /// Number of matrices.
+    pub batch: usize,
+    /// `[B]`: the extreme eigenvalue (or norm); NaN where the status is not ok.
+    pub values: Vec<T>,
+    /// `[B][n][n]`: the gradient `G` described above, symmetric; NaN where the status is not ok.
+    pub grads: Vec<T>,
+    /// `[B]`: the number `m` of eigenvalues averaged over (1 for a simple extreme); 0 where the
+    /// status is not ok.
+    pub multiplicity: Vec<u32>,
+    /// One status per matrix (that of the eigendecomposition).
+    pub status: Vec<Status>,
+}
+
+/// Options of [`crate::cpu::power_iteration`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PowerIterationOptions {
+    /// How the symmetric matrix is formed from the input.
+    pub symmetry: Symmetry,
+    /// Iteration cap; a matrix whose residual is still above `tol` after it gets
+    /// [`Status::NotConverged`] and NaN outputs.
+    pub max_iterations: u32,
+    /// Convergence test: stop when `‖A v − ρ v‖₂ ≤ tol·|ρ|` with `ρ = vᵀ A v` (`‖v‖ = 1`). The
+    /// eigenvector error is then about `tol·|λ|/gap` and the eigenvalue error `tol²·|λ|²/gap`.
+    pub tol: f64,
+}
+
+impl Default for PowerIterationOptions {
+    fn default() -> Self {
+        PowerIterationOptions {
+            symmetry: Symmetry::Symmetrize,
+            max_iterations: 10_000,
+            tol: 1e-12,
+        }
+    }
+}
+
+impl PowerIterationOptions {
+    /// Checks the options: at least one iteration and `0 < tol < 1`.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_iterations == 0 {
+            return Err(Error::InvalidArgument(
+                "max_iterations must be at least 1".into(),
+            ));
+        }
+        if !(self.tol > 0.0 && self.tol < 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "power iteration tol must lie in (0, 1), got {}",
+                self.tol
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The dominant eigenpair (largest `|λ|`) of each matrix of a batch, by power iteration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PowerIteration<T> {
+    /// Matrix size.
+    pub n: usize,
+    /// Number of matrices.
+    pub batch: usize,
+    /// `[B]`: the dominant eigenvalue `λ` (signed); NaN where the status is not ok.
+    pub value: Vec<T>,
+    /// `[B][n]`: its unit eigenvector `v`, with the sign gauge of DESIGN §1; NaN where the status
+    /// is not ok.
+    pub vector: Vec<T>,
+    /// `[B]`: the iterations used (matrix–vector products).
+    pub iterations: Vec<u32>,
+    /// One status per matrix: ok, non-finite input, or not converged within the iteration cap
+    /// (which is what a dominant eigenvalue tied in magnitude, `λ` and `−λ`, or a relative gap
+    /// too small for the cap gives).
+    pub status: Vec<Status>,
+    /// `[B][n][n]`: the symmetric matrix that was iterated on (after [`Symmetry`]), saved for the
+    /// VJP.
+    pub matrix: Vec<T>,
 }

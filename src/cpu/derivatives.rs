@@ -161,3 +161,63 @@ pub(crate) fn gauge_one(
     }
     worst
 }
+
+/// `out = V diag(d) Vᵀ` (all `n×n` row-major, `d` of length `n`), computed on the upper triangle
+/// and mirrored so it is exactly symmetric; terms with `d_k = 0` are skipped (projectors).
+pub(crate) fn congruence_diag(n: usize, v: &[f64], d: &[f64], out: &mut [f64]) {
+    for i in 0..n {
+        let vi = &v[i * n..i * n + n];
+        for j in i..n {
+            let vj = &v[j * n..j * n + n];
+            let mut s = 0.0;
+            for k in 0..n {
+                if d[k] != 0.0 {
+                    s += vi[k] * d[k] * vj[k];
+                }
+            }
+            out[i * n + j] = s;
+            out[j * n + i] = s;
+        }
+    }
+}
+
+/// The Daleckii–Krein rule for one matrix: `out = V (L ∘ sym(Vᵀ G V)) Vᵀ`, exactly symmetric,
+/// where `l(i, j)` (called for `i ≤ j` only; `L` is symmetric) gives `L_ij`. This is the VJP
+/// (and, `L` being symmetric, also the JVP) of every matrix function `V diag(f(λ)) Vᵀ`, with
+/// `L_ij` the divided difference `f[λ_i, λ_j]`; spectral functions and projectors use it.
+/// `m` and `t` are `n×n` scratch.
+pub(crate) fn daleckii_krein_one(
+    n: usize,
+    v: &[f64],
+    grad: &[f64],
+    l: impl Fn(usize, usize) -> f64,
+    m: &mut [f64],
+    t: &mut [f64],
+    out: &mut [f64],
+) {
+    // m = Vᵀ G, then t = m V = Vᵀ G V.
+    vt_times(n, v, grad, m);
+    for i in 0..n {
+        let trow = &mut t[i * n..i * n + n];
+        trow.fill(0.0);
+        for k in 0..n {
+            let mik = m[i * n + k];
+            if mik == 0.0 {
+                continue;
+            }
+            let vrow = &v[k * n..k * n + n];
+            for j in 0..n {
+                trow[j] += mik * vrow[j];
+            }
+        }
+    }
+    // t ← L ∘ sym(t), symmetric.
+    for i in 0..n {
+        for j in i..n {
+            let x = l(i, j) * (0.5 * (t[i * n + j] + t[j * n + i]));
+            t[i * n + j] = x;
+            t[j * n + i] = x;
+        }
+    }
+    congruence(n, v, t, m, out);
+}

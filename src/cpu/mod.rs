@@ -3,11 +3,24 @@
 //!
 //! Every GPU result is checked against these functions; they are also what users without a GPU
 //! run. Inputs may be f16, f32 or f64; computation is in f64.
+//!
+//! Besides the eigendecomposition and its derivatives ([`jacobi_eigh`], [`eigh_vjp`],
+//! [`eigh_jvp`], ...), the stable objectives of [`crate::spectral`] with their VJPs: spectral
+//! functions ([`spectral`], [`spectral_vjp`]), projectors ([`projector`], [`projector_vjp`]),
+//! extreme eigenvalues and the spectral norm ([`extreme_eigenvalue`],
+//! [`extreme_eigenvalue_vjp`]) and the dominant eigenpair by power iteration
+//! ([`power_iteration`], [`power_iteration_vjp`]).
 
 mod derivatives;
 mod jacobi;
+mod power_iteration;
+mod spectral;
 
 pub use jacobi::{eigh_one, gauge_sign, Workspace};
+pub use power_iteration::{power_iteration, power_iteration_vjp};
+pub use spectral::{
+    extreme_eigenvalue, extreme_eigenvalue_vjp, projector, projector_vjp, spectral, spectral_vjp,
+};
 
 use crate::{
     Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
@@ -266,24 +279,3 @@ pub fn gauge_diagnostic(
     Ok(out)
 }
 
-/// Batched spectral function `f(A) = V diag(f(λ)) Vᵀ` in f64 (outline; implemented with the
-/// stable-objectives work).
-pub fn spectral<S: Scalar>(
-    a: &[S],
-    n: usize,
-    function: crate::spectral::SpectralFn,
-    opts: &EighOptions,
-) -> Result<crate::spectral::Spectral<f64>> {
-    let _ = (a, n, function, opts);
-    Err(Error::InvalidArgument(
-        "spectral functions are not implemented yet".into(),
-    ))
-}
-
-/// The Daleckii–Krein VJP of [`spectral`]: `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` (outline).
-pub fn spectral_vjp(s: &crate::spectral::Spectral<f64>, grad: &[f64]) -> Result<Vec<f64>> {
-    let _ = (s, grad);
-    Err(Error::InvalidArgument(
-        "spectral functions are not implemented yet".into(),
-    ))
-}
