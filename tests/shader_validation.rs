@@ -80,6 +80,10 @@ fn every_policy_and_option_validates() {
             validate(kernel, &p.constants).unwrap();
         }
     }
+    for kernel in [Kernel::PowerIteration, Kernel::PowerIterationVjp] {
+        let p = plan(kernel, 6, 32768, Some(KNOBS), 0).unwrap();
+        validate(kernel, &p.constants).unwrap();
+    }
     let lower = JacobiKnobs {
         lower: true,
         ..KNOBS

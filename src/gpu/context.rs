@@ -443,5 +443,9 @@ pub(crate) fn bindings(kernel: Kernel) -> &'static [Access] {
         Kernel::SpectralApply => &[Read, Read, Read, ReadWrite, ReadWrite],
         // values_in, vectors_in, grad, status_in, grad_out
         Kernel::SpectralVjp => &[Read, Read, Read, Read, ReadWrite],
+        // a_in, value_out, vector_out, iterations_out, status_out, matrix_out
+        Kernel::PowerIteration => &[Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+        // value_in, vector_in, matrix_in, status_in, grad_value, grad_vector, grad_out
+        Kernel::PowerIterationVjp => &[Read, Read, Read, Read, Read, Read, ReadWrite],
     }
 }

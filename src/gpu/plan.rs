@@ -165,5 +165,38 @@ pub fn plan(
                 workgroup_bytes: bytes,
             })
         }
+        Kernel::PowerIteration | Kernel::PowerIterationVjp => {
+            let tpm = n.next_power_of_two();
+            let mats = (TARGET_WORKGROUP / tpm).max(1);
+            let a_len = mats * n * odd_stride(n);
+            let bytes = WORD * (a_len + 2 * mats * n + 8 * mats + 2);
+            if bytes > workgroup_limit {
+                return Err(Error::Gpu(format!(
+                    "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
+                )));
+            }
+            let mut constants = vec![
+                ("N", n as f64),
+                ("MATS", mats as f64),
+                ("TPM", tpm as f64),
+                ("WG", (mats * tpm) as f64),
+                ("STRIDE", odd_stride(n) as f64),
+                ("A_LEN", a_len as f64),
+                ("MN_LEN", (mats * n) as f64),
+            ];
+            if kernel == Kernel::PowerIteration {
+                let lower = knobs.is_some_and(|k| k.lower);
+                constants.push(("LOWER", if lower { 1.0 } else { 0.0 }));
+            }
+            Ok(Plan {
+                kernel,
+                n,
+                mats,
+                tpm,
+                second_shared: false,
+                constants,
+                workgroup_bytes: bytes,
+            })
+        }
     }
 }

@@ -8,6 +8,7 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
 const DENSE: &str = include_str!("../../shaders/dense.wgsl");
 const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
+const POWER: &str = include_str!("../../shaders/power.wgsl");
 
 /// The kernels (one WGSL entry point each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,17 +25,23 @@ pub enum Kernel {
     SpectralApply,
     /// The Daleckii–Krein reverse rule (`shaders/spectral_vjp.wgsl`).
     SpectralVjp,
+    /// The dominant eigenpair by power iteration (`shaders/power_iteration.wgsl`).
+    PowerIteration,
+    /// Its implicit VJP (`shaders/power_iteration_vjp.wgsl`).
+    PowerIterationVjp,
 }
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
         Kernel::EighVjp,
         Kernel::EighJvp,
         Kernel::SpectralApply,
         Kernel::SpectralVjp,
+        Kernel::PowerIteration,
+        Kernel::PowerIterationVjp,
     ];
 
     /// The entry point's name (also the file's stem).
@@ -46,6 +53,8 @@ impl Kernel {
             Kernel::EighJvp => "eigh_jvp",
             Kernel::SpectralApply => "spectral_apply",
             Kernel::SpectralVjp => "spectral_vjp",
+            Kernel::PowerIteration => "power_iteration",
+            Kernel::PowerIterationVjp => "power_iteration_vjp",
         }
     }
 
@@ -75,6 +84,16 @@ impl Kernel {
                 DENSE,
                 SPECTRAL,
                 include_str!("../../shaders/spectral_vjp.wgsl"),
+            ],
+            Kernel::PowerIteration => &[
+                COMMON,
+                POWER,
+                include_str!("../../shaders/power_iteration.wgsl"),
+            ],
+            Kernel::PowerIterationVjp => &[
+                COMMON,
+                POWER,
+                include_str!("../../shaders/power_iteration_vjp.wgsl"),
             ],
         }
     }

@@ -1,0 +1,167 @@
+// The dominant eigenpair (largest |λ|) by power iteration, per matrix: v ← Av/‖Av‖ from a fixed
+// start vector until ‖Av − ρv‖ ≤ tol·|ρ| (ρ = vᵀAv), at most params.extra iterations. The
+// matrix is prescaled by an exact power of two. Outputs λ, v (sign gauge of DESIGN §1), the
+// iteration count, a status (0 ok, 1 non-finite input, 2 not converged, with NaN outputs) and
+// the symmetric matrix iterated on (for the VJP). Layout in power.wgsl.
+
+override LOWER: bool;  // read only the lower triangle (else symmetrise)
+
+// Input matrices [batch][N][N].
+@group(0) @binding(0) var<storage, read> a_in: array<f32>;
+// λ [batch].
+@group(0) @binding(1) var<storage, read_write> value_out: array<f32>;
+// v [batch][N].
+@group(0) @binding(2) var<storage, read_write> vector_out: array<f32>;
+// Iterations used [batch].
+@group(0) @binding(3) var<storage, read_write> iterations_out: array<u32>;
+// Status [batch].
+@group(0) @binding(4) var<storage, read_write> status_out: array<u32>;
+// The symmetric matrix [batch][N][N].
+@group(0) @binding(5) var<storage, read_write> matrix_out: array<f32>;
+// Dispatch parameters (tol: the residual tolerance; extra: the iteration cap).
+@group(0) @binding(6) var<uniform> params: Params;
+
+var<workgroup> max_bits: array<atomic<u32>, MATS>;
+var<workgroup> bad_input: array<atomic<u32>, MATS>;
+var<workgroup> state: array<u32, MATS>;   // 0 iterating, 1 converged, 2 not iterated
+var<workgroup> rho_sh: array<f32, MATS>;
+var<workgroup> norm_sh: array<f32, MATS>;
+var<workgroup> iters_sh: array<u32, MATS>;
+var<workgroup> running: atomic<u32>;
+var<workgroup> go: u32;
+
+@compute @workgroup_size(WG)
+fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let mi = lid / TPM;
+    let t = lid % TPM;
+    let g = workgroup_index(wid, params.groups_x) * MATS + mi;
+    let live = g < params.batch;
+    let base = g * N * N;
+    if (t == 0u) {
+        atomicStore(&max_bits[mi], 0u);
+        atomicStore(&bad_input[mi], 0u);
+    }
+    if (lid == 0u) {
+        atomicStore(&running, 0u);
+    }
+    workgroupBarrier();
+    for (var e = t; e < N * N; e += TPM) {
+        let r = e / N;
+        let c = e % N;
+        var x = 0.0;
+        if (live) {
+            let upper = a_in[base + c * N + r];
+            let lower = a_in[base + r * N + c];
+            if (LOWER) {
+                x = select(upper, lower, r >= c);
+            } else {
+                x = 0.5 * lower + 0.5 * upper;
+            }
+            matrix_out[base + e] = x;
+        }
+        if (!is_finite_f32(x)) {
+            atomicOr(&bad_input[mi], 1u);
+            x = 0.0;
+        }
+        atomicMax(&max_bits[mi], bitcast<u32>(abs(x)));
+        a_sh[pa(mi, r, c)] = x;
+    }
+    workgroupBarrier();
+    let bad = atomicLoad(&bad_input[mi]) != 0u;
+    let scale_exp = exponent_of(bitcast<f32>(atomicLoad(&max_bits[mi])));
+    for (var e = t; e < N * N; e += TPM) {
+        let idx = pa(mi, e / N, e % N);
+        a_sh[idx] = ldexp(a_sh[idx], -scale_exp);
+    }
+    // The CPU reference's start vector: 1 + fract((i + 1)·0.618…)/2, normalised.
+    for (var i = t; i < N; i += TPM) {
+        v_sh[mi * N + i] = 1.0 + 0.5 * fract(f32(i + 1u) * 0.618034);
+    }
+    workgroupBarrier();
+    if (t == 0u) {
+        var s = 0.0;
+        for (var i = 0u; i < N; i++) {
+            s += v_sh[mi * N + i] * v_sh[mi * N + i];
+        }
+        let inv = inverseSqrt(s);
+        for (var i = 0u; i < N; i++) {
+            v_sh[mi * N + i] *= inv;
+        }
+        state[mi] = select(0u, 2u, bad || !live);
+        iters_sh[mi] = 0u;
+    }
+    workgroupBarrier();
+    let tol = params.tol;
+    for (var it = 1u; it <= params.extra; it++) {
+        let iterating = state[mi] == 0u;
+        if (iterating) {
+            for (var i = t; i < N; i += TPM) {
+                var s = 0.0;
+                for (var k = 0u; k < N; k++) {
+                    s += a_sh[pa(mi, i, k)] * v_sh[mi * N + k];
+                }
+                y_sh[mi * N + i] = s;
+            }
+        }
+        workgroupBarrier();
+        if (iterating && t == 0u) {
+            var rho = 0.0;
+            var yy = 0.0;
+            for (var i = 0u; i < N; i++) {
+                rho += y_sh[mi * N + i] * v_sh[mi * N + i];
+                yy += y_sh[mi * N + i] * y_sh[mi * N + i];
+            }
+            var res = 0.0;
+            for (var i = 0u; i < N; i++) {
+                let d = y_sh[mi * N + i] - rho * v_sh[mi * N + i];
+                res += d * d;
+            }
+            iters_sh[mi] = it;
+            if (sqrt(res) <= tol * abs(rho)) {
+                state[mi] = 1u;
+                rho_sh[mi] = rho;
+            } else {
+                norm_sh[mi] = inverseSqrt(yy);
+                atomicAdd(&running, 1u);
+            }
+        }
+        workgroupBarrier();
+        if (state[mi] == 0u) {
+            for (var i = t; i < N; i += TPM) {
+                v_sh[mi * N + i] = y_sh[mi * N + i] * norm_sh[mi];
+            }
+        }
+        if (lid == 0u) {
+            go = atomicExchange(&running, 0u);
+        }
+        if (workgroupUniformLoad(&go) == 0u) {
+            break;
+        }
+    }
+    workgroupBarrier();
+    if (live && t == 0u) {
+        let nan = bitcast<f32>(params.nan_bits);
+        var status = 0u;
+        if (bad) {
+            status = 1u;
+        } else if (state[mi] != 1u) {
+            status = 2u;
+        }
+        var best = 0u;
+        var best_abs = -1.0;
+        for (var i = 0u; i < N; i++) {
+            let x = abs(v_sh[mi * N + i]);
+            if (x > best_abs) {
+                best_abs = x;
+                best = i;
+            }
+        }
+        let sign = select(1.0, -1.0, v_sh[mi * N + best] < 0.0);
+        for (var i = 0u; i < N; i++) {
+            vector_out[g * N + i] = select(nan, sign * v_sh[mi * N + i], status == 0u);
+        }
+        value_out[g] = select(nan, ldexp(rho_sh[mi], scale_exp), status == 0u);
+        iterations_out[g] = iters_sh[mi];
+        status_out[g] = status;
+    }
+}

@@ -1,0 +1,137 @@
+// The implicit VJP of power iteration through its fixed point: with the dominant pair (λ, v)
+// of the symmetric matrix A, Ā = λ̄·vvᵀ + sym(w vᵀ) where w solves (λI − A)w = (I − vvᵀ)v̄ on
+// v⊥. The system is solved by Cholesky of sign(λ)(λI − A) + |λ|vvᵀ, which is positive definite
+// exactly when λ is simple; a pivot ≤ params.tol·|λ| (a repeated dominant eigenvalue) gives NaN
+// outputs, as does a status other than ok. λ̄ and v̄ are optional (params.flags bits 0 and 1).
+// Layout in power.wgsl.
+
+// λ [batch].
+@group(0) @binding(0) var<storage, read> value_in: array<f32>;
+// v [batch][N].
+@group(0) @binding(1) var<storage, read> vector_in: array<f32>;
+// The symmetric matrix iterated on [batch][N][N].
+@group(0) @binding(2) var<storage, read> matrix_in: array<f32>;
+// Status [batch].
+@group(0) @binding(3) var<storage, read> status_in: array<u32>;
+// λ̄ [batch] (a placeholder when absent).
+@group(0) @binding(4) var<storage, read> grad_value: array<f32>;
+// v̄ [batch][N] (a placeholder when absent).
+@group(0) @binding(5) var<storage, read> grad_vector: array<f32>;
+// Ā [batch][N][N].
+@group(0) @binding(6) var<storage, read_write> grad_out: array<f32>;
+// Dispatch parameters (tol: the relative pivot tolerance).
+@group(0) @binding(7) var<uniform> params: Params;
+
+var<workgroup> failed: array<u32, MATS>;
+
+@compute @workgroup_size(WG)
+fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let mi = lid / TPM;
+    let t = lid % TPM;
+    let g = workgroup_index(wid, params.groups_x) * MATS + mi;
+    let live = g < params.batch;
+    let base = g * N * N;
+    let has_gl = (params.flags & 1u) != 0u;
+    let has_gv = (params.flags & 2u) != 0u;
+    var lambda = 0.0;
+    if (live) {
+        lambda = value_in[g];
+    }
+    let sgn = select(1.0, -1.0, lambda < 0.0);
+    for (var i = t; i < N; i += TPM) {
+        v_sh[mi * N + i] = select(0.0, vector_in[g * N + i], live);
+        y_sh[mi * N + i] = 0.0;
+    }
+    if (t == 0u) {
+        failed[mi] = 0u;
+    }
+    workgroupBarrier();
+    if (has_gv) {
+        // M = sign(λ)(λI − A) + |λ| v vᵀ (lower triangle is all Cholesky reads).
+        for (var e = t; e < N * N; e += TPM) {
+            let i = e / N;
+            let j = e % N;
+            var m = 1.0;
+            if (live) {
+                let shift = select(0.0, lambda, i == j);
+                m = sgn * (shift - matrix_in[base + e]) + abs(lambda) * v_sh[mi * N + i] * v_sh[mi * N + j];
+            } else if (i != j) {
+                m = 0.0;
+            }
+            a_sh[pa(mi, i, j)] = m;
+        }
+        workgroupBarrier();
+        // Right-looking Cholesky, one column per step.
+        let min_pivot = params.tol * abs(lambda);
+        for (var j = 0u; j < N; j++) {
+            if (t == 0u) {
+                let d = a_sh[pa(mi, j, j)];
+                if (!(d > min_pivot) && live) {
+                    failed[mi] = 1u;
+                }
+                a_sh[pa(mi, j, j)] = sqrt(select(1.0, d, d > 0.0));
+            }
+            workgroupBarrier();
+            for (var i = j + 1u + t; i < N; i += TPM) {
+                a_sh[pa(mi, i, j)] /= a_sh[pa(mi, j, j)];
+            }
+            workgroupBarrier();
+            let m = N - j - 1u;
+            for (var e = t; e < m * m; e += TPM) {
+                let i = j + 1u + e / m;
+                let k = j + 1u + e % m;
+                if (k <= i) {
+                    a_sh[pa(mi, i, k)] -= a_sh[pa(mi, i, j)] * a_sh[pa(mi, k, j)];
+                }
+            }
+            workgroupBarrier();
+        }
+        // w = sign(λ)(v̄ − (vᵀv̄)v), then L Lᵀ w = rhs, then w ← w − (wᵀv)v.
+        if (live && t == 0u) {
+            var vv = 0.0;
+            for (var i = 0u; i < N; i++) {
+                vv += v_sh[mi * N + i] * grad_vector[g * N + i];
+            }
+            for (var i = 0u; i < N; i++) {
+                var s = sgn * (grad_vector[g * N + i] - vv * v_sh[mi * N + i]);
+                for (var k = 0u; k < i; k++) {
+                    s -= a_sh[pa(mi, i, k)] * y_sh[mi * N + k];
+                }
+                y_sh[mi * N + i] = s / a_sh[pa(mi, i, i)];
+            }
+            for (var r = 0u; r < N; r++) {
+                let i = N - 1u - r;
+                var s = y_sh[mi * N + i];
+                for (var k = i + 1u; k < N; k++) {
+                    s -= a_sh[pa(mi, k, i)] * y_sh[mi * N + k];
+                }
+                y_sh[mi * N + i] = s / a_sh[pa(mi, i, i)];
+            }
+            var wv = 0.0;
+            for (var i = 0u; i < N; i++) {
+                wv += y_sh[mi * N + i] * v_sh[mi * N + i];
+            }
+            for (var i = 0u; i < N; i++) {
+                y_sh[mi * N + i] -= wv * v_sh[mi * N + i];
+            }
+        }
+    }
+    workgroupBarrier();
+    if (live) {
+        let ok = status_in[g] == 0u && failed[mi] == 0u;
+        let nan = bitcast<f32>(params.nan_bits);
+        let lbar = select(0.0, grad_value[g], has_gl);
+        for (var e = t; e < N * N; e += TPM) {
+            let i = e / N;
+            let j = e % N;
+            if (i <= j) {
+                let vi = v_sh[mi * N + i];
+                let vj = v_sh[mi * N + j];
+                let x = lbar * vi * vj + 0.5 * (y_sh[mi * N + i] * vj + vi * y_sh[mi * N + j]);
+                let out = select(nan, x, ok);
+                grad_out[base + i * N + j] = out;
+                grad_out[base + j * N + i] = out;
+            }
+        }
+    }
+}
