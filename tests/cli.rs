@@ -1350,3 +1350,51 @@ fn bench_prints_end_to_end_throughput_and_writes_json() {
     ]);
     r.assert_error("does not exist");
 }
+
+#[test]
+fn big_endian_input_and_an_empty_batch_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = samples::random_symmetric(&mut Rng::new(24), N, 2);
+    let input = dir.path().join("be.npy");
+    let payload: Vec<u8> = a.iter().flat_map(|x| x.to_be_bytes()).collect();
+    write_raw(&input, ">f8", &[2, 4, 4], &payload);
+    let out = dir.path().join("out");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    let want = cpu::jacobi_eigh(&a, N, &EighOptions::default()).unwrap();
+    assert_close(
+        &read_floats(&out.join("eigenvalues.npy")).data,
+        &want.eigenvalues,
+        0.0,
+        "big-endian input",
+    );
+
+    // Zero matrices of size 4: empty outputs of the right shapes.
+    let empty = dir.path().join("empty.npy");
+    write_npy::<f32>(&empty, &[0, 4, 4], &[]);
+    let out = dir.path().join("out-empty");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&empty),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    assert_eq!(read_floats(&out.join("eigenvalues.npy")).shape, vec![0, 4]);
+    assert_eq!(
+        read_floats(&out.join("eigenvectors.npy")).shape,
+        vec![0, 4, 4]
+    );
+    assert_eq!(read_i32(&out.join("status.npy")), (vec![0], vec![]));
+}

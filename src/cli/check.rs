@@ -185,3 +185,45 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
         Ok(ExitCode::from(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_name_every_exceeded_measure_and_nan_fails() {
+        let tol = Tolerances::f32(4);
+        let good = Row {
+            forward: Forward::default(),
+            vjp: 0.0,
+        };
+        assert!(failures(&good, &tol).is_empty());
+        let bad = Row {
+            forward: Forward {
+                eigenvalue: f64::NAN,
+                residual: 1.0,
+                orthogonality: 0.0,
+                status_mismatches: 1,
+            },
+            vjp: 2e-4,
+        };
+        assert_eq!(
+            failures(&bad, &tol),
+            ["status", "eigenvalues", "residual", "vjp"]
+        );
+    }
+
+    #[test]
+    fn separated_spectra_have_gaps_of_at_least_three_quarters_of_the_scale() {
+        let mut rng = Rng::new(0);
+        let a = separated_matrices(&mut rng, 6, 4);
+        let e = cpu::jacobi_eigvalsh(&a, 6, &EighOptions::default()).unwrap();
+        for b in 0..4 {
+            let w = e.values(b);
+            let scale = w.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            for k in 1..6 {
+                assert!(w[k] - w[k - 1] >= 0.7 * scale / 3.5, "{w:?}");
+            }
+        }
+    }
+}

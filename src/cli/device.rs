@@ -243,10 +243,32 @@ impl Engine<'_> {
         opts: &EighOptions,
         vectors: Vectors,
     ) -> CliResult<Eig> {
-        Ok(match self {
+        let eig = match self {
             Engine::Cpu => Eig::F64(with_slice!(a, s => cpu::jacobi(s, n, opts, vectors))?),
             Engine::Gpu(ctx) => Eig::F32(with_slice!(a, s => ctx.eigh(s, n, opts, vectors))?),
-        })
+        };
+        // Guards the GPU path's contract, so that a wrong-sized result is an error, not a panic.
+        let batch = a.len() / (n * n);
+        let (values, vecs, status) = match &eig {
+            Eig::F32(e) => (
+                e.eigenvalues.len(),
+                e.eigenvectors.as_ref().map(Vec::len),
+                e.status.len(),
+            ),
+            Eig::F64(e) => (
+                e.eigenvalues.len(),
+                e.eigenvectors.as_ref().map(Vec::len),
+                e.status.len(),
+            ),
+        };
+        let vectors_ok = vectors == Vectors::No || vecs == Some(batch * n * n);
+        if values != batch * n || status != batch || !vectors_ok {
+            fail!(
+                "internal error: the {} returned a decomposition of the wrong size for {batch} matrices of size {n}",
+                self.kind()
+            );
+        }
+        Ok(eig)
     }
 
     /// The VJP `Ā` of the eigendecomposition `eig` (which must hold eigenvectors) for the

@@ -139,7 +139,11 @@ pub fn forward(a: &[f64], reference: &Eigh<f64>, dev: &Eigh<f64>) -> Forward {
 }
 
 /// The worst relative error `‖X − X^ref‖_F / ‖X^ref‖_F` over matrices of `nn` elements (VJPs).
+/// A length mismatch (a wrong-sized result) counts as NaN, i.e. a failure.
 pub fn relative(dev: &[f64], reference: &[f64], nn: usize) -> f64 {
+    if dev.len() != reference.len() {
+        return f64::NAN;
+    }
     dev.par_chunks(nn)
         .zip(reference.par_chunks(nn))
         .map(|(d, r)| {

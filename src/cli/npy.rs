@@ -373,11 +373,7 @@ impl Outputs {
         data: &Floats,
         dtype: Dtype,
     ) -> CliResult<()> {
-        assert_eq!(
-            data.len(),
-            shape.iter().product::<usize>(),
-            "shape/data mismatch"
-        );
+        check_len(dest, shape, data.len())?;
         let file = self.stage(dest)?;
         with_slice!(data, s => match dtype {
             Dtype::F16 => write_npy(file, shape, s.iter().map(|x| f16::from_f64(x.to_f64()))),
@@ -396,11 +392,7 @@ impl Outputs {
 
     /// Writes `data` to `dest` as an int32 `.npy` of shape `shape` (status codes).
     pub fn int32(&mut self, dest: &Path, shape: &[usize], data: &[i32]) -> CliResult<()> {
-        assert_eq!(
-            data.len(),
-            shape.iter().product::<usize>(),
-            "shape/data mismatch"
-        );
+        check_len(dest, shape, data.len())?;
         let file = self.stage(dest)?;
         write_npy(file, shape, data.iter().copied())
             .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))?;
@@ -449,6 +441,19 @@ impl Drop for Outputs {
             let _ = fs::remove_dir(d);
         }
     }
+}
+
+/// Fails unless `len` elements fill `shape` (a result of the wrong size from a library call).
+fn check_len(dest: &Path, shape: &[usize], len: usize) -> CliResult<()> {
+    if len != shape.iter().product::<usize>() {
+        fail!(
+            "internal error: {} elements computed for {} of shape {}",
+            len,
+            dest.display(),
+            fmt_shape(shape)
+        );
+    }
+    Ok(())
 }
 
 /// Writes one `.npy` file of C order with the default dtype of `T` (little-endian).
