@@ -20,8 +20,11 @@ use std::process::Command;
 
 /// What a run of the binary did.
 struct Run {
+    /// The exit status.
     code: i32,
+    /// Everything printed on stdout.
     stdout: String,
+    /// Everything printed on stderr.
     stderr: String,
 }
 
@@ -131,8 +134,11 @@ fn write_raw(path: &Path, descr: &str, shape: &[u64], payload: &[u8]) {
 
 /// An output file: shape, numpy descr (e.g. `'<f8'`) and data widened to f64.
 struct Npy {
+    /// The stored shape.
     shape: Vec<u64>,
+    /// The numpy dtype descriptor, quoted as in the header (`'<f8'`).
     descr: String,
+    /// The elements, widened to f64.
     data: Vec<f64>,
 }
 
@@ -216,7 +222,9 @@ fn listing(dir: &Path) -> Vec<String> {
     }
 }
 
+/// The matrix size of most fixtures.
 const N: usize = 4;
+/// The GPU's machine epsilon.
 const EPS32: f64 = f32::EPSILON as f64;
 
 // ---------------------------------------------------------------------------------------------
