@@ -1,0 +1,207 @@
+//! The file commands: `eigh`, `vjp`, `jvp` and `spectral`. Each reads and checks every input
+//! first, then picks the device, computes, and writes all outputs in one [`Outputs`] transaction.
+
+use super::args::{DegeneracyArg, EighArgs, JvpArgs, SpectralArgs, VjpArgs};
+use super::device::{warn_status, Devices};
+use super::error::{fail, CliResult};
+use super::npy::{self, Outputs};
+use super::progress;
+use eigrad::{Degeneracy, EighOptions, Vectors};
+
+/// The Lorentzian broadening used when `--degeneracy lorentzian` comes without
+/// `--degeneracy-tol` (in units of eigenvalue squared, as in Liao et al. 2019).
+pub const DEFAULT_LORENTZIAN_EPS: f64 = 1e-12;
+
+/// The degeneracy policy from `--degeneracy` and `--degeneracy-tol`, checked.
+pub fn degeneracy(kind: DegeneracyArg, tol: Option<f64>) -> CliResult<Degeneracy> {
+    let policy = match (kind, tol) {
+        (DegeneracyArg::Mask, rel_tol) => Degeneracy::Mask { rel_tol },
+        (DegeneracyArg::Lorentzian, eps) => Degeneracy::Lorentzian {
+            eps: eps.unwrap_or(DEFAULT_LORENTZIAN_EPS),
+        },
+        (DegeneracyArg::Propagate, None) => Degeneracy::Propagate,
+        (DegeneracyArg::Propagate, Some(_)) => {
+            fail!("--degeneracy-tol has no meaning with --degeneracy propagate")
+        }
+    };
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// `eigrad eigh`: writes `eigenvalues.npy` (..., n), `eigenvectors.npy` (..., n, n) unless
+/// `--values-only`, and `status.npy` (...) int32 into `--out-dir`.
+pub fn eigh(args: &EighArgs) -> CliResult<()> {
+    let a = npy::read_matrices(&args.input)?;
+    let devices = Devices::open(args.device, &[a.n])?;
+    let engine = devices.engine(a.n);
+    let opts = EighOptions {
+        symmetry: args.symmetry.into(),
+        ..EighOptions::default()
+    };
+    let vectors = if args.values_only {
+        Vectors::No
+    } else {
+        Vectors::Yes
+    };
+    let pb = progress::spinner(format!("eigh of {} matrices of size {}", a.batch(), a.n));
+    let eig = engine.eigh(&a.data, a.n, &opts, vectors)?;
+    pb.finish_and_clear();
+    let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
+    let codes: Vec<i32> = eig.status().iter().map(|s| s.code() as i32).collect();
+    let mut out = Outputs::new();
+    out.ensure_dir(&args.out_dir)?;
+    out.floats(
+        &args.out_dir.join("eigenvalues.npy"),
+        &a.vector_shape(),
+        &eig.eigenvalues(),
+        dtype,
+    )?;
+    if let Some(v) = eig.eigenvectors() {
+        out.floats(
+            &args.out_dir.join("eigenvectors.npy"),
+            &a.shape(),
+            &v,
+            dtype,
+        )?;
+    }
+    out.int32(&args.out_dir.join("status.npy"), &a.lead, &codes)?;
+    out.commit()?;
+    warn_status(eig.status());
+    Ok(())
+}
+
+/// `eigrad vjp`: recomputes the forward on the device and writes `Ā` (..., n, n).
+pub fn vjp(args: &VjpArgs) -> CliResult<()> {
+    let a = npy::read_matrices(&args.input)?;
+    let shown = args.input.display();
+    let gw = match &args.grad_eigenvalues {
+        Some(p) => Some(npy::read_shaped(
+            p,
+            &a.vector_shape(),
+            "--grad-eigenvalues",
+            &format!("the shape of the eigenvalues of {shown}"),
+        )?),
+        None => None,
+    };
+    let gv = match &args.grad_eigenvectors {
+        Some(p) => Some(npy::read_shaped(
+            p,
+            &a.shape(),
+            "--grad-eigenvectors",
+            &format!("the shape of {shown}"),
+        )?),
+        None => None,
+    };
+    if gw.is_none() && gv.is_none() {
+        fail!("vjp needs --grad-eigenvalues, --grad-eigenvectors or both");
+    }
+    let policy = degeneracy(args.degeneracy, args.degeneracy_tol)?;
+    let devices = Devices::open(args.device, &[a.n])?;
+    let engine = devices.engine(a.n);
+    let opts = EighOptions {
+        symmetry: args.symmetry.into(),
+        ..EighOptions::default()
+    };
+    let pb = progress::spinner(format!(
+        "eigh + VJP of {} matrices of size {}",
+        a.batch(),
+        a.n
+    ));
+    let eig = engine.eigh(&a.data, a.n, &opts, Vectors::Yes)?;
+    let ga = engine.vjp(&eig, gw.as_ref(), gv.as_ref(), policy)?;
+    pb.finish_and_clear();
+    let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
+    let mut out = Outputs::new();
+    out.floats(&args.output, &a.shape(), &ga, dtype)?;
+    out.commit()?;
+    warn_status(eig.status());
+    Ok(())
+}
+
+/// `eigrad jvp`: writes `eigenvalues_dot.npy` (..., n) and `eigenvectors_dot.npy` (..., n, n).
+pub fn jvp(args: &JvpArgs) -> CliResult<()> {
+    let a = npy::read_matrices(&args.input)?;
+    let tangent = npy::read_shaped(
+        &args.tangent,
+        &a.shape(),
+        "--tangent",
+        &format!("the shape of {}", args.input.display()),
+    )?;
+    let policy = degeneracy(args.degeneracy, args.degeneracy_tol)?;
+    let devices = Devices::open(args.device, &[a.n])?;
+    let engine = devices.engine(a.n);
+    let opts = EighOptions {
+        symmetry: args.symmetry.into(),
+        ..EighOptions::default()
+    };
+    let pb = progress::spinner(format!(
+        "eigh + JVP of {} matrices of size {}",
+        a.batch(),
+        a.n
+    ));
+    let eig = engine.eigh(&a.data, a.n, &opts, Vectors::Yes)?;
+    let (values_dot, vectors_dot) = engine.jvp(&eig, &tangent, policy)?;
+    pb.finish_and_clear();
+    let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
+    let mut out = Outputs::new();
+    out.ensure_dir(&args.out_dir)?;
+    out.floats(
+        &args.out_dir.join("eigenvalues_dot.npy"),
+        &a.vector_shape(),
+        &values_dot,
+        dtype,
+    )?;
+    out.floats(
+        &args.out_dir.join("eigenvectors_dot.npy"),
+        &a.shape(),
+        &vectors_dot,
+        dtype,
+    )?;
+    out.commit()?;
+    warn_status(eig.status());
+    Ok(())
+}
+
+/// `eigrad spectral`: writes `f(A)` (..., n, n) and, with `--grad`/`--grad-output`, its VJP.
+pub fn spectral(args: &SpectralArgs) -> CliResult<()> {
+    let a = npy::read_matrices(&args.input)?;
+    let grad = match (&args.grad, &args.grad_output) {
+        (Some(g), Some(_)) => Some(npy::read_shaped(
+            g,
+            &a.shape(),
+            "--grad",
+            &format!("the shape of {}", args.input.display()),
+        )?),
+        (None, None) => None,
+        _ => fail!("--grad and --grad-output go together: give both or neither"),
+    };
+    if Some(&args.output) == args.grad_output.as_ref() {
+        fail!("--output and --grad-output must be different files");
+    }
+    let devices = Devices::open(args.device, &[a.n])?;
+    let engine = devices.engine(a.n);
+    let opts = EighOptions {
+        symmetry: args.symmetry.into(),
+        ..EighOptions::default()
+    };
+    let pb = progress::spinner(format!(
+        "spectral function of {} matrices of size {}",
+        a.batch(),
+        a.n
+    ));
+    let spec = engine.spectral(&a.data, a.n, args.function, &opts)?;
+    let ga = match &grad {
+        Some(g) => Some(engine.spectral_vjp(&spec, g)?),
+        None => None,
+    };
+    pb.finish_and_clear();
+    let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
+    let mut out = Outputs::new();
+    out.floats(&args.output, &a.shape(), &spec.values(), dtype)?;
+    if let (Some(ga), Some(path)) = (&ga, &args.grad_output) {
+        out.floats(path, &a.shape(), ga, dtype)?;
+    }
+    out.commit()?;
+    warn_status(spec.status());
+    Ok(())
+}

@@ -1,0 +1,515 @@
+//! `.npy` files in and out.
+//!
+//! Reading accepts float16, float32 and float64 (either byte order) in C order and rejects, with a
+//! message that names the problem, every other dtype, Fortran order, and files whose data is
+//! truncated or followed by stray bytes. Writing is transactional: [`Outputs`] writes each file
+//! under a temporary name in its target directory and renames them all into place only once every
+//! output has been written, so a failed command leaves no partial output behind.
+
+use super::error::{fail, CliError, CliResult};
+use eigrad::Scalar;
+use half::f16;
+use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, WriterBuilder};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// An element type of a file, as chosen by `--output-dtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    /// IEEE half precision (numpy `float16`).
+    F16,
+    /// Single precision (numpy `float32`).
+    F32,
+    /// Double precision (numpy `float64`).
+    F64,
+}
+
+impl Dtype {
+    /// The numpy name (`float16`, `float32`, `float64`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F16 => f16::NAME,
+            Dtype::F32 => f32::NAME,
+            Dtype::F64 => f64::NAME,
+        }
+    }
+}
+
+/// Floating-point data of one of the supported dtypes, flat and in C order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Floats {
+    /// float16 data.
+    F16(Vec<f16>),
+    /// float32 data.
+    F32(Vec<f32>),
+    /// float64 data.
+    F64(Vec<f64>),
+}
+
+/// Evaluates `$body` with `$s` bound to the slice inside a [`Floats`], whatever its dtype (the
+/// body is generic over [`Scalar`]).
+macro_rules! with_slice {
+    ($floats:expr, $s:ident => $body:expr) => {
+        match $floats {
+            $crate::cli::npy::Floats::F16($s) => $body,
+            $crate::cli::npy::Floats::F32($s) => $body,
+            $crate::cli::npy::Floats::F64($s) => $body,
+        }
+    };
+}
+pub(crate) use with_slice;
+
+impl Floats {
+    /// The element type.
+    #[cfg(test)]
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Floats::F16(_) => Dtype::F16,
+            Floats::F32(_) => Dtype::F32,
+            Floats::F64(_) => Dtype::F64,
+        }
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        with_slice!(self, s => s.len())
+    }
+
+    /// The data widened to f64 (exact).
+    pub fn to_f64(&self) -> Vec<f64> {
+        with_slice!(self, s => s.iter().map(|x| x.to_f64()).collect())
+    }
+
+    /// The data as f32 (exact from f16 and f32, rounded from f64).
+    pub fn to_f32(&self) -> Vec<f32> {
+        with_slice!(self, s => s.iter().map(|x| x.to_f32()).collect())
+    }
+
+    /// f32 data rounded from f64 values (what an f32 device sees of generated f64 data).
+    pub fn rounded_f32(x: &[f64]) -> Floats {
+        Floats::F32(x.iter().map(|&v| v as f32).collect())
+    }
+}
+
+/// `(2, 3)`, `(5,)` or `()`, the way numpy prints shapes.
+pub fn fmt_shape(shape: &[usize]) -> String {
+    match shape {
+        [] => "()".into(),
+        [d] => format!("({d},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
+/// An array read from a `.npy` file.
+#[derive(Clone, Debug)]
+pub struct Array {
+    /// The shape as stored.
+    pub shape: Vec<usize>,
+    /// The elements in C order.
+    pub data: Floats,
+}
+
+/// A human name for a non-float dtype, e.g. `integer dtype int32 ('<i4')`.
+fn describe_dtype(dtype: &DType) -> String {
+    match dtype {
+        DType::Plain(ts) => {
+            let bits = ts.size_field() * 8;
+            match ts.type_char() {
+                TypeChar::Int => format!("integer dtype int{bits} ('{ts}')"),
+                TypeChar::Uint => format!("integer dtype uint{bits} ('{ts}')"),
+                TypeChar::Bool => format!("boolean dtype ('{ts}')"),
+                TypeChar::Complex => format!("complex dtype complex{bits} ('{ts}')"),
+                TypeChar::Float => format!("dtype float{bits} ('{ts}')"),
+                _ => format!("dtype '{ts}'"),
+            }
+        }
+        other => format!("structured dtype {}", other.descr()),
+    }
+}
+
+/// Reads a whole `.npy` file of float16, float32 or float64 in C order.
+pub fn read(path: &Path) -> CliResult<Array> {
+    let shown = path.display();
+    let bytes = fs::read(path).map_err(|e| CliError(format!("cannot read {shown}: {e}")))?;
+    let mut rest: &[u8] = &bytes;
+    // Parsing the header advances `rest` to the first data byte.
+    let header = NpyHeader::from_reader(&mut rest).map_err(|e| {
+        CliError(format!(
+            "{shown} is not a valid .npy file (corrupt or truncated header: {e})"
+        ))
+    })?;
+    let dtype = header.dtype();
+    let kind = match &dtype {
+        DType::Plain(ts) if ts.type_char() == TypeChar::Float => match ts.size_field() {
+            2 => Some(Dtype::F16),
+            4 => Some(Dtype::F32),
+            8 => Some(Dtype::F64),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(kind) = kind else {
+        fail!(
+            "{shown} has {}; only float16, float32 and float64 are supported",
+            describe_dtype(&dtype)
+        );
+    };
+    let shape: Vec<usize> = header
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| CliError(format!("{shown} has a shape too large for this machine")))?;
+    if header.order() == Order::Fortran && shape.len() >= 2 {
+        fail!(
+            "{shown} is stored in Fortran order (fortran_order: True); only C order is supported \
+             (write it with numpy.ascontiguousarray)"
+        );
+    }
+    let item = match kind {
+        Dtype::F16 => 2,
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+    };
+    let expected = shape
+        .iter()
+        .try_fold(item, |acc: usize, &d| acc.checked_mul(d))
+        .ok_or_else(|| CliError(format!("{shown} has a shape too large for this machine")))?;
+    if rest.len() < expected {
+        fail!(
+            "{shown} is truncated: shape {} of {} needs {expected} bytes of data but the file \
+             holds {}",
+            fmt_shape(&shape),
+            kind.name(),
+            rest.len()
+        );
+    }
+    if rest.len() > expected {
+        fail!(
+            "{shown} is corrupt: {} stray bytes follow the {expected} bytes of data of shape {}",
+            rest.len() - expected,
+            fmt_shape(&shape)
+        );
+    }
+    let file = NpyFile::with_header(header, rest);
+    let data = match kind {
+        Dtype::F16 => file.into_vec::<f16>().map(Floats::F16),
+        Dtype::F32 => file.into_vec::<f32>().map(Floats::F32),
+        Dtype::F64 => file.into_vec::<f64>().map(Floats::F64),
+    }
+    .map_err(|e| CliError(format!("{shown} could not be decoded: {e}")))?;
+    log::info!("read {shown}: shape {} {}", fmt_shape(&shape), kind.name());
+    Ok(Array { shape, data })
+}
+
+/// A batch of square matrices `(..., n, n)` read from a file.
+#[derive(Clone, Debug)]
+pub struct Matrices {
+    /// The leading (batch) dimensions `...`, possibly empty.
+    pub lead: Vec<usize>,
+    /// The matrix size.
+    pub n: usize,
+    /// `[B][n][n]` in C order, `B` the product of `lead`.
+    pub data: Floats,
+}
+
+impl Matrices {
+    /// The number of matrices.
+    pub fn batch(&self) -> usize {
+        self.lead.iter().product()
+    }
+
+    /// The full shape `(..., n, n)`.
+    pub fn shape(&self) -> Vec<usize> {
+        let mut s = self.lead.clone();
+        s.extend([self.n, self.n]);
+        s
+    }
+
+    /// The shape of one vector per matrix, `(..., n)` (eigenvalues and their derivatives).
+    pub fn vector_shape(&self) -> Vec<usize> {
+        let mut s = self.lead.clone();
+        s.push(self.n);
+        s
+    }
+}
+
+/// Reads a file of matrices `(..., n, n)`: rank at least 2, square trailing dimensions, `n ≥ 1`.
+pub fn read_matrices(path: &Path) -> CliResult<Matrices> {
+    let a = read(path)?;
+    let shown = path.display();
+    let rank = a.shape.len();
+    if rank < 2 {
+        fail!(
+            "{shown} has shape {} (rank {rank}); matrices need at least 2 dimensions (..., n, n)",
+            fmt_shape(&a.shape)
+        );
+    }
+    let (rows, cols) = (a.shape[rank - 2], a.shape[rank - 1]);
+    if rows != cols {
+        fail!(
+            "{shown} has shape {}: the trailing dimensions {rows}×{cols} are not square",
+            fmt_shape(&a.shape)
+        );
+    }
+    if rows == 0 {
+        fail!(
+            "{shown} has shape {}: empty matrices (n = 0) are not supported",
+            fmt_shape(&a.shape)
+        );
+    }
+    Ok(Matrices {
+        lead: a.shape[..rank - 2].to_vec(),
+        n: rows,
+        data: a.data,
+    })
+}
+
+/// Reads a file that must have exactly the shape `expected` (a gradient or tangent for
+/// `for_what`); `flag` names the option it came from.
+pub fn read_shaped(
+    path: &Path,
+    expected: &[usize],
+    flag: &str,
+    for_what: &str,
+) -> CliResult<Floats> {
+    let a = read(path)?;
+    if a.shape != expected {
+        fail!(
+            "{flag} {} has shape {}, expected {} ({for_what})",
+            path.display(),
+            fmt_shape(&a.shape),
+            fmt_shape(expected)
+        );
+    }
+    Ok(a.data)
+}
+
+/// A file written under a temporary name, waiting to be renamed to its destination.
+struct Staged {
+    /// The temporary file, in the destination's directory.
+    tmp: PathBuf,
+    /// Where it goes.
+    dest: PathBuf,
+}
+
+/// Distinguishes temporary names within one process.
+static TMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A set of output files written together: each is staged under a temporary name in its target
+/// directory, and [`Outputs::commit`] renames them all into place. Dropping the set without
+/// committing (an error anywhere) deletes the temporaries and any directory the set created.
+#[derive(Default)]
+pub struct Outputs {
+    /// Files written so far.
+    staged: Vec<Staged>,
+    /// Directories created by [`Outputs::ensure_dir`], deepest first.
+    created_dirs: Vec<PathBuf>,
+    /// Set once every file is in place; nothing is cleaned up then.
+    committed: bool,
+}
+
+impl Outputs {
+    /// An empty set.
+    pub fn new() -> Self {
+        Outputs::default()
+    }
+
+    /// Creates `dir` and its missing parents (an `--out-dir`); they are removed again (when
+    /// still empty) if the command fails.
+    pub fn ensure_dir(&mut self, dir: &Path) -> CliResult<()> {
+        let mut missing = Vec::new();
+        let mut d = Some(dir);
+        while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            missing.push(p.to_path_buf());
+            d = p.parent();
+        }
+        fs::create_dir_all(dir)
+            .map_err(|e| CliError(format!("cannot create directory {}: {e}", dir.display())))?;
+        if !dir.is_dir() {
+            fail!("{} is not a directory", dir.display());
+        }
+        self.created_dirs.extend(missing);
+        Ok(())
+    }
+
+    /// Creates the temporary file for `dest` and records it for clean-up.
+    fn stage(&mut self, dest: &Path) -> CliResult<File> {
+        let name = dest
+            .file_name()
+            .ok_or_else(|| CliError(format!("{} is not a file name", dest.display())))?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = dir.join(format!(
+            ".{}.{}-{}.tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))?;
+        self.staged.push(Staged {
+            tmp,
+            dest: dest.to_path_buf(),
+        });
+        Ok(file)
+    }
+
+    /// Writes `data` to `dest` as `.npy` of shape `shape` and element type `dtype`.
+    pub fn floats(
+        &mut self,
+        dest: &Path,
+        shape: &[usize],
+        data: &Floats,
+        dtype: Dtype,
+    ) -> CliResult<()> {
+        check_len(dest, shape, data.len())?;
+        let file = self.stage(dest)?;
+        with_slice!(data, s => match dtype {
+            Dtype::F16 => write_npy(file, shape, s.iter().map(|x| f16::from_f64(x.to_f64()))),
+            Dtype::F32 => write_npy(file, shape, s.iter().map(|x| x.to_f32())),
+            Dtype::F64 => write_npy(file, shape, s.iter().map(|x| x.to_f64())),
+        })
+        .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))?;
+        log::info!(
+            "wrote {}: shape {} {}",
+            dest.display(),
+            fmt_shape(shape),
+            dtype.name()
+        );
+        Ok(())
+    }
+
+    /// Writes `data` to `dest` as an int32 `.npy` of shape `shape` (status codes).
+    pub fn int32(&mut self, dest: &Path, shape: &[usize], data: &[i32]) -> CliResult<()> {
+        check_len(dest, shape, data.len())?;
+        let file = self.stage(dest)?;
+        write_npy(file, shape, data.iter().copied())
+            .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))?;
+        log::info!("wrote {}: shape {} int32", dest.display(), fmt_shape(shape));
+        Ok(())
+    }
+
+    /// Writes raw bytes (a JSON report) to `dest`.
+    pub fn bytes(&mut self, dest: &Path, contents: &[u8]) -> CliResult<()> {
+        let file = self.stage(dest)?;
+        let mut w = BufWriter::new(file);
+        w.write_all(contents)
+            .and_then(|_| w.flush())
+            .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))
+    }
+
+    /// Renames every staged file into place. If a rename fails, the files already renamed by
+    /// this call are removed again and the remaining temporaries are deleted.
+    pub fn commit(mut self) -> CliResult<()> {
+        for k in 0..self.staged.len() {
+            let s = &self.staged[k];
+            if let Err(e) = fs::rename(&s.tmp, &s.dest) {
+                let msg = format!("cannot write {}: {e}", s.dest.display());
+                for done in &self.staged[..k] {
+                    let _ = fs::remove_file(&done.dest);
+                }
+                self.staged.drain(..k);
+                return Err(CliError(msg));
+            }
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for s in &self.staged {
+            let _ = fs::remove_file(&s.tmp);
+        }
+        for d in &self.created_dirs {
+            // Only succeeds on an empty directory: never removes anything the user put there.
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+/// Fails unless `len` elements fill `shape` (a result of the wrong size from a library call).
+fn check_len(dest: &Path, shape: &[usize], len: usize) -> CliResult<()> {
+    if len != shape.iter().product::<usize>() {
+        fail!(
+            "internal error: {} elements computed for {} of shape {}",
+            len,
+            dest.display(),
+            fmt_shape(shape)
+        );
+    }
+    Ok(())
+}
+
+/// Writes one `.npy` file of C order with the default dtype of `T` (little-endian).
+fn write_npy<T: npyz::AutoSerialize>(
+    file: File,
+    shape: &[usize],
+    items: impl Iterator<Item = T>,
+) -> io::Result<()> {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut buf = BufWriter::new(file);
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(&mut buf)
+        .begin_nd()?;
+    w.extend(items)?;
+    w.finish()?;
+    buf.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_print_like_numpy() {
+        assert_eq!(fmt_shape(&[]), "()");
+        assert_eq!(fmt_shape(&[5]), "(5,)");
+        assert_eq!(fmt_shape(&[2, 3, 4]), "(2, 3, 4)");
+    }
+
+    #[test]
+    fn written_files_read_back_with_their_dtype_and_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("x.npy");
+        let data = Floats::F64(vec![1.0, 2.5, -3.0, 0.125, 7.0, 8.0]);
+        for dtype in [Dtype::F16, Dtype::F32, Dtype::F64] {
+            let mut out = Outputs::new();
+            out.floats(&dest, &[1, 2, 3], &data, dtype).unwrap();
+            out.commit().unwrap();
+            let back = read(&dest).unwrap();
+            assert_eq!(back.shape, vec![1, 2, 3]);
+            assert_eq!(back.data.dtype(), dtype);
+            assert_eq!(back.data.to_f64(), data.to_f64());
+        }
+    }
+
+    #[test]
+    fn dropping_uncommitted_outputs_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("a/b");
+        {
+            let mut out = Outputs::new();
+            out.ensure_dir(&out_dir).unwrap();
+            out.int32(&out_dir.join("s.npy"), &[2], &[0, 1]).unwrap();
+        }
+        assert!(!dir.path().join("a").exists());
+    }
+}

@@ -1,0 +1,1408 @@
+//! Integration tests of the `eigrad` binary (DESIGN §5): every subcommand on temporary `.npy`
+//! files, compared with the library's CPU results, and every bad-input case, which must exit with
+//! 2, print `error: …` naming the problem, and leave no output behind.
+//!
+//! Tests where the device does not matter use `--device cpu`. Tests with `--device auto` or `gpu`
+//! pass on either device: they read the `device: …` line and check the GPU's f32 results against
+//! the CPU reference with f32 tolerances, or the CPU's f64 results exactly.
+
+use eigrad::samples::{self, Rng};
+use eigrad::spectral::SpectralFn;
+use eigrad::{cpu, Degeneracy, EighOptions, Symmetry};
+use half::f16;
+use npyz::WriterBuilder;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary.
+
+/// What a run of the binary did.
+struct Run {
+    /// The exit status.
+    code: i32,
+    /// Everything printed on stdout.
+    stdout: String,
+    /// Everything printed on stderr.
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts exit status 2 with an `error:` line that mentions `needle` (case-insensitive).
+    fn assert_error(&self, needle: &str) {
+        assert_eq!(self.code, 2, "expected exit 2; stderr:\n{}", self.stderr);
+        assert!(
+            self.stderr.lines().any(|l| l.starts_with("error:")),
+            "no `error:` line in stderr:\n{}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "stderr does not mention {needle:?}:\n{}",
+            self.stderr
+        );
+    }
+
+    /// Asserts exit status 0.
+    fn assert_ok(&self) {
+        assert_eq!(
+            self.code, 0,
+            "expected success; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+    }
+
+    /// The device that ran, from the `device: …` line: `"gpu"` or `"cpu"`.
+    fn device(&self) -> &'static str {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("device: "))
+            .unwrap_or_else(|| panic!("no `device:` line in stderr:\n{}", self.stderr));
+        if line.starts_with("device: gpu") {
+            "gpu"
+        } else {
+            assert!(line.starts_with("device: cpu"), "{line}");
+            "cpu"
+        }
+    }
+}
+
+/// Runs the `eigrad` binary with `args`.
+fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_eigrad"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run eigrad");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A path as a command-line argument.
+fn p(path: &Path) -> String {
+    path.to_str().expect("utf-8 temp path").to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures.
+
+/// Writes a C-order `.npy` file.
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::io::BufWriter::new(
+            std::fs::File::create(path).unwrap(),
+        ))
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+/// Writes a float64 `.npy` file that declares Fortran order.
+fn write_fortran(path: &Path, shape: &[u64], data: &[f64]) {
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .order(npyz::Order::Fortran)
+        .shape(shape)
+        .writer(std::io::BufWriter::new(
+            std::fs::File::create(path).unwrap(),
+        ))
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+/// Writes a header for dtype `descr` (e.g. `<c8`) followed by raw `payload` bytes.
+fn write_raw(path: &Path, descr: &str, shape: &[u64], payload: &[u8]) {
+    let dtype = npyz::DType::parse(&format!("'{descr}'")).unwrap();
+    let mut file = npyz::WriteOptions::new_header_only()
+        .dtype(dtype)
+        .shape(shape)
+        .writer(std::fs::File::create(path).unwrap())
+        .write_header_only()
+        .unwrap();
+    file.write_all(payload).unwrap();
+}
+
+/// An output file: shape, numpy descr (e.g. `'<f8'`) and data widened to f64.
+struct Npy {
+    /// The stored shape.
+    shape: Vec<u64>,
+    /// The numpy dtype descriptor, quoted as in the header (`'<f8'`).
+    descr: String,
+    /// The elements, widened to f64.
+    data: Vec<f64>,
+}
+
+/// Reads a float `.npy` output.
+fn read_floats(path: &Path) -> Npy {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    let descr = npy.dtype().descr();
+    let data = match descr.as_str() {
+        "'<f8'" => npy.into_vec::<f64>().unwrap(),
+        "'<f4'" => npy
+            .into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        "'<f2'" => npy
+            .into_vec::<f16>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        other => panic!("unexpected dtype {other} in {}", path.display()),
+    };
+    Npy { shape, descr, data }
+}
+
+/// Reads an int32 `.npy` output.
+fn read_i32(path: &Path) -> (Vec<u64>, Vec<i32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(npy.dtype().descr(), "'<i4'", "{}", path.display());
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<i32>().unwrap())
+}
+
+/// `batch` random symmetric `n×n` matrices with well separated eigenvalues (gaps ≥ 0.5).
+fn separated(seed: u64, n: usize, batch: usize) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let mut a = Vec::new();
+    for _ in 0..batch {
+        let s: Vec<f64> = (0..n)
+            .map(|k| k as f64 + 0.5 * rng.uniform() - 1.0)
+            .collect();
+        a.extend(samples::with_spectrum(&mut rng, &s));
+    }
+    a
+}
+
+/// `count` standard normal values.
+fn normals(seed: u64, count: usize) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    (0..count).map(|_| rng.normal()).collect()
+}
+
+/// Asserts `|x − y| ≤ tol` elementwise, with NaN equal to NaN.
+fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (x, y)) in got.iter().zip(want).enumerate() {
+        let same = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol;
+        assert!(
+            same,
+            "{what}[{i}]: got {x}, expected {y}, difference {}, tolerance {tol}",
+            (x - y).abs()
+        );
+    }
+}
+
+/// The names in a directory (empty when it does not exist).
+fn listing(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<String> = rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The matrix size of most fixtures.
+const N: usize = 4;
+/// The GPU's machine epsilon.
+const EPS32: f64 = f32::EPSILON as f64;
+
+// ---------------------------------------------------------------------------------------------
+// eigh
+
+#[test]
+fn eigh_on_cpu_writes_eigenvalues_eigenvectors_and_int32_status_with_the_batch_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = samples::random_symmetric(&mut Rng::new(1), N, 6);
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[2, 3, 4, 4], &a);
+    let out = dir.path().join("out");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+
+    let want = cpu::jacobi_eigh(&a, N, &EighOptions::default()).unwrap();
+    let w = read_floats(&out.join("eigenvalues.npy"));
+    assert_eq!(
+        (w.shape.as_slice(), w.descr.as_str()),
+        (&[2u64, 3, 4][..], "'<f8'")
+    );
+    assert_close(&w.data, &want.eigenvalues, 0.0, "eigenvalues");
+    let v = read_floats(&out.join("eigenvectors.npy"));
+    assert_eq!(
+        (v.shape.as_slice(), v.descr.as_str()),
+        (&[2u64, 3, 4, 4][..], "'<f8'")
+    );
+    assert_close(
+        &v.data,
+        want.eigenvectors.as_ref().unwrap(),
+        0.0,
+        "eigenvectors",
+    );
+    let (shape, status) = read_i32(&out.join("status.npy"));
+    assert_eq!(shape, vec![2, 3]);
+    assert_eq!(status, vec![0; 6]);
+    assert_eq!(
+        listing(&out),
+        ["eigenvalues.npy", "eigenvectors.npy", "status.npy"]
+    );
+}
+
+#[test]
+fn eigh_reads_float16_and_float32_inputs_and_honours_the_output_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = samples::random_symmetric(&mut Rng::new(2), N, 3);
+    let a16: Vec<f16> = a.iter().map(|&x| f16::from_f64(x)).collect();
+    let a32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+    let (in16, in32) = (dir.path().join("a16.npy"), dir.path().join("a32.npy"));
+    write_npy(&in16, &[3, 4, 4], &a16);
+    write_npy(&in32, &[3, 4, 4], &a32);
+    let opts = EighOptions::default();
+
+    // float16 in, default (float64 on the CPU) out: exactly the library's result on the f16 data.
+    let out = dir.path().join("o16");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&in16),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    let want = cpu::jacobi_eigh(&a16, N, &opts).unwrap();
+    let w = read_floats(&out.join("eigenvalues.npy"));
+    assert_eq!(w.descr, "'<f8'");
+    assert_close(&w.data, &want.eigenvalues, 0.0, "f16 input eigenvalues");
+
+    // float32 in, each output dtype: the f64 result rounded once.
+    let want = cpu::jacobi_eigh(&a32, N, &opts).unwrap();
+    for (dtype, descr, round) in [
+        (
+            "f16",
+            "'<f2'",
+            (|x: f64| f16::from_f64(x).to_f64()) as fn(f64) -> f64,
+        ),
+        ("f32", "'<f4'", |x: f64| x as f32 as f64),
+        ("f64", "'<f8'", |x: f64| x),
+    ] {
+        let out = dir.path().join(format!("o32-{dtype}"));
+        let r = cli(&[
+            "eigh",
+            "--input",
+            &p(&in32),
+            "--out-dir",
+            &p(&out),
+            "--device",
+            "cpu",
+            "--output-dtype",
+            dtype,
+        ]);
+        r.assert_ok();
+        for (file, data) in [
+            ("eigenvalues.npy", &want.eigenvalues),
+            ("eigenvectors.npy", want.eigenvectors.as_ref().unwrap()),
+        ] {
+            let got = read_floats(&out.join(file));
+            assert_eq!(got.descr, descr, "{file} as {dtype}");
+            let rounded: Vec<f64> = data.iter().map(|&x| round(x)).collect();
+            assert_close(&got.data, &rounded, 0.0, file);
+        }
+        assert_eq!(read_i32(&out.join("status.npy")).1, vec![0; 3]);
+    }
+}
+
+#[test]
+fn eigh_values_only_writes_no_eigenvectors_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = samples::random_symmetric(&mut Rng::new(3), N, 2);
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[2, 4, 4], &a);
+    let out = dir.path().join("out");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+        "--values-only",
+    ])
+    .assert_ok();
+    assert_eq!(listing(&out), ["eigenvalues.npy", "status.npy"]);
+    let want = cpu::jacobi_eigvalsh(&a, N, &EighOptions::default()).unwrap();
+    assert_close(
+        &read_floats(&out.join("eigenvalues.npy")).data,
+        &want.eigenvalues,
+        0.0,
+        "eigenvalues",
+    );
+}
+
+#[test]
+fn eigh_lower_symmetry_reads_only_the_lower_triangle() {
+    let dir = tempfile::tempdir().unwrap();
+    // A non-symmetric input: the two options must give the library's two different answers.
+    let a = normals(4, 2 * N * N);
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[2, 4, 4], &a);
+    for (flag, symmetry) in [
+        ("symmetrize", Symmetry::Symmetrize),
+        ("lower", Symmetry::Lower),
+    ] {
+        let out = dir.path().join(flag);
+        cli(&[
+            "eigh",
+            "--input",
+            &p(&input),
+            "--out-dir",
+            &p(&out),
+            "--device",
+            "cpu",
+            "--symmetry",
+            flag,
+        ])
+        .assert_ok();
+        let opts = EighOptions {
+            symmetry,
+            ..EighOptions::default()
+        };
+        let want = cpu::jacobi_eigh(&a, N, &opts).unwrap();
+        assert_close(
+            &read_floats(&out.join("eigenvalues.npy")).data,
+            &want.eigenvalues,
+            0.0,
+            flag,
+        );
+    }
+    let s = read_floats(&dir.path().join("symmetrize/eigenvalues.npy")).data;
+    let l = read_floats(&dir.path().join("lower/eigenvalues.npy")).data;
+    assert_ne!(s, l, "--symmetry had no effect");
+}
+
+#[test]
+fn eigh_of_a_single_matrix_writes_vector_eigenvalues_and_a_scalar_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = samples::random_symmetric(&mut Rng::new(5), 3, 1);
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[3, 3], &a);
+    let out = dir.path().join("out");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    assert_eq!(read_floats(&out.join("eigenvalues.npy")).shape, vec![3]);
+    assert_eq!(read_floats(&out.join("eigenvectors.npy")).shape, vec![3, 3]);
+    assert_eq!(read_i32(&out.join("status.npy")), (vec![], vec![0]));
+}
+
+#[test]
+fn a_non_finite_matrix_gets_status_1_and_nan_outputs_without_failing_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = samples::random_symmetric(&mut Rng::new(6), N, 3);
+    a[N * N + 5] = f64::NAN;
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[3, 4, 4], &a);
+    let out = dir.path().join("out");
+    let r = cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_ok();
+    assert!(r.stderr.contains("warning:"), "{}", r.stderr);
+    assert_eq!(read_i32(&out.join("status.npy")).1, vec![0, 1, 0]);
+    let w = read_floats(&out.join("eigenvalues.npy")).data;
+    assert!(w[N..2 * N].iter().all(|x| x.is_nan()));
+    assert!(w[..N].iter().chain(&w[2 * N..]).all(|x| x.is_finite()));
+}
+
+#[test]
+fn eigh_creates_a_missing_out_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.npy");
+    write_npy(
+        &input,
+        &[4, 4],
+        &samples::random_symmetric(&mut Rng::new(7), N, 1),
+    );
+    let out = dir.path().join("x/y/z");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    assert_eq!(
+        listing(&out),
+        ["eigenvalues.npy", "eigenvectors.npy", "status.npy"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// vjp and jvp
+
+/// Writes A (2, 3, 4, 4) with separated spectra and cotangents; returns (A, λ̄, V̄) and paths.
+fn vjp_fixture(dir: &Path) -> (Vec<f64>, Vec<f64>, Vec<f64>, PathBuf, PathBuf, PathBuf) {
+    let a = separated(8, N, 6);
+    let gw = normals(9, 6 * N);
+    let gv = normals(10, 6 * N * N);
+    let (pa, pw, pv) = (dir.join("a.npy"), dir.join("gw.npy"), dir.join("gv.npy"));
+    write_npy(&pa, &[2, 3, 4, 4], &a);
+    write_npy(&pw, &[2, 3, 4], &gw);
+    write_npy(&pv, &[2, 3, 4, 4], &gv);
+    (a, gw, gv, pa, pw, pv)
+}
+
+#[test]
+fn vjp_matches_the_library_for_both_cotangents_and_for_each_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, gw, gv, pa, pw, pv) = vjp_fixture(dir.path());
+    let eig = cpu::jacobi_eigh(&a, N, &EighOptions::default()).unwrap();
+    let out = dir.path().join("ga.npy");
+    let cases: [(&[&str], Vec<f64>); 3] = [
+        (
+            &[
+                "--grad-eigenvalues",
+                &p(&pw),
+                "--grad-eigenvectors",
+                &p(&pv),
+            ],
+            cpu::eigh_vjp(&eig, Some(&gw), Some(&gv), Degeneracy::default()).unwrap(),
+        ),
+        (
+            &["--grad-eigenvalues", &p(&pw)],
+            cpu::eigvalsh_vjp(&eig, &gw).unwrap(),
+        ),
+        (
+            &["--grad-eigenvectors", &p(&pv)],
+            cpu::eigh_vjp(&eig, None, Some(&gv), Degeneracy::default()).unwrap(),
+        ),
+    ];
+    for (grads, want) in cases {
+        let mut args: Vec<String> = vec![
+            "vjp".into(),
+            "--input".into(),
+            p(&pa),
+            "--output".into(),
+            p(&out),
+        ];
+        args.extend(
+            ["--device", "cpu"]
+                .iter()
+                .chain(grads)
+                .map(|s| s.to_string()),
+        );
+        cli(&args).assert_ok();
+        let got = read_floats(&out);
+        assert_eq!(
+            (got.shape.as_slice(), got.descr.as_str()),
+            (&[2u64, 3, 4, 4][..], "'<f8'")
+        );
+        assert_close(&got.data, &want, 0.0, &format!("vjp {grads:?}"));
+    }
+}
+
+#[test]
+fn vjp_degeneracy_options_reach_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    // A repeated eigenvalue, so that the three policies give different answers.
+    let mut rng = Rng::new(11);
+    let a = samples::with_spectrum(&mut rng, &[1.0, 1.0, 2.0, 3.5]);
+    let gv = normals(12, N * N);
+    let (pa, pv) = (dir.path().join("a.npy"), dir.path().join("gv.npy"));
+    write_npy(&pa, &[4, 4], &a);
+    write_npy(&pv, &[4, 4], &gv);
+    let eig = cpu::jacobi_eigh(&a, N, &EighOptions::default()).unwrap();
+    let out = dir.path().join("ga.npy");
+    let cases: [(&[&str], Degeneracy); 5] = [
+        (&[], Degeneracy::Mask { rel_tol: None }),
+        (
+            &["--degeneracy", "mask", "--degeneracy-tol", "0.3"],
+            Degeneracy::Mask { rel_tol: Some(0.3) },
+        ),
+        (
+            &["--degeneracy", "lorentzian", "--degeneracy-tol", "1e-3"],
+            Degeneracy::Lorentzian { eps: 1e-3 },
+        ),
+        (
+            &["--degeneracy", "lorentzian"],
+            Degeneracy::Lorentzian { eps: 1e-12 },
+        ),
+        (&["--degeneracy", "propagate"], Degeneracy::Propagate),
+    ];
+    for (flags, policy) in cases {
+        let mut args: Vec<String> = [
+            "vjp",
+            "--input",
+            &p(&pa),
+            "--grad-eigenvectors",
+            &p(&pv),
+            "--output",
+            &p(&out),
+            "--device",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(flags.iter().map(|s| s.to_string()));
+        cli(&args).assert_ok();
+        let want = cpu::eigh_vjp(&eig, None, Some(&gv), policy).unwrap();
+        assert_close(&read_floats(&out).data, &want, 0.0, &format!("{flags:?}"));
+    }
+}
+
+#[test]
+fn vjp_without_any_gradient_is_a_usage_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, _, pa, _, _) = vjp_fixture(dir.path());
+    let out = dir.path().join("ga.npy");
+    let r = cli(&[
+        "vjp",
+        "--input",
+        &p(&pa),
+        "--output",
+        &p(&out),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_error("--grad-eigen");
+    assert!(!out.exists());
+}
+
+#[test]
+fn vjp_rejects_gradients_of_the_wrong_shape_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, gw, gv, pa, _, _) = vjp_fixture(dir.path());
+    let (bad_w, bad_v) = (dir.path().join("bw.npy"), dir.path().join("bv.npy"));
+    write_npy(&bad_w, &[6, 4], &gw); // (6, 4) instead of (2, 3, 4)
+    write_npy(&bad_v, &[2, 3, 16], &gv); // (2, 3, 16) instead of (2, 3, 4, 4)
+    let out = dir.path().join("ga.npy");
+    let r = cli(&[
+        "vjp",
+        "--input",
+        &p(&pa),
+        "--grad-eigenvalues",
+        &p(&bad_w),
+        "--output",
+        &p(&out),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_error("(2, 3, 4)");
+    assert!(r.stderr.contains("--grad-eigenvalues"), "{}", r.stderr);
+    let r = cli(&[
+        "vjp",
+        "--input",
+        &p(&pa),
+        "--grad-eigenvectors",
+        &p(&bad_v),
+        "--output",
+        &p(&out),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_error("(2, 3, 4, 4)");
+    assert!(!out.exists());
+    // A gradient file of a bad dtype is rejected like an input.
+    let int_w = dir.path().join("iw.npy");
+    write_npy(&int_w, &[2, 3, 4], &[1i32; 24]);
+    let r = cli(&[
+        "vjp",
+        "--input",
+        &p(&pa),
+        "--grad-eigenvalues",
+        &p(&int_w),
+        "--output",
+        &p(&out),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_error("integer");
+    assert!(!out.exists());
+}
+
+#[test]
+fn vjp_rejects_meaningless_or_negative_degeneracy_tolerances() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, _, pa, pw, _) = vjp_fixture(dir.path());
+    let out = dir.path().join("ga.npy");
+    for (flags, needle) in [
+        (
+            ["--degeneracy", "propagate", "--degeneracy-tol", "0.1"],
+            "propagate",
+        ),
+        (
+            ["--degeneracy", "mask", "--degeneracy-tol", "-1"],
+            "tolerance",
+        ),
+        (
+            ["--degeneracy", "lorentzian", "--degeneracy-tol", "0"],
+            "eps",
+        ),
+        (
+            ["--degeneracy", "median", "--degeneracy-tol", "1"],
+            "median",
+        ),
+    ] {
+        let mut args: Vec<String> = [
+            "vjp",
+            "--input",
+            &p(&pa),
+            "--grad-eigenvalues",
+            &p(&pw),
+            "--output",
+            &p(&out),
+            "--device",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(flags.iter().map(|s| s.to_string()));
+        cli(&args).assert_error(needle);
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn jvp_matches_the_library_and_rejects_a_mismatched_tangent() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = separated(13, N, 6);
+    let da = normals(14, 6 * N * N);
+    let (pa, pt) = (dir.path().join("a.npy"), dir.path().join("da.npy"));
+    write_npy(&pa, &[3, 2, 4, 4], &a);
+    write_npy(&pt, &[3, 2, 4, 4], &da);
+    let out = dir.path().join("out");
+    cli(&[
+        "jvp",
+        "--input",
+        &p(&pa),
+        "--tangent",
+        &p(&pt),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    let eig = cpu::jacobi_eigh(&a, N, &EighOptions::default()).unwrap();
+    let want = cpu::eigh_jvp(&eig, &da, Degeneracy::default()).unwrap();
+    let wd = read_floats(&out.join("eigenvalues_dot.npy"));
+    assert_eq!(
+        (wd.shape.as_slice(), wd.descr.as_str()),
+        (&[3u64, 2, 4][..], "'<f8'")
+    );
+    assert_close(&wd.data, &want.values_dot, 0.0, "eigenvalues_dot");
+    let vd = read_floats(&out.join("eigenvectors_dot.npy"));
+    assert_eq!(vd.shape, vec![3, 2, 4, 4]);
+    assert_close(&vd.data, &want.vectors_dot, 0.0, "eigenvectors_dot");
+    assert_eq!(
+        listing(&out),
+        ["eigenvalues_dot.npy", "eigenvectors_dot.npy"]
+    );
+
+    let bad = dir.path().join("bad.npy");
+    write_npy(&bad, &[6, 4, 4], &da);
+    let out2 = dir.path().join("out2");
+    let r = cli(&[
+        "jvp",
+        "--input",
+        &p(&pa),
+        "--tangent",
+        &p(&bad),
+        "--out-dir",
+        &p(&out2),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_error("--tangent");
+    assert!(!out2.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// spectral
+
+#[test]
+fn spectral_matches_the_library_or_fails_cleanly_while_the_library_lacks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Positive definite input (spectrum in [0.5, 4.5]) for sqrt.
+    let a: Vec<f64> = separated(15, N, 2)
+        .chunks(N * N)
+        .flat_map(|m| {
+            let mut m = m.to_vec();
+            for i in 0..N {
+                m[i * N + i] += 1.5;
+            }
+            m
+        })
+        .collect();
+    let g = normals(16, 2 * N * N);
+    let (pa, pg) = (dir.path().join("a.npy"), dir.path().join("g.npy"));
+    write_npy(&pa, &[2, 4, 4], &a);
+    write_npy(&pg, &[2, 4, 4], &g);
+    let (out, gout) = (dir.path().join("f.npy"), dir.path().join("ga.npy"));
+    let r = cli(&[
+        "spectral",
+        "--function",
+        "sqrt",
+        "--input",
+        &p(&pa),
+        "--output",
+        &p(&out),
+        "--grad",
+        &p(&pg),
+        "--grad-output",
+        &p(&gout),
+        "--device",
+        "cpu",
+    ]);
+    let opts = EighOptions::default();
+    match cpu::spectral(&a, N, SpectralFn::Sqrt, &opts) {
+        Ok(s) => {
+            r.assert_ok();
+            let f = read_floats(&out);
+            assert_eq!(
+                (f.shape.as_slice(), f.descr.as_str()),
+                (&[2u64, 4, 4][..], "'<f8'")
+            );
+            assert_close(&f.data, &s.values, 0.0, "sqrt(A)");
+            let want = cpu::spectral_vjp(&s, &g).unwrap();
+            assert_close(&read_floats(&gout).data, &want, 0.0, "spectral VJP");
+        }
+        Err(e) => {
+            r.assert_error(&e.to_string());
+            assert!(!out.exists() && !gout.exists());
+        }
+    }
+}
+
+#[test]
+fn spectral_rejects_a_lone_grad_flag_and_an_unknown_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let pa = dir.path().join("a.npy");
+    write_npy(&pa, &[4, 4], &separated(17, N, 1));
+    let out = dir.path().join("f.npy");
+    let r = cli(&[
+        "spectral",
+        "--function",
+        "exp",
+        "--input",
+        &p(&pa),
+        "--output",
+        &p(&out),
+        "--grad",
+        &p(&pa),
+    ]);
+    r.assert_error("--grad-output");
+    let r = cli(&[
+        "spectral",
+        "--function",
+        "exp",
+        "--input",
+        &p(&pa),
+        "--output",
+        &p(&out),
+        "--grad-output",
+        &p(&dir.path().join("g.npy")),
+    ]);
+    r.assert_error("--grad");
+    let r = cli(&[
+        "spectral",
+        "--function",
+        "cbrt",
+        "--input",
+        &p(&pa),
+        "--output",
+        &p(&out),
+    ]);
+    r.assert_error("cbrt");
+    let r = cli(&[
+        "spectral",
+        "--function",
+        "pow:x",
+        "--input",
+        &p(&pa),
+        "--output",
+        &p(&out),
+    ]);
+    r.assert_error("pow:x");
+    assert_eq!(listing(dir.path()), ["a.npy"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad inputs: exit 2, `error:` naming the problem, no output.
+
+#[test]
+fn bad_inputs_are_rejected_with_a_message_naming_the_problem_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = samples::random_symmetric(&mut Rng::new(18), N, 2);
+    let mut cases: Vec<(PathBuf, &str)> = Vec::new();
+    let mut case = |name: &str, needle: &'static str, make: &dyn Fn(&Path)| {
+        let path = d.join(name);
+        make(&path);
+        cases.push((path, needle));
+    };
+    case("int32.npy", "integer", &|f| {
+        write_npy(f, &[2, 4, 4], &[1i32; 32])
+    });
+    case("uint8.npy", "integer", &|f| {
+        write_npy(f, &[4, 4], &[1u8; 16])
+    });
+    case("complex.npy", "complex", &|f| {
+        write_raw(f, "<c8", &[2, 4, 4], &[0u8; 2 * 16 * 8])
+    });
+    case("fortran.npy", "fortran", &|f| {
+        write_fortran(f, &[2, 4, 4], &good)
+    });
+    case("rank1.npy", "at least 2 dimensions", &|f| {
+        write_npy(f, &[4], &good[..4])
+    });
+    case("nonsquare.npy", "not square", &|f| {
+        write_npy(f, &[2, 3, 4], &good[..24])
+    });
+    case("empty.npy", "n = 0", &|f| {
+        write_npy::<f64>(f, &[2, 0, 0], &[])
+    });
+    case("truncated.npy", "truncated", &|f| {
+        write_npy(f, &[2, 4, 4], &good);
+        let len = std::fs::metadata(f).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_len(len - 9)
+            .unwrap();
+    });
+    case("trailing.npy", "stray bytes", &|f| {
+        write_npy(f, &[2, 4, 4], &good);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(f)
+            .unwrap()
+            .write_all(b"xyz")
+            .unwrap();
+    });
+    case("header-cut.npy", "not a valid .npy", &|f| {
+        write_npy(f, &[2, 4, 4], &good);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_len(30)
+            .unwrap();
+    });
+    case("garbage.npy", "not a valid .npy", &|f| {
+        std::fs::write(f, b"this is not a numpy file at all\n").unwrap()
+    });
+    cases.push((d.join("missing.npy"), "cannot read"));
+
+    for (path, needle) in &cases {
+        let out = d.join("out");
+        let r = cli(&[
+            "eigh",
+            "--input",
+            &p(path),
+            "--out-dir",
+            &p(&out),
+            "--device",
+            "cpu",
+        ]);
+        r.assert_error(needle);
+        assert!(
+            r.stderr.contains(&p(path)),
+            "the message should name the file:\n{}",
+            r.stderr
+        );
+        assert!(
+            !out.exists(),
+            "{}: output directory left behind",
+            path.display()
+        );
+        // The same file as the input of the other file commands.
+        let ga = d.join("ga.npy");
+        cli(&[
+            "vjp",
+            "--input",
+            &p(path),
+            "--grad-eigenvalues",
+            &p(path),
+            "--output",
+            &p(&ga),
+            "--device",
+            "cpu",
+        ])
+        .assert_error(needle);
+        cli(&[
+            "jvp",
+            "--input",
+            &p(path),
+            "--tangent",
+            &p(path),
+            "--out-dir",
+            &p(&out),
+            "--device",
+            "cpu",
+        ])
+        .assert_error(needle);
+        cli(&[
+            "spectral",
+            "--function",
+            "exp",
+            "--input",
+            &p(path),
+            "--output",
+            &p(&ga),
+            "--device",
+            "cpu",
+        ])
+        .assert_error(needle);
+        assert!(!ga.exists() && !out.exists());
+    }
+    // Nothing but the fixtures: no outputs, no temporaries.
+    assert_eq!(listing(d).len(), cases.len() - 1);
+}
+
+#[test]
+fn a_failure_while_writing_leaves_no_partial_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.npy");
+    write_npy(
+        &input,
+        &[2, 4, 4],
+        &samples::random_symmetric(&mut Rng::new(19), N, 2),
+    );
+    // eigenvectors.npy cannot be replaced (it is a non-empty directory): eigenvalues.npy and
+    // status.npy must not appear either, and no temporary may remain.
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("eigenvectors.npy/keep")).unwrap();
+    let r = cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_error("eigenvectors.npy");
+    assert_eq!(listing(&out), ["eigenvectors.npy"]);
+    // An --output in a directory that does not exist.
+    let ga = dir.path().join("nowhere/ga.npy");
+    let r = cli(&[
+        "vjp",
+        "--input",
+        &p(&input),
+        "--grad-eigenvalues",
+        &p(&input),
+        "--output",
+        &p(&ga),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices
+
+#[test]
+fn an_unknown_device_is_a_usage_error() {
+    cli(&["demo", "--device", "tpu"]).assert_error("tpu");
+    cli(&["check", "--n", "0"]).assert_error("at least 1");
+    cli(&["frobnicate"]).assert_error("frobnicate");
+}
+
+#[test]
+fn device_gpu_either_runs_on_the_gpu_or_fails_cleanly_without_an_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = separated(20, N, 3);
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[3, 4, 4], &a);
+    let out = dir.path().join("out");
+    let r = cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "gpu",
+    ]);
+    if r.code == 0 {
+        assert_eq!(r.device(), "gpu");
+        let want = cpu::jacobi_eigh(&a, N, &EighOptions::default()).unwrap();
+        let w = read_floats(&out.join("eigenvalues.npy"));
+        assert_eq!(w.descr, "'<f4'");
+        assert_close(
+            &w.data,
+            &want.eigenvalues,
+            8.0 * N as f64 * EPS32 * 4.0,
+            "gpu eigenvalues",
+        );
+    } else {
+        r.assert_error("gpu");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn device_gpu_rejects_matrices_larger_than_64_and_auto_falls_back_to_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = samples::random_symmetric(&mut Rng::new(21), 65, 1);
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[65, 65], &a);
+    let out = dir.path().join("out");
+    let r = cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "gpu",
+    ]);
+    r.assert_error("64");
+    assert!(!out.exists());
+    let r = cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--values-only",
+    ]);
+    r.assert_ok();
+    assert_eq!(r.device(), "cpu");
+    assert!(r.stderr.contains("64"), "{}", r.stderr);
+    let w = read_floats(&out.join("eigenvalues.npy"));
+    assert_eq!(w.descr, "'<f8'");
+    let want = cpu::jacobi_eigvalsh(&a, 65, &EighOptions::default()).unwrap();
+    assert_close(&w.data, &want.eigenvalues, 0.0, "n = 65 eigenvalues");
+}
+
+#[test]
+fn device_auto_says_which_device_ran_and_matches_the_cpu_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, gw, gv, pa, pw, pv) = vjp_fixture(dir.path());
+    let opts = EighOptions::default();
+    let eig = cpu::jacobi_eigh(&a, N, &opts).unwrap();
+    let rel = |got: &[f64], want: &[f64]| {
+        let num: f64 = got.iter().zip(want).map(|(x, y)| (x - y).powi(2)).sum();
+        let den: f64 = want.iter().map(|y| y * y).sum();
+        (num / den).sqrt()
+    };
+
+    let out = dir.path().join("out");
+    let r = cli(&["eigh", "--input", &p(&pa), "--out-dir", &p(&out)]);
+    r.assert_ok();
+    let on_gpu = r.device() == "gpu";
+    let (descr, tol) = if on_gpu {
+        ("'<f4'", 1e-4)
+    } else {
+        ("'<f8'", 0.0)
+    };
+    let w = read_floats(&out.join("eigenvalues.npy"));
+    assert_eq!(w.descr, descr);
+    assert_close(
+        &w.data,
+        &eig.eigenvalues,
+        8.0 * N as f64 * EPS32 * 4.0 * f64::from(on_gpu),
+        "eigenvalues",
+    );
+    let v = read_floats(&out.join("eigenvectors.npy"));
+    assert_close(
+        &v.data,
+        eig.eigenvectors.as_ref().unwrap(),
+        tol,
+        "eigenvectors (same sign gauge)",
+    );
+
+    let ga = dir.path().join("ga.npy");
+    let r = cli(&[
+        "vjp",
+        "--input",
+        &p(&pa),
+        "--grad-eigenvalues",
+        &p(&pw),
+        "--grad-eigenvectors",
+        &p(&pv),
+        "--output",
+        &p(&ga),
+    ]);
+    r.assert_ok();
+    assert_eq!(r.device(), if on_gpu { "gpu" } else { "cpu" });
+    let want = cpu::eigh_vjp(&eig, Some(&gw), Some(&gv), Degeneracy::default()).unwrap();
+    let got = read_floats(&ga);
+    assert_eq!(got.descr, descr);
+    assert!(
+        rel(&got.data, &want) <= tol,
+        "vjp relative error {}",
+        rel(&got.data, &want)
+    );
+
+    let da = normals(22, 6 * N * N);
+    let pt = dir.path().join("da.npy");
+    write_npy(&pt, &[2, 3, 4, 4], &da);
+    let jout = dir.path().join("jvp");
+    cli(&[
+        "jvp",
+        "--input",
+        &p(&pa),
+        "--tangent",
+        &p(&pt),
+        "--out-dir",
+        &p(&jout),
+    ])
+    .assert_ok();
+    let want = cpu::eigh_jvp(&eig, &da, Degeneracy::default()).unwrap();
+    let got = read_floats(&jout.join("eigenvectors_dot.npy"));
+    assert!(
+        rel(&got.data, &want.vectors_dot) <= tol,
+        "jvp relative error"
+    );
+}
+
+#[test]
+fn progress_and_logs_stay_off_a_piped_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.npy");
+    write_npy(&input, &[4, 4], &separated(23, N, 1));
+    let r = cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&dir.path().join("o")),
+        "--device",
+        "cpu",
+    ]);
+    r.assert_ok();
+    assert_eq!(r.stderr, "device: cpu\n");
+    assert_eq!(r.stdout, "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// demo, check, bench
+
+#[test]
+fn plain_eigrad_runs_the_demo() {
+    let r = cli::<&str>(&[]);
+    r.assert_ok();
+    r.device();
+    for needle in [
+        "eigrad demo",
+        "4096",
+        "matrices per second",
+        "eigenvalue error",
+        "VJP error",
+        "result: pass",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "{needle:?} missing from:\n{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn demo_on_the_cpu_reports_accuracy_and_throughput() {
+    let r = cli(&["demo", "--n", "5", "--batch", "300", "--device", "cpu"]);
+    r.assert_ok();
+    assert_eq!(r.device(), "cpu");
+    for needle in [
+        "300 sample covariance matrices (5×5",
+        "cpu f64 reference",
+        "residual",
+        "orthogonality",
+        "result: pass",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "{needle:?} missing from:\n{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn check_on_the_cpu_passes_every_size_and_says_it_checks_f32_io() {
+    let r = cli(&[
+        "check",
+        "--device",
+        "cpu",
+        "--n",
+        "1,2,3,8,17",
+        "--batch",
+        "8",
+        "--seed",
+        "3",
+    ]);
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("f32 input and f32 outputs"),
+        "{}",
+        r.stdout
+    );
+    let rows: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" cpu ") && l.trim_end().ends_with("pass"))
+        .collect();
+    assert_eq!(rows.len(), 5, "{}", r.stdout);
+    assert!(r.stdout.contains("all 5 sizes pass"));
+}
+
+#[test]
+fn check_with_auto_passes_and_runs_sizes_above_64_on_the_cpu() {
+    let r = cli(&["check", "--n", "2,7,65", "--batch", "4"]);
+    r.assert_ok();
+    let row65 = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("65 "))
+        .expect("row for n = 65");
+    assert!(row65.contains("cpu") && row65.ends_with("pass"), "{row65}");
+}
+
+#[test]
+fn bench_prints_end_to_end_throughput_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let r = cli(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--n",
+        "2,3",
+        "--batch",
+        "16",
+        "--json",
+        &p(&json),
+    ]);
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("eigh e2e") && r.stdout.contains("vjp e2e"),
+        "{}",
+        r.stdout
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(text.matches("\"op\"").count(), 6, "{text}");
+    for needle in [
+        "\"eigh\"",
+        "\"eigvalsh\"",
+        "\"vjp\"",
+        "\"end_to_end\"",
+        "\"matrices_per_second\"",
+        "\"batch\": 16",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    assert_eq!(listing(dir.path()), ["bench.json"]);
+
+    let r = cli(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--n",
+        "2",
+        "--json",
+        &p(&dir.path().join("no/such/dir.json")),
+    ]);
+    r.assert_error("does not exist");
+}
+
+#[test]
+fn big_endian_input_and_an_empty_batch_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = samples::random_symmetric(&mut Rng::new(24), N, 2);
+    let input = dir.path().join("be.npy");
+    let payload: Vec<u8> = a.iter().flat_map(|x| x.to_be_bytes()).collect();
+    write_raw(&input, ">f8", &[2, 4, 4], &payload);
+    let out = dir.path().join("out");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&input),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    let want = cpu::jacobi_eigh(&a, N, &EighOptions::default()).unwrap();
+    assert_close(
+        &read_floats(&out.join("eigenvalues.npy")).data,
+        &want.eigenvalues,
+        0.0,
+        "big-endian input",
+    );
+
+    // Zero matrices of size 4: empty outputs of the right shapes.
+    let empty = dir.path().join("empty.npy");
+    write_npy::<f32>(&empty, &[0, 4, 4], &[]);
+    let out = dir.path().join("out-empty");
+    cli(&[
+        "eigh",
+        "--input",
+        &p(&empty),
+        "--out-dir",
+        &p(&out),
+        "--device",
+        "cpu",
+    ])
+    .assert_ok();
+    assert_eq!(read_floats(&out.join("eigenvalues.npy")).shape, vec![0, 4]);
+    assert_eq!(
+        read_floats(&out.join("eigenvectors.npy")).shape,
+        vec![0, 4, 4]
+    );
+    assert_eq!(read_i32(&out.join("status.npy")), (vec![0], vec![]));
+}
