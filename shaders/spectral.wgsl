@@ -62,8 +62,10 @@ fn sinhc(d: f32) -> f32 {
 }
 
 // The divided difference (f(a) − f(b))/(a − b) of eigenvalues a = λ_i, b = λ_j, equal to f′(a)
-// when a = b, free of cancellation near ties (a, b > 0 where the function needs it).
-fn divided_difference(a: f32, b: f32, i: u32, j: u32) -> f32 {
+// when a = b, free of cancellation near ties (a, b > 0 where the function needs it). For
+// projectors: 1/(λ_s − λ_u) across the cut (s the kept index), under the degeneracy policy with
+// threshold `thr` (for pairs tied across the cut), else 0.
+fn divided_difference(a: f32, b: f32, i: u32, j: u32, thr: f32) -> f32 {
     switch FUNC {
         case 0u: {
             return 1.0 / (sqrt(a) + sqrt(b));
@@ -98,7 +100,8 @@ fn divided_difference(a: f32, b: f32, i: u32, j: u32) -> f32 {
             if (si == selected(j)) {
                 return 0.0;
             }
-            return select(-1.0, 1.0, si) / (a - b);
+            let gap = select(b - a, a - b, si);
+            return degeneracy_factor(POLICY, gap, thr, params.tol, bitcast<f32>(params.inf_bits));
         }
     }
 }

@@ -40,6 +40,8 @@ fn spectral_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let base = g * N * N;
     load_eigh(mi, t, g, live);
     workgroupBarrier();
+    // Only projectors use a policy (for pairs tied across the cut).
+    let thr = mask_threshold(mi, params.tol);
 
     // W = sym(Ḡ) V, row t.
     var row: array<f32, MAX_N>;
@@ -65,7 +67,7 @@ fn spectral_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
             for (var k = 0u; k < N; k++) {
                 s += v_at(mi, k, t) * m_get(mi, g, k, j);
             }
-            row[j] = s * divided_difference(lt, lam_sh[mi * N + j], t, j);
+            row[j] = s * divided_difference(lt, lam_sh[mi * N + j], t, j, thr);
         }
     }
     sync_dense();

@@ -53,7 +53,7 @@ fn every_kernel_validates_for_every_size_and_layout() {
     for limit in [49152u32, 32768, 16384] {
         for kernel in Kernel::ALL {
             for n in 1..=MAX_N as u32 {
-                let p = match plan(kernel, n, limit, Some(KNOBS), 0) {
+                let p = match plan(kernel, n, limit, Some(KNOBS), 0, 0) {
                     Ok(p) => p,
                     // Some sizes cannot run under the smallest limit; that is reported, not hidden.
                     Err(_) if limit == 16384 => continue,
@@ -70,24 +70,26 @@ fn every_kernel_validates_for_every_size_and_layout() {
 fn every_policy_and_option_validates() {
     for policy in 0..3 {
         for kernel in [Kernel::EighVjp, Kernel::EighJvp] {
-            let p = plan(kernel, 7, 32768, None, policy).unwrap();
+            let p = plan(kernel, 7, 32768, None, 0, policy).unwrap();
             validate(kernel, &p.constants).unwrap();
         }
     }
     for func in 0..7 {
-        for kernel in [Kernel::SpectralApply, Kernel::SpectralVjp] {
-            let p = plan(kernel, 6, 32768, None, func).unwrap();
-            validate(kernel, &p.constants).unwrap();
+        for policy in 0..3 {
+            for kernel in [Kernel::SpectralApply, Kernel::SpectralVjp] {
+                let p = plan(kernel, 6, 32768, None, func, policy).unwrap();
+                validate(kernel, &p.constants).unwrap();
+            }
         }
     }
     for kernel in [Kernel::PowerIteration, Kernel::PowerIterationVjp] {
-        let p = plan(kernel, 6, 32768, Some(KNOBS), 0).unwrap();
+        let p = plan(kernel, 6, 32768, Some(KNOBS), 0, 0).unwrap();
         validate(kernel, &p.constants).unwrap();
     }
     let lower = JacobiKnobs {
         lower: true,
         ..KNOBS
     };
-    let p = plan(Kernel::JacobiEigh, 9, 32768, Some(lower), 0).unwrap();
+    let p = plan(Kernel::JacobiEigh, 9, 32768, Some(lower), 0, 0).unwrap();
     validate(Kernel::JacobiEigh, &p.constants).unwrap();
 }

@@ -111,3 +111,181 @@ fn indefinite_input_is_out_of_domain_only_where_the_function_needs_it() {
         }
     }
 }
+
+/// Matrices whose eigenvalues come in exact pairs (0.5, 0.5, 1, 1, …) or are well separated: a
+/// cut after an even number of eigenvalues never splits a cluster.
+fn paired(n: usize, batch: usize, seed: u64) -> Vec<(&'static str, Vec<f64>)> {
+    let mut rng = Rng::new(seed);
+    let mut sep = Vec::new();
+    let mut pairs = Vec::new();
+    for _ in 0..batch {
+        let s: Vec<f64> = (0..n).map(|k| k as f64 + 0.5 * rng.uniform()).collect();
+        sep.extend(samples::with_spectrum(&mut rng, &s));
+        let s: Vec<f64> = (0..n).map(|k| 0.5 + (k / 2) as f64).collect();
+        pairs.extend(samples::with_spectrum(&mut rng, &s));
+    }
+    vec![("separated", round_f32(&sep)), ("pairs", round_f32(&pairs))]
+}
+
+#[test]
+fn projectors_and_their_vjps_match_cpu() {
+    use eigrad::spectral::Projector;
+    use eigrad::Degeneracy;
+    let Some(ctx) = gpu() else { return };
+    for n in [2usize, 4, 8, 16, 34, 64] {
+        let batch = if n >= 34 { 2 } else { 4 };
+        for (family, a) in paired(n, batch, 500 + n as u64) {
+            let mut rng = Rng::new(n as u64 + 9);
+            let g: Vec<f64> = (0..a.len()).map(|_| rng.normal() as f32 as f64).collect();
+            for sel in [
+                Projector::Lowest(2),
+                Projector::Highest(n - 2),
+                Projector::Highest(n),
+            ] {
+                let opts = EighOptions::default();
+                let x = ctx.projector(&to_f32(&a), n, sel, &opts).unwrap();
+                let y = cpu::projector(&a, n, sel, &opts).unwrap();
+                assert_eq!(x.cut_in_cluster, y.cut_in_cluster, "{family} n={n} {sel:?}");
+                let e = rel_err(&x.values, &y.values);
+                assert!(e <= TOL, "{family} n={n} {sel:?}: P rel err {e:e}");
+                let gx = ctx
+                    .projector_vjp(&x, &to_f32(&g), Degeneracy::default())
+                    .unwrap();
+                let gy = cpu::projector_vjp(&y, &g, Degeneracy::default()).unwrap();
+                let e = rel_err(&gx, &gy);
+                assert!(e <= TOL, "{family} n={n} {sel:?}: VJP rel err {e:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cut_inside_a_cluster_is_reported_and_masked() {
+    use eigrad::spectral::Projector;
+    use eigrad::Degeneracy;
+    let Some(ctx) = gpu() else { return };
+    let n = 3;
+    // diag(1, 2, 2): exact tie across the cut of the top-1 projector.
+    let a = [1f32, 0., 0., 0., 2., 0., 0., 0., 2.];
+    let p = ctx
+        .projector(&a, n, Projector::Highest(1), &EighOptions::default())
+        .unwrap();
+    assert_eq!(p.cut_in_cluster, vec![true]);
+    let g = [0.5f32, 1., 2., 1., -1., 3., 2., 3., 0.25];
+    let masked = ctx.projector_vjp(&p, &g, Degeneracy::default()).unwrap();
+    assert!(masked.iter().all(|x| x.is_finite()));
+    let raw = ctx.projector_vjp(&p, &g, Degeneracy::Propagate).unwrap();
+    assert!(raw.iter().any(|x| !x.is_finite()));
+}
+
+#[test]
+fn extreme_eigenvalues_match_cpu_including_exact_ties() {
+    use eigrad::spectral::Extreme;
+    let Some(ctx) = gpu() else { return };
+    let n = 6;
+    let mut rng = Rng::new(77);
+    let mut a = Vec::new();
+    for _ in 0..3 {
+        let s: Vec<f64> = (0..n)
+            .map(|k| k as f64 - 2.5 + 0.4 * rng.uniform())
+            .collect();
+        a.extend(samples::with_spectrum(&mut rng, &s));
+    }
+    // Exact ties at both ends, and ±equal magnitudes for the norm.
+    for d in [
+        [3.0, 3.0, 1.0, 0.0, -1.0, -1.0],
+        [-4.0, 2.0, 4.0, 0.5, 4.0, -4.0],
+    ] {
+        let mut m = vec![0.0; n * n];
+        for i in 0..n {
+            m[i * n + i] = d[i];
+        }
+        a.extend(m);
+    }
+    let a = round_f32(&a);
+    let g: Vec<f64> = (0..5).map(|b| 1.0 + b as f64).collect();
+    for which in [Extreme::Max, Extreme::Min, Extreme::SpectralNorm] {
+        let opts = EighOptions::default();
+        let x = ctx
+            .extreme_eigenvalue(&to_f32(&a), n, which, &opts, None)
+            .unwrap();
+        let y = cpu::extreme_eigenvalue(&a, n, which, &opts, None).unwrap();
+        assert_eq!(x.multiplicity, y.multiplicity, "{which:?}");
+        assert!(rel_err(&x.values, &y.values) <= TOL, "{which:?}");
+        assert!(rel_err(&x.grads, &y.grads) <= TOL, "{which:?}");
+        let gx = ctx.extreme_eigenvalue_vjp(&x, &to_f32(&g)).unwrap();
+        let gy = cpu::extreme_eigenvalue_vjp(&y, &g).unwrap();
+        assert!(rel_err(&gx, &gy) <= TOL, "{which:?}");
+    }
+}
+
+#[test]
+fn power_iteration_and_its_implicit_vjp_match_cpu() {
+    use eigrad::spectral::PowerIterationOptions;
+    let Some(ctx) = gpu() else { return };
+    for n in [1usize, 2, 5, 16, 40, 64] {
+        let batch = 4;
+        let mut rng = Rng::new(900 + n as u64);
+        let mut a = Vec::new();
+        for b in 0..batch {
+            // Dominant eigenvalue ±2n, the rest in [−n, n]: |λ|/gap ≤ 2.
+            let sign = if b % 2 == 0 { 1.0 } else { -1.0 };
+            let s: Vec<f64> = (0..n)
+                .map(|k| {
+                    if k == 0 {
+                        sign * 2.0 * n as f64
+                    } else {
+                        (2.0 * rng.uniform() - 1.0) * n as f64
+                    }
+                })
+                .collect();
+            a.extend(samples::with_spectrum(&mut rng, &s));
+        }
+        let a = round_f32(&a);
+        let opts = PowerIterationOptions::default();
+        let x = ctx.power_iteration(&to_f32(&a), n, &opts).unwrap();
+        let y = cpu::power_iteration(&a, n, &opts).unwrap();
+        assert!(x.status.iter().all(|s| s.is_ok()), "n={n}: {:?}", x.status);
+        // The f32 stopping tolerance 32·eps·√n bounds the vector error by about tol·|λ|/gap.
+        let tol = 2.0 * 32.0 * f32::EPSILON as f64 * (n as f64).sqrt() * 2.0;
+        for b in 0..batch {
+            let dl = (x.value[b] as f64 - y.value[b]).abs() / y.value[b].abs();
+            assert!(dl <= tol, "n={n} matrix {b}: λ rel err {dl:e} > {tol:e}");
+        }
+        let ev = rel_err(&x.vector, &y.vector);
+        assert!(ev <= tol, "n={n}: vector rel err {ev:e} > {tol:e}");
+        let gl: Vec<f64> = (0..batch).map(|_| rng.normal() as f32 as f64).collect();
+        let gv: Vec<f64> = (0..batch * n).map(|_| rng.normal() as f32 as f64).collect();
+        let gx = ctx
+            .power_iteration_vjp(&x, Some(&to_f32(&gl)), Some(&to_f32(&gv)))
+            .unwrap();
+        let gy = cpu::power_iteration_vjp(&y, Some(&gl), Some(&gv)).unwrap();
+        let e = rel_err(&gx, &gy);
+        assert!(e <= 4.0 * tol, "n={n}: VJP rel err {e:e} > {:e}", 4.0 * tol);
+    }
+}
+
+#[test]
+fn power_iteration_reports_non_finite_and_unconverged_matrices() {
+    use eigrad::spectral::PowerIterationOptions;
+    let Some(ctx) = gpu() else { return };
+    let n = 2;
+    // A good matrix, a NaN, and ±1 (dominant magnitude tied: never converges).
+    let a = [2f32, 0.5, 0.5, 1., f32::NAN, 0., 0., 1., 1., 0., 0., -1.];
+    let opts = PowerIterationOptions {
+        max_iterations: 200,
+        ..PowerIterationOptions::default()
+    };
+    let p = ctx.power_iteration(&a, n, &opts).unwrap();
+    assert_eq!(
+        p.status,
+        vec![Status::Ok, Status::NonFiniteInput, Status::NotConverged]
+    );
+    assert!(p.value[1].is_nan() && p.value[2].is_nan());
+    assert!(p.vector[2..].iter().all(|x| x.is_nan()));
+    let g = ctx
+        .power_iteration_vjp(&p, Some(&[1., 1., 1.]), None)
+        .unwrap();
+    assert!(g[..4].iter().all(|x| x.is_finite()));
+    assert!(g[4..].iter().all(|x| x.is_nan()));
+}

@@ -9,10 +9,10 @@
 //! whatever the host type.
 
 mod context;
+mod objectives;
 pub mod plan;
 pub mod shaders;
 
-use crate::spectral::{Spectral, SpectralFn};
 use crate::{
     Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
 };
@@ -24,6 +24,8 @@ use std::sync::atomic::Ordering;
 
 /// Largest matrix size the GPU kernels support.
 pub const MAX_N: usize = 64;
+
+pub use objectives::GpuSpectral;
 
 /// Host memory handled per upload–run–readback round of the host-memory calls, in bytes per
 /// buffer: bounds device memory for arbitrarily large batches.
@@ -292,7 +294,7 @@ impl GpuContext {
         let limit = self.inner.limits().max_compute_workgroup_storage_size;
         let pipe = self
             .inner
-            .pipeline(plan(kernel, n as u32, limit, Some(knobs), 0)?)?;
+            .pipeline(plan(kernel, n as u32, limit, Some(knobs), 0, 0)?)?;
         let values = self.new_tensor(batch * n);
         let status = self.new_tensor(batch);
         let vecs = (vectors == Vectors::Yes).then(|| self.new_tensor(batch * nn));
@@ -359,9 +361,14 @@ impl GpuContext {
             check_len(g.len, batch * nn, "grad_vectors")?;
         }
         let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe =
-            self.inner
-                .pipeline(plan(Kernel::EighVjp, n as u32, limit, None, policy.code())?)?;
+        let pipe = self.inner.pipeline(plan(
+            Kernel::EighVjp,
+            n as u32,
+            limit,
+            None,
+            0,
+            policy.code(),
+        )?)?;
         let out = self.new_tensor(batch * nn);
         let slots = [
             fwd.eigenvalues.slot(n),
@@ -396,9 +403,14 @@ impl GpuContext {
         })?;
         check_len(tangent.len, batch * nn, "tangent")?;
         let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe =
-            self.inner
-                .pipeline(plan(Kernel::EighJvp, n as u32, limit, None, policy.code())?)?;
+        let pipe = self.inner.pipeline(plan(
+            Kernel::EighJvp,
+            n as u32,
+            limit,
+            None,
+            0,
+            policy.code(),
+        )?)?;
         let values_dot = self.new_tensor(batch * n);
         let vectors_dot = self.new_tensor(batch * nn);
         let slots = [
@@ -585,191 +597,6 @@ impl GpuContext {
             values_dot,
             vectors_dot,
         })
-    }
-
-    /// Device-resident spectral function `f(A) = V diag(f(λ)) Vᵀ` of `a` (`[B][n][n]` f32 on
-    /// the device): decomposes on the GPU, then applies `f`; the decomposition stays on the
-    /// device for [`GpuContext::spectral_vjp_resident`]. The status is
-    /// [`Status::OutOfDomain`] where `f` needs positive eigenvalues and one is ≤ 0.
-    pub fn spectral_resident(
-        &self,
-        a: &GpuTensor,
-        n: usize,
-        function: SpectralFn,
-        opts: &EighOptions,
-    ) -> Result<GpuSpectral> {
-        let eig = self.eigh_resident(a, n, opts, Vectors::Yes)?;
-        let (code, param) = spectral_code(function);
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe =
-            self.inner
-                .pipeline(plan(Kernel::SpectralApply, n as u32, limit, None, code)?)?;
-        let nn = n * n;
-        let values = self.new_tensor(eig.batch * nn);
-        let status = self.new_tensor(eig.batch);
-        let vecs = eig.eigenvectors.as_ref().expect("computed with vectors");
-        let slots = [
-            eig.eigenvalues.slot(n),
-            vecs.slot(nn),
-            eig.status.slot(1),
-            values.slot(nn),
-            status.slot(1),
-        ];
-        let params = Params {
-            tol: param,
-            ..Params::default()
-        };
-        self.inner.dispatch(&pipe, eig.batch, &slots, params)?;
-        // The spectral status replaces the decomposition's (it adds out-of-domain).
-        let GpuEigh {
-            eigenvalues,
-            eigenvectors,
-            status: forward_status,
-            ..
-        } = eig;
-        self.inner.give(forward_status.buffer);
-        Ok(GpuSpectral {
-            function,
-            values,
-            eig: GpuEigh {
-                n,
-                batch: status.len,
-                eigenvalues,
-                eigenvectors,
-                status,
-            },
-        })
-    }
-
-    /// Device-resident Daleckii–Krein VJP: `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` with the divided
-    /// differences `L` of the spectral function, evaluated without cancellation near ties so
-    /// it stays finite and accurate at repeated eigenvalues. NaN where the status is not ok.
-    pub fn spectral_vjp_resident(&self, s: &GpuSpectral, grad: &GpuTensor) -> Result<GpuTensor> {
-        let (n, batch) = (s.eig.n, s.eig.batch);
-        let nn = n * n;
-        check_len(grad.len, batch * nn, "grad")?;
-        let (code, param) = spectral_code(s.function);
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe = self
-            .inner
-            .pipeline(plan(Kernel::SpectralVjp, n as u32, limit, None, code)?)?;
-        let vecs = s.eig.eigenvectors.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("the spectral VJP needs the eigenvectors".into())
-        })?;
-        let out = self.new_tensor(batch * nn);
-        let slots = [
-            s.eig.eigenvalues.slot(n),
-            vecs.slot(nn),
-            grad.slot(nn),
-            s.eig.status.slot(1),
-            out.slot(nn),
-        ];
-        let params = Params {
-            tol: param,
-            ..Params::default()
-        };
-        self.inner.dispatch(&pipe, batch, &slots, params)?;
-        Ok(out)
-    }
-
-    /// Batched spectral function on the GPU for host data, the contract of
-    /// [`crate::cpu::spectral`] in f32.
-    pub fn spectral<S: Scalar>(
-        &self,
-        a: &[S],
-        n: usize,
-        function: SpectralFn,
-        opts: &EighOptions,
-    ) -> Result<Spectral<f32>> {
-        opts.validate()?;
-        check_n(n)?;
-        let batch = crate::cpu::batch_of(a.len(), n, "input")?;
-        let nn = n * n;
-        let mut values = Vec::with_capacity(batch * nn);
-        let mut eig = Eigh {
-            n,
-            batch,
-            eigenvalues: Vec::with_capacity(batch * n),
-            eigenvectors: Some(Vec::with_capacity(batch * nn)),
-            status: Vec::with_capacity(batch),
-        };
-        let chunk = self.host_chunk(nn);
-        for part in a.chunks((chunk * nn).max(1)) {
-            let input = self.upload(part);
-            let r = self.spectral_resident(&input, n, function, opts);
-            self.inner.give(input.buffer);
-            let r = r?;
-            let vecs = r.eig.eigenvectors.as_ref().expect("computed with vectors");
-            let mut data = self.inner.read_words::<f32>(&[
-                (&r.values.buffer, 0, r.values.len as u64),
-                (&r.eig.eigenvalues.buffer, 0, r.eig.eigenvalues.len as u64),
-                (&vecs.buffer, 0, vecs.len as u64),
-            ])?;
-            let status = self.download_status(&r.eig.status)?;
-            eig.eigenvectors
-                .as_mut()
-                .unwrap()
-                .extend(data.pop().unwrap_or_default());
-            eig.eigenvalues.extend(data.pop().unwrap_or_default());
-            values.extend(data.pop().unwrap_or_default());
-            eig.status.extend(status);
-            self.inner.give(r.values.buffer);
-            self.recycle_eigh(r.eig);
-        }
-        Ok(Spectral {
-            function,
-            values,
-            eig,
-        })
-    }
-
-    /// The Daleckii–Krein VJP on the GPU for host data, the contract of
-    /// [`crate::cpu::spectral_vjp`] in f32.
-    pub fn spectral_vjp(&self, s: &Spectral<f32>, grad: &[f32]) -> Result<Vec<f32>> {
-        let (n, nn, batch) = (s.eig.n, s.eig.n * s.eig.n, s.eig.batch);
-        check_n(n)?;
-        check_len(grad.len(), batch * nn, "grad")?;
-        let mut out = Vec::with_capacity(batch * nn);
-        let chunk = self.host_chunk(nn);
-        for start in (0..batch).step_by(chunk.max(1)) {
-            let end = (start + chunk).min(batch);
-            let eig = self.upload_forward(&s.eig, start..end)?;
-            let fwd = GpuSpectral {
-                function: s.function,
-                values: self.new_tensor(0),
-                eig,
-            };
-            let g = self.upload(&grad[start * nn..end * nn]);
-            let r = self.spectral_vjp_resident(&fwd, &g);
-            self.inner.give(g.buffer);
-            self.recycle_eigh(fwd.eig);
-            let r = r?;
-            out.extend(self.download(&r)?);
-            self.inner.give(r.buffer);
-        }
-        Ok(out)
-    }
-}
-
-/// A device-resident spectral function: `f(A)` and the decomposition its VJP needs.
-#[derive(Clone, Debug)]
-pub struct GpuSpectral {
-    /// The function.
-    pub function: SpectralFn,
-    /// `f(A)` `[batch][n][n]`.
-    pub values: GpuTensor,
-    /// The decomposition of `A`; its status is the status of `f(A)`.
-    pub eig: GpuEigh,
-}
-
-/// The kernel's function code and real parameter (spectral.wgsl).
-fn spectral_code(f: SpectralFn) -> (u32, f32) {
-    match f {
-        SpectralFn::Sqrt => (0, 0.0),
-        SpectralFn::Log => (1, 0.0),
-        SpectralFn::Exp => (2, 0.0),
-        SpectralFn::Inv => (3, 0.0),
-        SpectralFn::Pow(p) => (4, p as f32),
     }
 }
 

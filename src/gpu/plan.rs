@@ -58,14 +58,15 @@ fn odd_stride(n: u32) -> u32 {
 }
 
 /// Plans `kernel` for size `n` on a device that offers `workgroup_limit` bytes of workgroup
-/// memory. `knobs` is required for the Jacobi kernels; `code` is the degeneracy policy of the
-/// eigh derivative kernels and the function code of the spectral kernels.
+/// memory. `knobs` is required for the Jacobi kernels; `func` is the function code of the
+/// spectral kernels and `policy` the degeneracy policy of the derivative kernels.
 pub fn plan(
     kernel: Kernel,
     n: u32,
     workgroup_limit: u32,
     knobs: Option<JacobiKnobs>,
-    code: u32,
+    func: u32,
+    policy: u32,
 ) -> Result<Plan> {
     if n == 0 || n as usize > super::MAX_N {
         return Err(Error::UnsupportedSize {
@@ -149,11 +150,11 @@ pub fn plan(
                 ("V_LEN", v_len as f64),
                 ("M_SHARED", if shared { 1.0 } else { 0.0 }),
                 ("M_LEN", if shared { v_len as f64 } else { 1.0 }),
-                ("POLICY", if spectral { 0.0 } else { code as f64 }),
+                ("POLICY", policy as f64),
                 ("MN_LEN", small as f64),
             ];
             if spectral {
-                constants.push(("FUNC", code as f64));
+                constants.push(("FUNC", func as f64));
             }
             Ok(Plan {
                 kernel,
