@@ -17,13 +17,13 @@
 #![deny(missing_docs)]
 
 pub mod cpu;
-pub mod gpu;
 mod eigh;
 mod error;
+pub mod gpu;
 mod options;
 pub mod samples;
-pub mod spectral;
 mod scalar;
+pub mod spectral;
 mod status;
 
 pub use eigh::{Eigh, Jvp};

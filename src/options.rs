@@ -144,7 +144,9 @@ impl EighOptions {
     /// Checks the options.
     pub fn validate(&self) -> Result<()> {
         if self.max_sweeps == 0 {
-            return Err(Error::InvalidArgument("max_sweeps must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "max_sweeps must be at least 1".into(),
+            ));
         }
         if let Some(c) = self.rel_threshold {
             if !(c > 0.0 && c < 1.0) {

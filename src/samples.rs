@@ -77,7 +77,9 @@ pub fn with_spectrum(rng: &mut Rng, spectrum: &[f64]) -> Vec<f64> {
     let mut a = vec![0.0; n * n];
     for i in 0..n {
         for j in 0..=i {
-            let s: f64 = (0..n).map(|k| q[i * n + k] * spectrum[k] * q[j * n + k]).sum();
+            let s: f64 = (0..n)
+                .map(|k| q[i * n + k] * spectrum[k] * q[j * n + k])
+                .sum();
             a[i * n + j] = s;
             a[j * n + i] = s;
         }
@@ -116,7 +118,11 @@ pub fn graded(rng: &mut Rng, n: usize, batch: usize, scale_exp: f64) -> Vec<f64>
         let r = with_spectrum(rng, &spectrum);
         let d: Vec<f64> = (0..n)
             .map(|i| {
-                let t = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.5 };
+                let t = if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    0.5
+                };
                 10f64.powf(scale_exp * (2.0 * t - 1.0))
             })
             .collect();
@@ -146,7 +152,8 @@ pub fn covariances(rng: &mut Rng, n: usize, batch: usize, observations: usize) -
         }
         for i in 0..n {
             for j in 0..=i {
-                let s: f64 = (0..m).map(|r| x[r * n + i] * x[r * n + j]).sum::<f64>() / (m - 1) as f64;
+                let s: f64 =
+                    (0..m).map(|r| x[r * n + i] * x[r * n + j]).sum::<f64>() / (m - 1) as f64;
                 c[i * n + j] = s;
                 c[j * n + i] = s;
             }

@@ -9,7 +9,9 @@ mod jacobi;
 
 pub use jacobi::{eigh_one, gauge_sign, Workspace};
 
-use crate::{Degeneracy, Eigh, Jvp, EighOptions, Error, Precision, Result, Scalar, Status, Vectors};
+use crate::{
+    Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
+};
 use rayon::prelude::*;
 
 /// Matrices handed to one rayon task at least (small matrices are cheap; this bounds overhead).
@@ -42,7 +44,12 @@ fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
 ///
 /// `a` holds `B` row-major `n×n` matrices. Returns ascending eigenvalues, eigenvectors as columns
 /// with the sign gauge of DESIGN §1 (when `vectors` is [`Vectors::Yes`]), and a status per matrix.
-pub fn jacobi<S: Scalar>(a: &[S], n: usize, opts: &EighOptions, vectors: Vectors) -> Result<Eigh<f64>> {
+pub fn jacobi<S: Scalar>(
+    a: &[S],
+    n: usize,
+    opts: &EighOptions,
+    vectors: Vectors,
+) -> Result<Eigh<f64>> {
     opts.validate()?;
     let batch = batch_of(a.len(), n, "input")?;
     let nn = n * n;
@@ -54,7 +61,16 @@ pub fn jacobi<S: Scalar>(a: &[S], n: usize, opts: &EighOptions, vectors: Vectors
         Vectors::No => None,
     };
     let solve = |ws: &mut Workspace, m: &[S], w: &mut [f64], v: Option<&mut [f64]>| {
-        eigh_one(|i| m[i].to_f64(), n, opts.symmetry, opts.max_sweeps, thr, ws, w, v)
+        eigh_one(
+            |i| m[i].to_f64(),
+            n,
+            opts.symmetry,
+            opts.max_sweeps,
+            thr,
+            ws,
+            w,
+            v,
+        )
     };
     match eigenvectors.as_mut() {
         Some(vecs) => a
@@ -259,11 +275,15 @@ pub fn spectral<S: Scalar>(
     opts: &EighOptions,
 ) -> Result<crate::spectral::Spectral<f64>> {
     let _ = (a, n, function, opts);
-    Err(Error::InvalidArgument("spectral functions are not implemented yet".into()))
+    Err(Error::InvalidArgument(
+        "spectral functions are not implemented yet".into(),
+    ))
 }
 
 /// The Daleckii–Krein VJP of [`spectral`]: `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` (outline).
 pub fn spectral_vjp(s: &crate::spectral::Spectral<f64>, grad: &[f64]) -> Result<Vec<f64>> {
     let _ = (s, grad);
-    Err(Error::InvalidArgument("spectral functions are not implemented yet".into()))
+    Err(Error::InvalidArgument(
+        "spectral functions are not implemented yet".into(),
+    ))
 }
