@@ -85,7 +85,7 @@ pub fn eigh_one(
     rel_threshold: f64,
     ws: &mut Workspace,
     values: &mut [f64],
-    mut vectors: Option<&mut [f64]>,
+    vectors: Option<&mut [f64]>,
 ) -> Status {
     debug_assert_eq!(ws.n, n);
     let want_vectors = vectors.is_some();
@@ -201,7 +201,7 @@ pub fn eigh_one(
     for (r, &j) in order.iter().enumerate() {
         values[r] = a[j * n + j] * unscale;
     }
-    if let Some(v) = vectors.as_deref_mut() {
+    if let Some(v) = vectors {
         for (r, &j) in order.iter().enumerate() {
             let row = &vt[j * n..j * n + n];
             let sign = gauge_sign(row);

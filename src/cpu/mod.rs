@@ -23,7 +23,7 @@ pub(crate) fn batch_of(len: usize, n: usize, what: &str) -> Result<usize> {
         return Err(Error::Shape("matrix size n must be at least 1".into()));
     }
     let nn = n * n;
-    if len % nn != 0 {
+    if !len.is_multiple_of(nn) {
         return Err(Error::Shape(format!(
             "{what} has {len} elements, which is not a whole number of {n}×{n} matrices"
         )));
