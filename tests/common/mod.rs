@@ -177,7 +177,8 @@ pub fn sign_gauge_violation(vectors: &[f64], n: usize) -> Option<usize> {
                 best = i;
             }
         }
-        !(vectors[best * n + j] > 0.0)
+        let x = vectors[best * n + j];
+        x.is_nan() || x <= 0.0
     })
 }
 
