@@ -278,3 +278,4 @@ pub fn gauge_diagnostic(
         );
     Ok(out)
 }
+
