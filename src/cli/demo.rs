@@ -73,11 +73,7 @@ pub fn demo(args: &DemoArgs) -> CliResult<ExitCode> {
     let head_gw = Floats::F32(gw.to_f32()[..few * n].to_vec());
     engine.vjp(&warm, Some(&head_gw), None, policy)?;
     let (dev, t_dev_eigh) = timed(|| engine.eigh(&a, n, &opts, Vectors::Yes))?;
-    let dev_vectors: Vec<f64> = as_f32_outputs(&dev)
-        .eigenvectors
-        .as_ref()
-        .map(|v| v.iter().map(|&x| x as f64).collect())
-        .unwrap_or_default();
+    let dev_vectors = as_f32_outputs(&dev).eigenvectors.unwrap_or_default();
     let gv = Floats::rounded_f32(&projector_cotangent(n, &g_sym, &dev_vectors));
     let (dev_vjp, t_dev_vjp) = timed(|| engine.vjp(&dev, Some(&gw), Some(&gv), policy))?;
     pb.inc(1);

@@ -278,4 +278,3 @@ pub fn gauge_diagnostic(
         );
     Ok(out)
 }
-
