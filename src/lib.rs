@@ -36,3 +36,8 @@ pub use error::{Error, Result};
 pub use options::{Degeneracy, EighOptions, Precision, Symmetry, Vectors};
 pub use scalar::Scalar;
 pub use status::Status;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
