@@ -4,7 +4,8 @@
 // iteration count, a status (0 ok, 1 non-finite input, 2 not converged, with NaN outputs) and
 // the symmetric matrix iterated on (for the VJP). Layout in power.wgsl.
 
-override LOWER: bool;  // read only the lower triangle (else symmetrise)
+override LOWER: bool;        // read only the lower triangle (else symmetrise)
+override START_STEP: f32;    // start vector 1 + fract((i + 1)·START_STEP)/2 (spectral::POWER_START_STEP)
 
 // Input matrices [batch][N][N].
 @group(0) @binding(0) var<storage, read> a_in: array<f32>;
@@ -73,9 +74,9 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
         let idx = pa(mi, e / N, e % N);
         a_sh[idx] = ldexp(a_sh[idx], -scale_exp);
     }
-    // The CPU reference's start vector: 1 + fract((i + 1)·0.618…)/2, normalised.
+    // The CPU reference's start vector, normalised.
     for (var i = t; i < N; i += TPM) {
-        v_sh[mi * N + i] = 1.0 + 0.5 * fract(f32(i + 1u) * 0.618034);
+        v_sh[mi * N + i] = 1.0 + 0.5 * fract(f32(i + 1u) * START_STEP);
     }
     workgroupBarrier();
     if (t == 0u) {

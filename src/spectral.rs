@@ -304,6 +304,10 @@ pub struct ExtremeEigenvalue<T> {
     pub status: Vec<Status>,
 }
 
+/// The start vector of power iteration (CPU and GPU alike) is `1 + fract((i + 1)·STEP)/2`,
+/// normalised: deterministic, positive, and with no special structure.
+pub const POWER_START_STEP: f64 = 0.618_033_988_749_894_9;
+
 /// Options of [`crate::cpu::power_iteration`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PowerIterationOptions {

@@ -98,7 +98,7 @@ fn power_one<S: Scalar>(
         .for_each(|(s, &x)| *s = x * scale);
     // Fixed start: positive, unequal components (golden-ratio sequence), normalised.
     for (i, vi) in v.iter_mut().enumerate() {
-        *vi = 1.0 + 0.5 * ((i + 1) as f64 * 0.618_033_988_749_894_9).fract();
+        *vi = 1.0 + 0.5 * ((i + 1) as f64 * crate::spectral::POWER_START_STEP).fract();
     }
     normalize(v);
     for it in 1..=opts.max_iterations {

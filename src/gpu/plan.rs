@@ -188,6 +188,7 @@ pub fn plan(
             if kernel == Kernel::PowerIteration {
                 let lower = knobs.is_some_and(|k| k.lower);
                 constants.push(("LOWER", if lower { 1.0 } else { 0.0 }));
+                constants.push(("START_STEP", crate::spectral::POWER_START_STEP));
             }
             Ok(Plan {
                 kernel,
