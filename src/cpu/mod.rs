@@ -16,7 +16,7 @@ mod jacobi;
 mod power_iteration;
 mod spectral;
 
-pub use jacobi::{eigh_one, gauge_sign, Workspace};
+pub use jacobi::{eigh_chunk, eigh_one, gauge_sign, Workspace, LANES};
 pub use power_iteration::{power_iteration, power_iteration_vjp};
 pub use spectral::{
     extreme_eigenvalue, extreme_eigenvalue_vjp, projector, projector_vjp, spectral, spectral_vjp,
@@ -73,37 +73,42 @@ pub fn jacobi<S: Scalar>(
         Vectors::Yes => Some(vec![0.0; batch * nn]),
         Vectors::No => None,
     };
-    let solve = |ws: &mut Workspace, m: &[S], w: &mut [f64], v: Option<&mut [f64]>| {
-        eigh_one(
-            |i| m[i].to_f64(),
-            n,
-            opts.symmetry,
-            opts.max_sweeps,
-            thr,
-            ws,
-            w,
-            v,
-        )
-    };
+    // Chunks of LANES matrices, solved in lockstep (see jacobi.rs).
+    let solve =
+        |ws: &mut Workspace, m: &[S], w: &mut [f64], v: Option<&mut [f64]>, s: &mut [Status]| {
+            eigh_chunk(
+                |i| m[i].to_f64(),
+                s.len(),
+                n,
+                opts.symmetry,
+                opts.max_sweeps,
+                thr,
+                ws,
+                w,
+                v,
+                s,
+            )
+        };
+    let min_chunks = MIN_MATRICES_PER_TASK.div_ceil(LANES);
     match eigenvectors.as_mut() {
         Some(vecs) => a
-            .par_chunks(nn)
-            .zip(eigenvalues.par_chunks_mut(n))
-            .zip(vecs.par_chunks_mut(nn))
-            .zip(status.par_iter_mut())
-            .with_min_len(MIN_MATRICES_PER_TASK)
+            .par_chunks(LANES * nn)
+            .zip(eigenvalues.par_chunks_mut(LANES * n))
+            .zip(vecs.par_chunks_mut(LANES * nn))
+            .zip(status.par_chunks_mut(LANES))
+            .with_min_len(min_chunks)
             .for_each_init(
                 || Workspace::new(n),
-                |ws, (((m, w), v), s)| *s = solve(ws, m, w, Some(v)),
+                |ws, (((m, w), v), s)| solve(ws, m, w, Some(v), s),
             ),
         None => a
-            .par_chunks(nn)
-            .zip(eigenvalues.par_chunks_mut(n))
-            .zip(status.par_iter_mut())
-            .with_min_len(MIN_MATRICES_PER_TASK)
+            .par_chunks(LANES * nn)
+            .zip(eigenvalues.par_chunks_mut(LANES * n))
+            .zip(status.par_chunks_mut(LANES))
+            .with_min_len(min_chunks)
             .for_each_init(
                 || Workspace::new(n),
-                |ws, ((m, w), s)| *s = solve(ws, m, w, None),
+                |ws, ((m, w), s)| solve(ws, m, w, None, s),
             ),
     }
     Ok(Eigh {
