@@ -12,24 +12,9 @@
 // λ̇ [batch][N].
 @group(0) @binding(4) var<storage, read_write> values_dot: array<f32>;
 // V̇ [batch][N][N] (also the work matrix when M_SHARED is false).
-@group(0) @binding(5) var<storage, read_write> vectors_dot: array<f32>;
+@group(0) @binding(5) var<storage, read_write> nn_out: array<f32>;
 // Dispatch parameters (tol: mask relative tolerance or Lorentzian eps).
 @group(0) @binding(6) var<uniform> params: Params;
-
-fn m_get(mi: u32, g: u32, r: u32, c: u32) -> f32 {
-    if (M_SHARED) {
-        return m_sh[sh_idx(mi, r, c)];
-    }
-    return vectors_dot[(g * N + r) * N + c];
-}
-
-fn m_set(mi: u32, g: u32, r: u32, c: u32, x: f32) {
-    if (M_SHARED) {
-        m_sh[sh_idx(mi, r, c)] = x;
-    } else {
-        vectors_dot[(g * N + r) * N + c] = x;
-    }
-}
 
 @compute @workgroup_size(WG)
 fn eigh_jvp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -97,7 +82,7 @@ fn eigh_jvp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
         let nan = bitcast<f32>(params.nan_bits);
         values_dot[g * N + t] = select(nan, lambda_dot, ok);
         for (var j = 0u; j < N; j++) {
-            vectors_dot[base + t * N + j] = select(nan, row[j], ok);
+            nn_out[base + t * N + j] = select(nan, row[j], ok);
         }
     }
 }

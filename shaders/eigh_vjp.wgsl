@@ -13,24 +13,9 @@
 // Forward status [batch].
 @group(0) @binding(4) var<storage, read> status_in: array<u32>;
 // Ā [batch][N][N] (also the work matrix when M_SHARED is false).
-@group(0) @binding(5) var<storage, read_write> grad_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> nn_out: array<f32>;
 // Dispatch parameters (tol: mask relative tolerance or Lorentzian eps).
 @group(0) @binding(6) var<uniform> params: Params;
-
-fn m_get(mi: u32, g: u32, r: u32, c: u32) -> f32 {
-    if (M_SHARED) {
-        return m_sh[sh_idx(mi, r, c)];
-    }
-    return grad_out[(g * N + r) * N + c];
-}
-
-fn m_set(mi: u32, g: u32, r: u32, c: u32, x: f32) {
-    if (M_SHARED) {
-        m_sh[sh_idx(mi, r, c)] = x;
-    } else {
-        grad_out[(g * N + r) * N + c] = x;
-    }
-}
 
 @compute @workgroup_size(WG)
 fn eigh_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -70,46 +55,8 @@ fn eigh_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     }
     sync_dense();
 
-    // Row t of V·M·Vᵀ, kept in registers until every invocation has read M.
-    var t_row: array<f32, MAX_N>;
-    var o_row: array<f32, MAX_N>;
-    if (live && t < N) {
-        for (var l = 0u; l < N; l++) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                s += v_at(mi, t, k) * m_get(mi, g, k, l);
-            }
-            t_row[l] = s;
-        }
-        for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var l = 0u; l < N; l++) {
-                s += t_row[l] * v_at(mi, j, l);
-            }
-            o_row[j] = s;
-        }
-    }
-    sync_dense();
-    if (live && t < N) {
-        for (var j = 0u; j < N; j++) {
-            m_set(mi, g, t, j, o_row[j]);
-        }
-    }
-    sync_dense();
-
-    // Exactly symmetric output, NaN where the forward failed.
+    congruence_in_place(mi, g, t, live && t < N);
     if (live) {
-        let ok = status_in[g] == 0u;
-        let nan = bitcast<f32>(params.nan_bits);
-        for (var e = t; e < N * N; e += TPM) {
-            let i = e / N;
-            let j = e % N;
-            if (i <= j) {
-                let s = 0.5 * (m_get(mi, g, i, j) + m_get(mi, g, j, i));
-                let x = select(nan, s, ok);
-                grad_out[base + i * N + j] = x;
-                grad_out[base + j * N + i] = x;
-            }
-        }
+        write_symmetric(mi, g, t, status_in[g] == 0u);
     }
 }

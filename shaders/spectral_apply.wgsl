@@ -10,7 +10,7 @@
 // Forward status [batch].
 @group(0) @binding(2) var<storage, read> status_in: array<u32>;
 // f(A) [batch][N][N].
-@group(0) @binding(3) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> nn_out: array<f32>;
 // Status of f(A) [batch].
 @group(0) @binding(4) var<storage, read_write> status_out: array<u32>;
 // Dispatch parameters (tol: the exponent of pow; extra: the projector's k).
@@ -49,8 +49,8 @@ fn spectral_apply(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
                 s += v_at(mi, i, k) * spectral_value(lam_sh[mi * N + k], k) * v_at(mi, j, k);
             }
             let x = select(nan, s, status == 0u);
-            f_out[base + i * N + j] = x;
-            f_out[base + j * N + i] = x;
+            nn_out[base + i * N + j] = x;
+            nn_out[base + j * N + i] = x;
         }
     }
 }

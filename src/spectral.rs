@@ -273,6 +273,51 @@ pub enum Extreme {
     SpectralNorm,
 }
 
+impl Extreme {
+    /// The extreme of the ascending `lambda` and the weights of its minimum-norm (sub)gradient
+    /// `Σ w_i u_i u_iᵀ`: `s_i/m` on the `m` eigenvalues within the `mask` tolerance of the
+    /// extreme (in `|λ|` for the norm, with `s_i = sign(λ_i)`; 1 otherwise), 0 elsewhere; all 0
+    /// for the norm of a zero matrix. Returns the extreme and `m`. Shared by the CPU and GPU
+    /// paths (which pass their own precision).
+    pub fn cluster_weights(
+        self,
+        lambda: &[f64],
+        mask: crate::Degeneracy,
+        precision: crate::Precision,
+        weights: &mut [f64],
+    ) -> (f64, u32) {
+        let n = lambda.len();
+        let biggest = lambda.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let thr = mask.abs_threshold(biggest, precision);
+        let extreme = match self {
+            Extreme::Max => lambda[n - 1],
+            Extreme::Min => lambda[0],
+            Extreme::SpectralNorm => biggest,
+        };
+        for (w, &l) in weights.iter_mut().zip(lambda) {
+            *w = match self {
+                Extreme::Max if extreme - l <= thr => 1.0,
+                Extreme::Min if l - extreme <= thr => 1.0,
+                Extreme::SpectralNorm if extreme - l.abs() <= thr => {
+                    if l < 0.0 {
+                        -1.0
+                    } else {
+                        1.0
+                    }
+                }
+                _ => 0.0,
+            };
+        }
+        let m = weights.iter().filter(|w| **w != 0.0).count();
+        if self == Extreme::SpectralNorm && biggest == 0.0 {
+            weights.fill(0.0);
+        }
+        let inv_m = 1.0 / m as f64;
+        weights.iter_mut().for_each(|w| *w *= inv_m);
+        (extreme, m as u32)
+    }
+}
+
 /// The result of a batched extreme eigenvalue: the value per matrix and its (minimum-norm sub)
 /// gradient with respect to `A`.
 ///

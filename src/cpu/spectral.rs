@@ -260,37 +260,9 @@ pub fn extreme_eigenvalue<S: Scalar>(
                     *mult = 0;
                     return;
                 }
-                let lambda = it.lambda;
-                let biggest = max_abs(lambda);
-                let thr = mask.abs_threshold(biggest, Precision::F64);
-                // Signed weight of each eigenvector in the cluster (0 outside it).
-                let extreme = match which {
-                    Extreme::Max => lambda[n - 1],
-                    Extreme::Min => lambda[0],
-                    Extreme::SpectralNorm => biggest,
-                };
-                for (w, &l) in weights.iter_mut().zip(lambda) {
-                    *w = match which {
-                        Extreme::Max if extreme - l <= thr => 1.0,
-                        Extreme::Min if l - extreme <= thr => 1.0,
-                        Extreme::SpectralNorm if extreme - l.abs() <= thr => {
-                            if l < 0.0 {
-                                -1.0
-                            } else {
-                                1.0
-                            }
-                        }
-                        _ => 0.0,
-                    };
-                }
-                let m = weights.iter().filter(|w| **w != 0.0).count();
-                if which == Extreme::SpectralNorm && biggest == 0.0 {
-                    weights.fill(0.0);
-                }
-                let inv_m = 1.0 / m as f64;
-                weights.iter_mut().for_each(|w| *w *= inv_m);
+                let (extreme, m) = which.cluster_weights(it.lambda, mask, Precision::F64, weights);
                 *value = extreme;
-                *mult = m as u32;
+                *mult = m;
                 derivatives::congruence_diag(n, it.v, weights, grad);
             },
         );

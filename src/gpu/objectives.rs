@@ -359,40 +359,18 @@ impl GpuContext {
         let mut values = vec![f32::NAN; batch];
         let mut multiplicity = vec![0u32; batch];
         let mut weights = vec![0f32; batch * n];
+        let mut w64 = vec![0f64; n];
         for b in 0..batch {
             if !eig.status[b].is_ok() {
                 continue;
             }
-            let lambda = eig.values(b);
-            let biggest = lambda.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let thr = mask.abs_threshold(biggest as f64, Precision::F32) as f32;
-            let extreme = match which {
-                Extreme::Max => lambda[n - 1],
-                Extreme::Min => lambda[0],
-                Extreme::SpectralNorm => biggest,
-            };
-            let w = &mut weights[b * n..(b + 1) * n];
-            for (wi, &l) in w.iter_mut().zip(lambda) {
-                *wi = match which {
-                    Extreme::Max if extreme - l <= thr => 1.0,
-                    Extreme::Min if l - extreme <= thr => 1.0,
-                    Extreme::SpectralNorm if extreme - l.abs() <= thr => {
-                        if l < 0.0 {
-                            -1.0
-                        } else {
-                            1.0
-                        }
-                    }
-                    _ => 0.0,
-                };
+            let lambda: Vec<f64> = eig.values(b).iter().map(|&x| x as f64).collect();
+            let (extreme, m) = which.cluster_weights(&lambda, mask, Precision::F32, &mut w64);
+            for (w, &x) in weights[b * n..(b + 1) * n].iter_mut().zip(&w64) {
+                *w = x as f32;
             }
-            let m = w.iter().filter(|x| **x != 0.0).count();
-            if which == Extreme::SpectralNorm && biggest == 0.0 {
-                w.fill(0.0);
-            }
-            w.iter_mut().for_each(|x| *x /= m as f32);
-            values[b] = extreme;
-            multiplicity[b] = m as u32;
+            values[b] = extreme as f32;
+            multiplicity[b] = m;
         }
         // G = V diag(w) Vᵀ: the eigenvalues-only reverse rule with λ̄ = w.
         let grads = self.eigvalsh_vjp(&eig, &weights)?;
