@@ -5,8 +5,8 @@
 @group(0) @binding(0) var<storage, read> values_in: array<f32>;
 // Eigenvectors [batch][N][N] from the forward.
 @group(0) @binding(1) var<storage, read> vectors_in: array<f32>;
-// Tangent Ȧ [batch][N][N] (symmetrised here).
-@group(0) @binding(2) var<storage, read> tangent: array<f32>;
+// Tangent Ȧ [batch][N][N] (symmetrised here; read by project.wgsl).
+@group(0) @binding(2) var<storage, read> nn_in: array<f32>;
 // Forward status [batch].
 @group(0) @binding(3) var<storage, read> status_in: array<u32>;
 // λ̇ [batch][N].
@@ -28,40 +28,13 @@ fn eigh_jvp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     workgroupBarrier();
     let thr = mask_threshold(mi, params.tol);
 
-    // W = sym(Ȧ) V, row t.
-    var row: array<f32, MAX_N>;
-    if (own) {
-        for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                let d = 0.5 * tangent[base + t * N + k] + 0.5 * tangent[base + k * N + t];
-                s += d * v_at(mi, k, j);
-            }
-            row[j] = s;
-        }
-        for (var j = 0u; j < N; j++) {
-            m_set(mi, g, t, j, row[j]);
-        }
-    }
-    sync_dense();
-    // P = Vᵀ W, row t; λ̇_t = P_tt; G = F∘P, row t.
+    // P = Vᵀ sym(Ȧ) V, row t; λ̇_t = P_tt; G = F∘P, row t.
+    var row = project_row(mi, g, t, own);
     var lambda_dot = 0.0;
     if (own) {
-        for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                s += v_at(mi, k, t) * m_get(mi, g, k, j);
-            }
-            row[j] = s;
-        }
         lambda_dot = row[t];
         for (var j = 0u; j < N; j++) {
             row[j] = select(factor(mi, t, j, thr) * row[j], 0.0, j == t);
-        }
-    }
-    sync_dense();
-    if (own) {
-        for (var j = 0u; j < N; j++) {
             m_set(mi, g, t, j, row[j]);
         }
     }

@@ -27,7 +27,6 @@ override MN_LEN: u32;        // MATS * N
 override MAX_SWEEPS: u32;    // sweep cap
 override REL_THRESHOLD: f32; // rotate while |a_pq| > REL_THRESHOLD·√(|a_pp a_qq|) ...
 override ROT_FLOOR: f32;     // ... and |a_pq| > ROT_FLOOR (relative to the scaled max entry)
-override LOWER: bool;        // read only the lower triangle (else symmetrise)
 
 // Input matrices [batch][N][N].
 @group(0) @binding(0) var<storage, read> a_in: array<f32>;
@@ -49,8 +48,6 @@ var<workgroup> rot_s: array<f32, PAIRS_LEN>;
 var<workgroup> rot_dp: array<f32, PAIRS_LEN>;  // new a_pp
 var<workgroup> rot_dq: array<f32, PAIRS_LEN>;  // new a_qq
 var<workgroup> rot_on: array<u32, PAIRS_LEN>;
-var<workgroup> max_bits: array<atomic<u32>, MATS>;   // max |a| per matrix, as bits
-var<workgroup> bad_input: array<atomic<u32>, MATS>;  // non-finite entry seen
 var<workgroup> rotated: array<atomic<u32>, MATS>;    // rotated in the current sweep
 var<workgroup> last_rotated: array<u32, MATS>;       // rotated in the last finished sweep
 var<workgroup> any_rotated: atomic<u32>;
@@ -109,8 +106,7 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
     let nan = bitcast<f32>(params.nan_bits);
 
     if (t == 0u) {
-        atomicStore(&max_bits[mi], 0u);
-        atomicStore(&bad_input[mi], 0u);
+        admit_reset(mi);
         atomicStore(&rotated[mi], 0u);
         last_rotated[mi] = 0u;
     }
@@ -126,24 +122,13 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
         let c = e % N;
         var x = 0.0;
         if (live) {
-            let upper = a_in[base + c * N + r];
-            let lower = a_in[base + r * N + c];
-            if (LOWER) {
-                x = select(upper, lower, r >= c);
-            } else {
-                x = 0.5 * lower + 0.5 * upper;
-            }
+            x = admit(mi, stored_entry(base, r, c));
         }
-        if (!is_finite_f32(x)) {
-            atomicOr(&bad_input[mi], 1u);
-            x = 0.0;
-        }
-        atomicMax(&max_bits[mi], bitcast<u32>(abs(x)));
         a_sh[a_idx(mi, r, c)] = x;
     }
     workgroupBarrier();
-    let bad = atomicLoad(&bad_input[mi]) != 0u;
-    let scale_exp = exponent_of(bitcast<f32>(atomicLoad(&max_bits[mi])));
+    let bad = admitted_bad(mi);
+    let scale_exp = admitted_exponent(mi);
     for (var e = t; e < N * N; e += TPM) {
         let r = e / N;
         let c = e % N;

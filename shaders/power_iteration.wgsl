@@ -4,7 +4,6 @@
 // iteration count, a status (0 ok, 1 non-finite input, 2 not converged, with NaN outputs) and
 // the symmetric matrix iterated on (for the VJP). Layout in power.wgsl.
 
-override LOWER: bool;        // read only the lower triangle (else symmetrise)
 override START_STEP: f32;    // start vector 1 + fract((i + 1)·START_STEP)/2 (spectral::POWER_START_STEP)
 
 // Input matrices [batch][N][N].
@@ -22,8 +21,6 @@ override START_STEP: f32;    // start vector 1 + fract((i + 1)·START_STEP)/2 (s
 // Dispatch parameters (tol: the residual tolerance; extra: the iteration cap).
 @group(0) @binding(6) var<uniform> params: Params;
 
-var<workgroup> max_bits: array<atomic<u32>, MATS>;
-var<workgroup> bad_input: array<atomic<u32>, MATS>;
 var<workgroup> state: array<u32, MATS>;   // 0 iterating, 1 converged, 2 not iterated
 var<workgroup> rho_sh: array<f32, MATS>;
 var<workgroup> norm_sh: array<f32, MATS>;
@@ -39,8 +36,7 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
     let live = g < params.batch;
     let base = g * N * N;
     if (t == 0u) {
-        atomicStore(&max_bits[mi], 0u);
-        atomicStore(&bad_input[mi], 0u);
+        admit_reset(mi);
     }
     if (lid == 0u) {
         atomicStore(&running, 0u);
@@ -51,25 +47,15 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
         let c = e % N;
         var x = 0.0;
         if (live) {
-            let upper = a_in[base + c * N + r];
-            let lower = a_in[base + r * N + c];
-            if (LOWER) {
-                x = select(upper, lower, r >= c);
-            } else {
-                x = 0.5 * lower + 0.5 * upper;
-            }
-            matrix_out[base + e] = x;
+            let raw = stored_entry(base, r, c);
+            matrix_out[base + e] = raw;
+            x = admit(mi, raw);
         }
-        if (!is_finite_f32(x)) {
-            atomicOr(&bad_input[mi], 1u);
-            x = 0.0;
-        }
-        atomicMax(&max_bits[mi], bitcast<u32>(abs(x)));
         a_sh[pa(mi, r, c)] = x;
     }
     workgroupBarrier();
-    let bad = atomicLoad(&bad_input[mi]) != 0u;
-    let scale_exp = exponent_of(bitcast<f32>(atomicLoad(&max_bits[mi])));
+    let bad = admitted_bad(mi);
+    let scale_exp = admitted_exponent(mi);
     for (var e = t; e < N * N; e += TPM) {
         let idx = pa(mi, e / N, e % N);
         a_sh[idx] = ldexp(a_sh[idx], -scale_exp);

@@ -6,8 +6,8 @@
 @group(0) @binding(0) var<storage, read> values_in: array<f32>;
 // Eigenvectors [batch][N][N] from the forward.
 @group(0) @binding(1) var<storage, read> vectors_in: array<f32>;
-// Ḡ [batch][N][N], the cotangent of f(A) (symmetrised here).
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+// Ḡ [batch][N][N], the cotangent of f(A) (symmetrised here; read by project.wgsl).
+@group(0) @binding(2) var<storage, read> nn_in: array<f32>;
 // Status of f(A) [batch].
 @group(0) @binding(3) var<storage, read> status_in: array<u32>;
 // Ā [batch][N][N] (also the work matrix when M_SHARED is false).
@@ -22,43 +22,17 @@ fn spectral_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     let g = workgroup_index(wid, params.groups_x) * MATS + mi;
     let live = g < params.batch;
     let own = live && t < N;
-    let base = g * N * N;
     load_eigh(mi, t, g, live);
     workgroupBarrier();
     // Only projectors use a policy (for pairs tied across the cut).
     let thr = mask_threshold(mi, params.tol);
 
-    // W = sym(Ḡ) V, row t.
-    var row: array<f32, MAX_N>;
-    if (own) {
-        for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                let d = 0.5 * grad[base + t * N + k] + 0.5 * grad[base + k * N + t];
-                s += d * v_at(mi, k, j);
-            }
-            row[j] = s;
-        }
-        for (var j = 0u; j < N; j++) {
-            m_set(mi, g, t, j, row[j]);
-        }
-    }
-    sync_dense();
-    // Row t of L∘(VᵀW).
+    // Row t of L∘(Vᵀ sym(Ḡ) V).
+    var row = project_row(mi, g, t, own);
     if (own) {
         let lt = lam_sh[mi * N + t];
         for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                s += v_at(mi, k, t) * m_get(mi, g, k, j);
-            }
-            row[j] = s * divided_difference(lt, lam_sh[mi * N + j], t, j, thr);
-        }
-    }
-    sync_dense();
-    if (own) {
-        for (var j = 0u; j < N; j++) {
-            m_set(mi, g, t, j, row[j]);
+            m_set(mi, g, t, j, row[j] * divided_difference(lt, lam_sh[mi * N + j], t, j, thr));
         }
     }
     sync_dense();

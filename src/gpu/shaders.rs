@@ -5,10 +5,12 @@
 use super::MAX_N;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const ADMIT: &str = include_str!("../../shaders/admit.wgsl");
 const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
 const DENSE: &str = include_str!("../../shaders/dense.wgsl");
 const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
 const POWER: &str = include_str!("../../shaders/power.wgsl");
+const PROJECT: &str = include_str!("../../shaders/project.wgsl");
 
 /// The kernels (one WGSL entry point each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,16 +65,23 @@ impl Kernel {
         match self {
             Kernel::JacobiEigh => &[
                 COMMON,
+                ADMIT,
                 JACOBI,
                 include_str!("../../shaders/jacobi_eigh.wgsl"),
             ],
             Kernel::JacobiEigvalsh => &[
                 COMMON,
+                ADMIT,
                 JACOBI,
                 include_str!("../../shaders/jacobi_eigvalsh.wgsl"),
             ],
             Kernel::EighVjp => &[COMMON, DENSE, include_str!("../../shaders/eigh_vjp.wgsl")],
-            Kernel::EighJvp => &[COMMON, DENSE, include_str!("../../shaders/eigh_jvp.wgsl")],
+            Kernel::EighJvp => &[
+                COMMON,
+                DENSE,
+                PROJECT,
+                include_str!("../../shaders/eigh_jvp.wgsl"),
+            ],
             Kernel::SpectralApply => &[
                 COMMON,
                 DENSE,
@@ -83,11 +92,13 @@ impl Kernel {
                 COMMON,
                 DENSE,
                 SPECTRAL,
+                PROJECT,
                 include_str!("../../shaders/spectral_vjp.wgsl"),
             ],
             Kernel::PowerIteration => &[
                 COMMON,
                 POWER,
+                ADMIT,
                 include_str!("../../shaders/power_iteration.wgsl"),
             ],
             Kernel::PowerIterationVjp => &[
