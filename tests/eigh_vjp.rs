@@ -211,3 +211,37 @@ fn derivatives_of_failed_matrices_are_nan() {
     assert!(j.vectors_dot[n * n..2 * n * n].iter().all(|v| v.is_nan()));
     assert!(j.vectors_dot[..n * n].iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn tensors_at_offsets_inside_shared_buffers_are_used_in_place() {
+    let Some(ctx) = gpu() else { return };
+    let n = 5;
+    let batch = 70;
+    let a = to_f32(&separated(n, batch, 21));
+    let align = ctx.device().limits().min_storage_buffer_offset_alignment as u64;
+    // One buffer holding padding, then the matrices, as a framework's allocator might lay it out.
+    let offset = 2 * align;
+    let mut bytes = vec![0u8; offset as usize];
+    bytes.extend_from_slice(bytemuck::cast_slice(&a));
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("shared"),
+        size: bytes.len() as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    ctx.queue().write_buffer(&buffer, 0, &bytes);
+    let t = eigrad::gpu::GpuTensor::from_buffer(buffer.clone(), offset, a.len()).unwrap();
+    let opts = EighOptions::default();
+    let fwd = ctx.eigh_resident(&t, n, &opts, Vectors::Yes).unwrap();
+    let host = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
+    assert_eq!(ctx.download(&fwd.eigenvalues).unwrap(), host.eigenvalues);
+    assert_eq!(ctx.download(&t).unwrap(), a);
+    // A misaligned offset is a clear error, not a device fault.
+    let bad = eigrad::gpu::GpuTensor::from_buffer(buffer, 4, 3 * n * n).unwrap();
+    assert!(matches!(
+        ctx.eigh_resident(&bad, n, &opts, Vectors::Yes),
+        Err(eigrad::Error::InvalidArgument(_))
+    ));
+}

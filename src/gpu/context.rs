@@ -261,7 +261,18 @@ impl Inner {
             .max()
             .unwrap_or(1);
         let chunk = self.chunk_matrices(&pipe.plan, max_words)?;
-        let dim = self.limits().max_compute_workgroups_per_dimension as usize;
+        let limits = self.limits();
+        let align = limits.min_storage_buffer_offset_alignment as u64;
+        for slot in slots {
+            if let Slot::Batch { offset, .. } = slot {
+                if offset % align != 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "a tensor's byte offset {offset} is not a multiple of the device's storage offset alignment {align}"
+                    )));
+                }
+            }
+        }
+        let dim = limits.max_compute_workgroups_per_dimension as usize;
         params.nan_bits = f32::NAN.to_bits();
         params.inf_bits = f32::INFINITY.to_bits();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
