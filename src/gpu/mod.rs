@@ -473,18 +473,21 @@ impl GpuContext {
             let r = self.eigh_resident(&input, n, opts, vectors);
             self.inner.give(input.buffer);
             let r = r?;
-            let mut regions = vec![(&r.eigenvalues.buffer, 0, r.eigenvalues.len as u64)];
+            // One readback (one wait) for status, eigenvalues and eigenvectors: all 4-byte words.
+            let mut regions = vec![
+                (&r.status.buffer, 0, r.status.len as u64),
+                (&r.eigenvalues.buffer, 0, r.eigenvalues.len as u64),
+            ];
             if let Some(v) = &r.eigenvectors {
                 regions.push((&v.buffer, 0, v.len as u64));
             }
-            let mut data = self.inner.read_words::<f32>(&regions)?;
-            let status = self.download_status(&r.status)?;
-            if want {
-                let v = data.pop().unwrap_or_default();
-                out.eigenvectors.as_mut().unwrap().extend_from_slice(&v);
+            let words = self.inner.read_words::<u32>(&regions)?;
+            let floats = |w: &[u32]| bytemuck::cast_slice::<u32, f32>(w).to_vec();
+            out.status.extend(decode_status(&words[0])?);
+            out.eigenvalues.extend(floats(&words[1]));
+            if let (Some(v), Some(w)) = (out.eigenvectors.as_mut(), words.get(2)) {
+                v.extend(floats(w));
             }
-            out.eigenvalues.extend_from_slice(&data[0]);
-            out.status.extend(status);
             self.recycle_eigh(r);
         }
         Ok(out)
