@@ -1,5 +1,6 @@
 //! Criterion benches of the GPU path: forward eigh, eigenvalues only, and the VJP, per n, both
-//! device-resident (data stays on the GPU) and end to end from host memory.
+//! device-resident (data stays on the GPU, each call timed until the GPU has finished, outputs
+//! returned to the buffer pool) and end to end from host memory.
 //!
 //! Batch size: `EIGRAD_BENCH_BATCH` (default 4096; a eighth of it for n = 64). Skips with a
 //! message when there is no adapter. Numbers from a software adapter (llvmpipe) say nothing
@@ -59,8 +60,9 @@ fn gpu(c: &mut Criterion) {
                 |b, &n| {
                     b.iter(|| {
                         let r = ctx.eigh_resident(&a_dev, n, &opts, vectors).unwrap();
-                        // Reading the status back waits for the kernel.
-                        ctx.download_status(&r.status).unwrap()
+                        ctx.wait().unwrap();
+                        // Back to the pool: steady state creates no buffers.
+                        ctx.recycle_eigh(r);
                     })
                 },
             );
@@ -74,8 +76,9 @@ fn gpu(c: &mut Criterion) {
                 let g = ctx
                     .eigh_vjp_resident(&f, None, Some(&gv_dev), Degeneracy::default())
                     .unwrap();
-                ctx.download_status(&f.status).unwrap();
-                g
+                ctx.wait().unwrap();
+                ctx.recycle(g);
+                ctx.recycle_eigh(f);
             })
         });
         group.bench_with_input(BenchmarkId::new("vjp/resident", n), &n, |b, _| {
@@ -83,8 +86,8 @@ fn gpu(c: &mut Criterion) {
                 let g = ctx
                     .eigh_vjp_resident(&fwd, None, Some(&gv_dev), Degeneracy::default())
                     .unwrap();
-                ctx.download_status(&fwd.status).unwrap();
-                g
+                ctx.wait().unwrap();
+                ctx.recycle(g);
             })
         });
     }

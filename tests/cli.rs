@@ -1359,6 +1359,144 @@ fn bench_prints_end_to_end_throughput_and_writes_json() {
     r.assert_error("does not exist");
 }
 
+/// The rows of a bench report's `results` with the given device and mode.
+fn bench_rows<'a>(
+    report: &'a serde_json::Value,
+    device: &str,
+    mode: &str,
+) -> Vec<&'a serde_json::Value> {
+    report["results"]
+        .as_array()
+        .expect("results array")
+        .iter()
+        .filter(|r| r["device"] == device && r["mode"] == mode)
+        .collect()
+}
+
+#[test]
+fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let r = cli(&[
+        "bench",
+        "--device",
+        "auto",
+        "--n",
+        "3,8",
+        "--batch",
+        "8",
+        "--json",
+        &p(&json),
+    ]);
+    r.assert_ok();
+    for needle in [
+        "eigh e2e",
+        "eigh res",
+        "vjp res",
+        "eigh+vjp res",
+        "resident",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            r.stdout
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("valid JSON");
+    assert!(report["mode_note"].as_str().unwrap().contains("resident"));
+    // Every timing is positive and its throughput is batch / median.
+    for row in report["results"].as_array().unwrap() {
+        let s = row["median_seconds"].as_f64().unwrap();
+        let rate = row["matrices_per_second"].as_f64().unwrap();
+        assert!(s > 0.0 && row["reps"].as_u64().unwrap() >= 3, "{row}");
+        assert!((rate * s / 8.0 - 1.0).abs() < 1e-9, "{row}");
+        assert_eq!(row["batch"], 8);
+    }
+    // The CPU: end to end only (resident would be the same number).
+    let ops = |rows: &[&serde_json::Value]| -> Vec<String> {
+        rows.iter()
+            .map(|r| format!("{}:{}", r["n"], r["op"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        ops(&bench_rows(&report, "cpu", "end_to_end")),
+        [
+            "3:eigh",
+            "3:eigvalsh",
+            "3:vjp",
+            "8:eigh",
+            "8:eigvalsh",
+            "8:vjp"
+        ]
+    );
+    assert!(bench_rows(&report, "cpu", "resident").is_empty());
+    let transfers = report["transfers"].as_array().expect("transfers array");
+    if r.device() == "cpu" {
+        eprintln!("no GPU adapter: only the CPU half of the bench report was checked");
+        assert!(transfers.is_empty());
+        return;
+    }
+    let e2e = bench_rows(&report, "gpu", "end_to_end");
+    assert_eq!(
+        ops(&e2e),
+        [
+            "3:eigh",
+            "3:eigvalsh",
+            "3:vjp",
+            "8:eigh",
+            "8:eigvalsh",
+            "8:vjp"
+        ]
+    );
+    assert_eq!(
+        ops(&bench_rows(&report, "gpu", "resident")),
+        [
+            "3:eigh",
+            "3:eigvalsh",
+            "3:vjp",
+            "3:eigh+vjp",
+            "8:eigh",
+            "8:eigvalsh",
+            "8:vjp",
+            "8:eigh+vjp"
+        ]
+    );
+    assert!(r.stdout.contains("e2e/copy"), "{}", r.stdout);
+    // The copies: the bytes one end-to-end call moves, and the ratio to its time.
+    assert_eq!(transfers.len(), 6);
+    for (t, row) in transfers.iter().zip(&e2e) {
+        let n = t["n"].as_u64().unwrap();
+        let (b, nn) = (8, n * n);
+        let (up, down) = match t["op"].as_str().unwrap() {
+            "eigh" => (b * nn, b * (nn + n + 1)),
+            "eigvalsh" => (b * nn, b * (n + 1)),
+            "vjp" => (b * (2 * nn + 2 * n + 1), b * nn),
+            op => panic!("unexpected op {op}"),
+        };
+        assert_eq!(t["op"], row["op"]);
+        assert_eq!(t["n"], row["n"]);
+        assert_eq!(t["upload_bytes"].as_u64().unwrap(), 4 * up, "{t}");
+        assert_eq!(t["readback_bytes"].as_u64().unwrap(), 4 * down, "{t}");
+        let f = |k: &str| t[k].as_f64().unwrap();
+        assert!(
+            f("upload_seconds") > 0.0 && f("readback_seconds") > 0.0,
+            "{t}"
+        );
+        let copy = f("upload_seconds") + f("readback_seconds");
+        assert!((f("copy_seconds") / copy - 1.0).abs() < 1e-9, "{t}");
+        assert_eq!(
+            f("end_to_end_seconds"),
+            row["median_seconds"].as_f64().unwrap()
+        );
+        let ratio = f("end_to_end_seconds") / f("copy_seconds");
+        assert!(
+            (f("end_to_end_over_copy") / ratio - 1.0).abs() < 1e-9,
+            "{t}"
+        );
+    }
+}
+
 #[test]
 fn big_endian_input_and_an_empty_batch_are_read() {
     let dir = tempfile::tempdir().unwrap();

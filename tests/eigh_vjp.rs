@@ -191,6 +191,57 @@ fn device_resident_forward_feeds_backward_without_host_round_trip() {
 }
 
 #[test]
+fn recycled_buffers_are_reused_without_changing_results() {
+    let Some(shared) = gpu() else { return };
+    let (n, batch) = (6, 130);
+    let opts = EighOptions::default();
+    let a1 = to_f32(&separated(n, batch, 11));
+    let a2 = to_f32(&separated(n, batch, 12));
+    let gv = to_f32(&normal(&mut Rng::new(13), batch * n * n));
+    let want = shared.eigh(&a2, n, &opts, Vectors::Yes).unwrap();
+    let want_bwd = shared
+        .eigh_vjp(&want, None, Some(&gv), Degeneracy::default())
+        .unwrap();
+    // A context of its own, whose pool holds only what this test hands back (the shared
+    // context's pool is used by the tests running beside this one).
+    let ctx = &eigrad::gpu::GpuContext::new().unwrap();
+
+    // A first forward and backward, finished and handed back to the pool.
+    let (d1, gv_dev) = (ctx.upload(&a1), ctx.upload(&gv));
+    let r1 = ctx.eigh_resident(&d1, n, &opts, Vectors::Yes).unwrap();
+    let g1 = ctx
+        .eigh_vjp_resident(&r1, None, Some(&gv_dev), Degeneracy::default())
+        .unwrap();
+    ctx.wait().unwrap();
+    let mut old = vec![d1.buffer().clone(), g1.buffer().clone()];
+    old.push(r1.eigenvalues.buffer().clone());
+    old.push(r1.status.buffer().clone());
+    old.push(r1.eigenvectors.as_ref().unwrap().buffer().clone());
+    ctx.recycle(d1);
+    ctx.recycle(g1);
+    ctx.recycle_eigh(r1);
+
+    // The same shapes again: every buffer comes from the pool, and the results are exact.
+    let d2 = ctx.upload(&a2);
+    let r2 = ctx.eigh_resident(&d2, n, &opts, Vectors::Yes).unwrap();
+    let g2 = ctx
+        .eigh_vjp_resident(&r2, None, Some(&gv_dev), Degeneracy::default())
+        .unwrap();
+    ctx.wait().unwrap();
+    let vecs = r2.eigenvectors.as_ref().unwrap();
+    for t in [&d2, &g2, &r2.eigenvalues, &r2.status, vecs] {
+        assert!(old.contains(t.buffer()), "a new buffer was created");
+    }
+    assert_eq!(ctx.download(&r2.eigenvalues).unwrap(), want.eigenvalues);
+    assert_eq!(
+        ctx.download(vecs).unwrap(),
+        want.eigenvectors.clone().unwrap()
+    );
+    assert_eq!(ctx.download_status(&r2.status).unwrap(), want.status);
+    assert_eq!(ctx.download(&g2).unwrap(), want_bwd);
+}
+
+#[test]
 fn derivatives_of_failed_matrices_are_nan() {
     let Some(ctx) = gpu() else { return };
     let n = 3;

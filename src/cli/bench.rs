@@ -1,31 +1,62 @@
-//! `eigrad bench`: throughput (matrices per second, median of several runs) of the forward
-//! eigendecomposition, the eigenvalues-only path and the VJP, per matrix size, on the GPU and the
-//! CPU; a table on stdout and optionally the same results as JSON (`--json FILE`).
+//! `eigrad bench`: per matrix size, the median time per call (and throughput in matrices per
+//! second) of the forward eigendecomposition, the eigenvalues-only path and the VJP, on the GPU
+//! and the CPU; tables on stdout and optionally the same results as JSON (`--json FILE`).
 //!
-//! Every timing is end to end from host memory: on the GPU it includes upload and readback, the
-//! only mode the GPU API offers for now (device-resident timings need a device-buffer API). The
-//! columns and the JSON `mode` field say so.
+//! Two modes:
+//! - **end to end** (`end_to_end`): from host memory to host memory through the host-memory
+//!   API. On the GPU that includes upload and readback; on the CPU it is the only mode (data
+//!   already lives where the work runs, so "resident" would be the same number).
+//! - **device-resident** (`resident`, GPU only): inputs already on the device, outputs left
+//!   there, each call timed until the GPU has finished ([`GpuContext::wait`]); pipelines are
+//!   compiled by a warm-up call first, and outputs go back to the buffer pool after each call
+//!   ([`GpuContext::recycle`]), so steady state creates no buffers. Ops: `eigh`, `eigvalsh`,
+//!   `vjp` (the reverse rule alone, given a resident forward) and `eigh+vjp` (both, as a
+//!   training step runs them).
+//!
+//! For the GPU it also times plain host↔device copies of the bytes each end-to-end call moves
+//! (upload of its inputs, readback of its outputs, as buffers of the same sizes), so the ratio
+//! end-to-end / copy can be read off (the performance issue's target is ≤ 1.5).
+//!
+//! Every timing is the median of up to 10 timed calls after one warm-up call.
 
 use super::args::BenchArgs;
 use super::device::{Devices, Engine};
 use super::error::{fail, CliResult};
 use super::npy::{Floats, Outputs};
 use super::progress;
-use eigrad::gpu::MAX_N;
+use eigrad::gpu::{GpuContext, GpuTensor, MAX_N};
 use eigrad::samples::{self, Rng};
 use eigrad::{Degeneracy, EighOptions, Vectors};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// The operations timed, in table order: (JSON name, column header).
-const OPS: [(&str, &str); 3] = [
-    ("eigh", "eigh e2e"),
-    ("eigvalsh", "eigvalsh e2e"),
-    ("vjp", "vjp e2e"),
-];
+/// The operations timed end to end, in table order.
+const E2E_OPS: [&str; 3] = ["eigh", "eigvalsh", "vjp"];
+/// The operations timed device-resident (GPU only), in table order.
+const RESIDENT_OPS: [&str; 4] = ["eigh", "eigvalsh", "vjp", "eigh+vjp"];
+/// Bytes per element on the device (f32 and u32).
+const WORD: u64 = 4;
 
-/// One measurement.
+/// How a time was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// From host memory, including upload and readback on the GPU.
+    EndToEnd,
+    /// Inputs and outputs on the device (GPU only).
+    Resident,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::EndToEnd => "end_to_end",
+            Mode::Resident => "resident",
+        }
+    }
+}
+
+/// One timing.
 struct Sample {
     /// `cpu` or `gpu`.
     device: &'static str,
@@ -35,8 +66,10 @@ struct Sample {
     n: usize,
     /// Matrices per call.
     batch: usize,
-    /// One of the names in [`OPS`].
+    /// One of [`E2E_OPS`] or [`RESIDENT_OPS`].
     op: &'static str,
+    /// How it was taken.
+    mode: Mode,
     /// Timed repetitions.
     reps: usize,
     /// Median seconds per call.
@@ -50,6 +83,56 @@ impl Sample {
     }
 }
 
+/// The host↔device copies of one end-to-end GPU operation, timed as plain transfers.
+struct Transfer {
+    /// The GPU adapter's name.
+    adapter: String,
+    /// Matrix size.
+    n: usize,
+    /// Matrices per call.
+    batch: usize,
+    /// One of [`E2E_OPS`].
+    op: &'static str,
+    /// Bytes uploaded by one end-to-end call.
+    upload_bytes: u64,
+    /// Bytes read back by one end-to-end call.
+    readback_bytes: u64,
+    /// Timed repetitions (each of upload and readback).
+    reps: usize,
+    /// Median seconds of the upload (until the device has the data).
+    upload_s: f64,
+    /// Median seconds of the readback (until the data is in host memory).
+    readback_s: f64,
+    /// Median seconds of the end-to-end call, for the ratio.
+    end_to_end_s: f64,
+}
+
+impl Transfer {
+    /// Upload plus readback.
+    fn copy_s(&self) -> f64 {
+        self.upload_s + self.readback_s
+    }
+
+    /// End to end over copy time: 1 means the computation is completely hidden or free.
+    fn ratio(&self) -> f64 {
+        self.end_to_end_s / self.copy_s().max(1e-12)
+    }
+}
+
+/// The buffers (in f32/u32 elements) that one end-to-end call of `op` uploads and reads back
+/// through the host-memory API: (uploads, readbacks).
+fn transfer_words(op: &str, n: usize, batch: usize) -> (Vec<usize>, Vec<usize>) {
+    let (b, nn) = (batch, n * n);
+    match op {
+        // A in; λ, V, status out.
+        "eigh" => (vec![b * nn], vec![b * n, b * nn, b]),
+        // A in; λ, status out.
+        "eigvalsh" => (vec![b * nn], vec![b * n, b]),
+        // λ, V, status, λ̄, V̄ in; Ā out.
+        _ => (vec![b * n, b * nn, b, b * n, b * nn], vec![b * nn]),
+    }
+}
+
 /// The default batch for a device and size: about 2^22/n² matrices on the GPU (1024..=2^20),
 /// 2^18/n² on the CPU (64..=65536), so that each call does a comparable amount of work.
 fn default_batch(engine: Engine<'_>, n: usize) -> usize {
@@ -60,24 +143,42 @@ fn default_batch(engine: Engine<'_>, n: usize) -> usize {
     (budget / (n * n)).clamp(lo, hi)
 }
 
-/// Runs `f` once to warm up, then 5 times (3 when one run takes over a second); returns the
-/// median seconds and the number of timed runs.
-fn median_time(mut f: impl FnMut() -> CliResult<()>) -> CliResult<(f64, usize)> {
-    let t = Instant::now();
-    f()?;
-    let reps = if t.elapsed().as_secs_f64() > 1.0 {
+/// Timed calls when the first timed call took `first_s`: 10, or fewer for slow calls (5 above
+/// a quarter of a second, 3 above a second).
+fn reps_after(first_s: f64) -> usize {
+    if first_s > 1.0 {
         3
-    } else {
+    } else if first_s > 0.25 {
         5
-    };
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
+    } else {
+        10
+    }
+}
+
+/// The median of `times` (sorted in place).
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Runs `f` once to warm up (pipeline compilation, pool buffers), then times it: the first
+/// timed call decides how many there are ([`reps_after`]). Returns the median seconds and the
+/// number of timed calls.
+fn median_time(mut f: impl FnMut() -> CliResult<()>) -> CliResult<(f64, usize)> {
+    f()?;
+    let mut timed = || -> CliResult<f64> {
         let t = Instant::now();
         f()?;
-        times.push(t.elapsed().as_secs_f64());
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let first = timed()?;
+    let reps = reps_after(first);
+    let mut times = Vec::with_capacity(reps);
+    times.push(first);
+    for _ in 1..reps {
+        times.push(timed()?);
     }
-    times.sort_by(f64::total_cmp);
-    Ok((times[reps / 2], reps))
+    Ok((median(&mut times), reps))
 }
 
 /// A JSON string literal.
@@ -97,76 +198,305 @@ fn json_str(s: &str) -> String {
 }
 
 /// The JSON report.
-fn to_json(samples: &[Sample]) -> String {
+fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
     let rows: Vec<String> = samples
         .iter()
         .map(|s| {
             format!(
                 "    {{\"device\": {}, \"adapter\": {}, \"n\": {}, \"batch\": {}, \"op\": {}, \
-                 \"mode\": \"end_to_end\", \"reps\": {}, \"median_seconds\": {:e}, \
+                 \"mode\": {}, \"reps\": {}, \"median_seconds\": {:e}, \
                  \"matrices_per_second\": {:e}}}",
                 json_str(s.device),
                 s.adapter.as_deref().map_or("null".into(), json_str),
                 s.n,
                 s.batch,
                 json_str(s.op),
+                json_str(s.mode.name()),
                 s.reps,
                 s.median_s,
                 s.rate()
             )
         })
         .collect();
+    let copies: Vec<String> = transfers
+        .iter()
+        .map(|t| {
+            format!(
+                "    {{\"device\": \"gpu\", \"adapter\": {}, \"n\": {}, \"batch\": {}, \"op\": {}, \
+                 \"upload_bytes\": {}, \"readback_bytes\": {}, \"reps\": {}, \
+                 \"upload_seconds\": {:e}, \"readback_seconds\": {:e}, \"copy_seconds\": {:e}, \
+                 \"end_to_end_seconds\": {:e}, \"end_to_end_over_copy\": {:e}}}",
+                json_str(&t.adapter),
+                t.n,
+                t.batch,
+                json_str(t.op),
+                t.upload_bytes,
+                t.readback_bytes,
+                t.reps,
+                t.upload_s,
+                t.readback_s,
+                t.copy_s(),
+                t.end_to_end_s,
+                t.ratio()
+            )
+        })
+        .collect();
+    let block = |rows: &[String]| {
+        if rows.is_empty() {
+            "[]".to_string()
+        } else {
+            format!("[\n{}\n  ]", rows.join(",\n"))
+        }
+    };
     format!(
         "{{\n  \"tool\": \"eigrad bench\",\n  \"version\": {},\n  \"unit\": \"matrices_per_second\",\n  \
-         \"mode_note\": \"end_to_end = from host memory, including upload and readback on the GPU\",\n  \
-         \"results\": [\n{}\n  ]\n}}\n",
+         \"statistic\": \"median of up to 10 timed calls after one warm-up call\",\n  \
+         \"mode_note\": \"end_to_end = from host memory, including upload and readback on the GPU; \
+         resident = inputs already on the device, outputs left there, timed until the GPU has \
+         finished (GPU only: on the CPU resident equals end_to_end, so only end_to_end rows are \
+         written); vjp = the reverse rule alone given a forward result, eigh+vjp = both\",\n  \
+         \"transfers_note\": \"plain host-to-device upload and device-to-host readback of \
+         buffers of the sizes one end-to-end call moves; end_to_end_over_copy = \
+         end_to_end_seconds / copy_seconds\",\n  \
+         \"results\": {},\n  \"transfers\": {}\n}}\n",
         json_str(env!("CARGO_PKG_VERSION")),
-        rows.join(",\n")
+        block(&rows),
+        block(&copies)
     )
 }
 
-/// Times the three operations for one device and size.
-fn bench_one(
-    engine: Engine<'_>,
+/// The data of one size: f32 matrices and cotangents.
+struct Inputs {
     n: usize,
     batch: usize,
-    pb: &indicatif::ProgressBar,
-) -> CliResult<Vec<Sample>> {
-    let opts = EighOptions::default();
-    let mut rng = Rng::new(7 + n as u64);
-    let a = Floats::rounded_f32(&samples::random_symmetric(&mut rng, n, batch));
-    let gw = Floats::rounded_f32(&(0..batch * n).map(|_| rng.normal()).collect::<Vec<_>>());
-    let gv = Floats::rounded_f32(&(0..batch * n * n).map(|_| rng.normal()).collect::<Vec<_>>());
-    let mut out = Vec::with_capacity(OPS.len());
-    for (op, _) in OPS {
-        pb.set_message(format!("{} n = {n} {op}", engine.kind()));
-        let (median_s, reps) = match op {
-            "eigh" => median_time(|| engine.eigh(&a, n, &opts, Vectors::Yes).map(drop))?,
-            "eigvalsh" => median_time(|| engine.eigh(&a, n, &opts, Vectors::No).map(drop))?,
-            _ => {
-                let eig = engine.eigh(&a, n, &opts, Vectors::Yes)?;
-                median_time(|| {
-                    engine
-                        .vjp(&eig, Some(&gw), Some(&gv), Degeneracy::default())
-                        .map(drop)
-                })?
-            }
-        };
-        out.push(Sample {
+    a: Floats,
+    gw: Floats,
+    gv: Floats,
+}
+
+impl Inputs {
+    fn new(n: usize, batch: usize) -> Inputs {
+        let mut rng = Rng::new(7 + n as u64);
+        let a = Floats::rounded_f32(&samples::random_symmetric(&mut rng, n, batch));
+        let gw = Floats::rounded_f32(&(0..batch * n).map(|_| rng.normal()).collect::<Vec<_>>());
+        let gv = Floats::rounded_f32(&(0..batch * n * n).map(|_| rng.normal()).collect::<Vec<_>>());
+        Inputs {
+            n,
+            batch,
+            a,
+            gw,
+            gv,
+        }
+    }
+
+    fn sample(&self, engine: Engine<'_>, op: &'static str, mode: Mode, t: (f64, usize)) -> Sample {
+        Sample {
             device: engine.kind(),
             adapter: match engine {
                 Engine::Gpu(ctx) => Some(ctx.adapter_name().to_string()),
                 Engine::Cpu => None,
             },
+            n: self.n,
+            batch: self.batch,
+            op,
+            mode,
+            reps: t.1,
+            median_s: t.0,
+        }
+    }
+}
+
+/// Times the end-to-end operations ([`E2E_OPS`]) on either device.
+fn bench_end_to_end(
+    engine: Engine<'_>,
+    inp: &Inputs,
+    pb: &indicatif::ProgressBar,
+) -> CliResult<Vec<Sample>> {
+    let opts = EighOptions::default();
+    let n = inp.n;
+    let mut out = Vec::with_capacity(E2E_OPS.len());
+    for op in E2E_OPS {
+        pb.set_message(format!("{} n = {n} {op} end to end", engine.kind()));
+        let t = match op {
+            "eigh" => median_time(|| engine.eigh(&inp.a, n, &opts, Vectors::Yes).map(drop))?,
+            "eigvalsh" => median_time(|| engine.eigh(&inp.a, n, &opts, Vectors::No).map(drop))?,
+            _ => {
+                let eig = engine.eigh(&inp.a, n, &opts, Vectors::Yes)?;
+                median_time(|| {
+                    engine
+                        .vjp(&eig, Some(&inp.gw), Some(&inp.gv), Degeneracy::default())
+                        .map(drop)
+                })?
+            }
+        };
+        out.push(inp.sample(engine, op, Mode::EndToEnd, t));
+        pb.inc(1);
+    }
+    Ok(out)
+}
+
+/// Times the device-resident operations ([`RESIDENT_OPS`]) on the GPU.
+fn bench_resident(
+    ctx: &GpuContext,
+    inp: &Inputs,
+    pb: &indicatif::ProgressBar,
+) -> CliResult<Vec<Sample>> {
+    let opts = EighOptions::default();
+    let policy = Degeneracy::default();
+    let n = inp.n;
+    let a = ctx.upload(&inp.a.to_f32());
+    let gw = ctx.upload(&inp.gw.to_f32());
+    let gv = ctx.upload(&inp.gv.to_f32());
+    let fwd = ctx.eigh_resident(&a, n, &opts, Vectors::Yes)?;
+    ctx.wait()?;
+    let engine = Engine::Gpu(ctx);
+    let mut out = Vec::with_capacity(RESIDENT_OPS.len());
+    for op in RESIDENT_OPS {
+        pb.set_message(format!("gpu n = {n} {op} resident"));
+        let t = match op {
+            "eigh" | "eigvalsh" => {
+                let vectors = if op == "eigh" {
+                    Vectors::Yes
+                } else {
+                    Vectors::No
+                };
+                median_time(|| {
+                    let r = ctx.eigh_resident(&a, n, &opts, vectors)?;
+                    ctx.wait()?;
+                    ctx.recycle_eigh(r);
+                    Ok(())
+                })?
+            }
+            "vjp" => median_time(|| {
+                let g = ctx.eigh_vjp_resident(&fwd, Some(&gw), Some(&gv), policy)?;
+                ctx.wait()?;
+                ctx.recycle(g);
+                Ok(())
+            })?,
+            _ => median_time(|| {
+                let f = ctx.eigh_resident(&a, n, &opts, Vectors::Yes)?;
+                let g = ctx.eigh_vjp_resident(&f, Some(&gw), Some(&gv), policy)?;
+                ctx.wait()?;
+                ctx.recycle(g);
+                ctx.recycle_eigh(f);
+                Ok(())
+            })?,
+        };
+        out.push(inp.sample(engine, op, Mode::Resident, t));
+        pb.inc(1);
+    }
+    ctx.recycle_eigh(fwd);
+    for t in [a, gw, gv] {
+        ctx.recycle(t);
+    }
+    Ok(out)
+}
+
+/// Times plain uploads and readbacks of the buffers each end-to-end operation moves.
+fn bench_transfers(
+    ctx: &GpuContext,
+    inp: &Inputs,
+    e2e: &[Sample],
+    pb: &indicatif::ProgressBar,
+) -> CliResult<Vec<Transfer>> {
+    let (n, batch) = (inp.n, inp.batch);
+    // The largest buffer any op moves is B·n² words (or B·n, or B, for n = 1).
+    let longest = batch * (n * n).max(n).max(1);
+    let zeros = vec![0f32; longest];
+    let mut out = Vec::with_capacity(E2E_OPS.len());
+    for (op, sample) in E2E_OPS.iter().zip(e2e) {
+        pb.set_message(format!("gpu n = {n} {op} copies"));
+        let (up, down) = transfer_words(op, n, batch);
+        let bytes = |w: &[usize]| w.iter().map(|&x| x as u64 * WORD).sum::<u64>();
+        let (upload_s, reps) = median_time(|| {
+            let ts: Vec<GpuTensor> = up.iter().map(|&w| ctx.upload(&zeros[..w])).collect();
+            ctx.wait()?;
+            for t in ts {
+                ctx.recycle(t);
+            }
+            Ok(())
+        })?;
+        let on_device: Vec<GpuTensor> = down.iter().map(|&w| ctx.upload(&zeros[..w])).collect();
+        ctx.wait()?;
+        let (readback_s, _) = median_time(|| {
+            for t in &on_device {
+                ctx.download(t)?;
+            }
+            Ok(())
+        })?;
+        for t in on_device {
+            ctx.recycle(t);
+        }
+        out.push(Transfer {
+            adapter: ctx.adapter_name().to_string(),
             n,
             batch,
             op,
+            upload_bytes: bytes(&up),
+            readback_bytes: bytes(&down),
             reps,
-            median_s,
+            upload_s,
+            readback_s,
+            end_to_end_s: sample.median_s,
         });
         pb.inc(1);
     }
     Ok(out)
+}
+
+/// Milliseconds with four significant digits, right-aligned in `w` columns.
+fn ms(seconds: f64, w: usize) -> String {
+    let x = seconds * 1e3;
+    let digits = if x >= 1000.0 {
+        0
+    } else if x >= 100.0 {
+        1
+    } else if x >= 10.0 {
+        2
+    } else if x >= 1.0 {
+        3
+    } else {
+        4
+    };
+    format!("{x:>w$.digits$}")
+}
+
+/// The headers of the time table, in column order.
+const TIME_COLUMNS: [&str; 7] = [
+    "eigh e2e",
+    "eigvalsh e2e",
+    "vjp e2e",
+    "eigh res",
+    "eigvalsh res",
+    "vjp res",
+    "eigh+vjp res",
+];
+
+/// What a table cell shows.
+#[derive(Clone, Copy)]
+enum Column {
+    /// Median milliseconds per call.
+    Ms,
+    /// Matrices per second at the median.
+    Rate,
+}
+
+/// One table row: end-to-end then resident columns (`-` where not measured).
+fn table_row(device: &str, n: usize, batch: usize, row: &[Sample], col: Column) -> String {
+    let mut line = format!("{device:<6} {n:>4} {batch:>8} ");
+    for (mode, ops) in [
+        (Mode::EndToEnd, &E2E_OPS[..]),
+        (Mode::Resident, &RESIDENT_OPS[..]),
+    ] {
+        for op in ops {
+            line += &match (row.iter().find(|s| s.mode == mode && s.op == *op), col) {
+                (Some(s), Column::Ms) => format!(" {}", ms(s.median_s, 12)),
+                (Some(s), Column::Rate) => format!(" {:>12.3e}", s.rate()),
+                (None, _) => format!(" {:>12}", "-"),
+            };
+        }
+    }
+    line
 }
 
 /// `eigrad bench`.
@@ -197,34 +527,92 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
     if devices.cpu_wanted() {
         plan.extend(args.n.iter().map(|&n| (Engine::Cpu, n)));
     }
-    println!("eigrad bench: matrices per second (median of several runs)");
-    println!("  e2e = end to end from host memory (on the GPU: upload, compute, read back); device-resident");
-    println!("  timings are not available yet (the GPU API has no device-buffer entry points)");
-    println!();
+    println!("eigrad bench: median milliseconds per call (up to 10 timed calls after a warm-up)");
+    println!("  e2e = end to end from host memory (on the GPU: upload, compute, read back)");
+    println!("  res = device-resident (GPU only): inputs on the device, outputs left there, timed");
     println!(
-        "{:<6} {:>4} {:>8}  {:>14} {:>14} {:>14}",
-        "device", "n", "batch", OPS[0].1, OPS[1].1, OPS[2].1
+        "        until the GPU finishes; on the CPU resident = end to end, so it is left blank"
     );
-    let pb = progress::bar((plan.len() * OPS.len()) as u64, "bench");
-    let mut samples = Vec::new();
+    println!("  vjp = the reverse rule alone (given a forward result); eigh+vjp = both");
+    println!();
+    let mut header = format!("{:<6} {:>4} {:>8} ", "device", "n", "batch");
+    for c in TIME_COLUMNS {
+        header += &format!(" {c:>12}");
+    }
+    println!("{header}");
+    let steps: usize = plan
+        .iter()
+        .map(|(e, _)| match e {
+            Engine::Gpu(_) => 2 * E2E_OPS.len() + RESIDENT_OPS.len(),
+            Engine::Cpu => E2E_OPS.len(),
+        })
+        .sum();
+    let pb = progress::bar(steps as u64, "bench");
+    let mut rows: Vec<Vec<Sample>> = Vec::new();
+    let mut transfers = Vec::new();
     for (engine, n) in plan {
         let batch = args.batch.unwrap_or_else(|| default_batch(engine, n));
-        let row = bench_one(engine, n, batch, &pb)?;
-        pb.suspend(|| {
-            println!(
-                "{:<6} {n:>4} {batch:>8}  {:>14.3e} {:>14.3e} {:>14.3e}",
-                engine.kind(),
-                row[0].rate(),
-                row[1].rate(),
-                row[2].rate()
-            )
-        });
-        samples.extend(row);
+        pb.set_message(format!(
+            "{} n = {n}: generating {batch} matrices",
+            engine.kind()
+        ));
+        let inp = Inputs::new(n, batch);
+        let mut row = bench_end_to_end(engine, &inp, &pb)?;
+        if let Engine::Gpu(ctx) = engine {
+            transfers.extend(bench_transfers(ctx, &inp, &row, &pb)?);
+            row.extend(bench_resident(ctx, &inp, &pb)?);
+        }
+        pb.suspend(|| println!("{}", table_row(engine.kind(), n, batch, &row, Column::Ms)));
+        rows.push(row);
     }
     pb.finish_and_clear();
+
+    println!();
+    println!("throughput, matrices per second:");
+    println!("{header}");
+    for row in &rows {
+        let s = &row[0];
+        println!("{}", table_row(s.device, s.n, s.batch, row, Column::Rate));
+    }
+
+    if !transfers.is_empty() {
+        println!();
+        println!(
+            "GPU host↔device copies of the bytes one end-to-end call moves (plain upload of its"
+        );
+        println!("inputs + readback of its outputs), and end to end / copy (target ≤ 1.5):");
+        println!(
+            "{:>4} {:>8} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            "n", "batch", "op", "up MB", "down MB", "up ms", "down ms", "e2e ms", "e2e/copy"
+        );
+        for t in &transfers {
+            println!(
+                "{:>4} {:>8} {:<9} {:>10.3} {:>10.3} {} {} {} {:>8.2}",
+                t.n,
+                t.batch,
+                t.op,
+                t.upload_bytes as f64 / 1e6,
+                t.readback_bytes as f64 / 1e6,
+                ms(t.upload_s, 10),
+                ms(t.readback_s, 10),
+                ms(t.end_to_end_s, 10),
+                t.ratio()
+            );
+        }
+    }
+    if let Some(name) = devices.gpu().map(GpuContext::adapter_name) {
+        let lower = name.to_lowercase();
+        if lower.contains("llvmpipe") || lower.contains("swiftshader") || lower.contains("lavapipe")
+        {
+            println!();
+            println!("note: {name} is a software rasteriser on the CPU; its timings say nothing about GPU speed");
+        }
+    }
+
     if let Some(path) = &args.json {
         let mut out = Outputs::new();
-        out.bytes(path, to_json(&samples).as_bytes())?;
+        let all: Vec<Sample> = rows.into_iter().flatten().collect();
+        out.bytes(path, to_json(&all, &transfers).as_bytes())?;
         out.commit()?;
         eprintln!("wrote {}", path.display());
     }
@@ -245,5 +633,32 @@ mod tests {
         assert_eq!(default_batch(Engine::Cpu, 8), 4096);
         assert_eq!(default_batch(Engine::Cpu, 64), 64);
         assert_eq!(default_batch(Engine::Cpu, 1), 65536);
+    }
+
+    #[test]
+    fn transfers_count_what_the_host_api_moves() {
+        // n = 3, B = 2: A is 18 words; λ 6, V 18, status 2.
+        assert_eq!(transfer_words("eigh", 3, 2), (vec![18], vec![6, 18, 2]));
+        assert_eq!(transfer_words("eigvalsh", 3, 2), (vec![18], vec![6, 2]));
+        assert_eq!(
+            transfer_words("vjp", 3, 2),
+            (vec![6, 18, 2, 6, 18], vec![18])
+        );
+    }
+
+    #[test]
+    fn milliseconds_keep_four_significant_digits() {
+        assert_eq!(ms(0.0012346, 8), "   1.235");
+        assert_eq!(ms(0.00012346, 8), "  0.1235");
+        assert_eq!(ms(1.5, 8), "    1500");
+        assert_eq!(ms(0.0225, 8), "   22.50");
+    }
+
+    #[test]
+    fn fewer_repetitions_for_slow_calls() {
+        assert_eq!(reps_after(0.01), 10);
+        assert_eq!(reps_after(0.5), 5);
+        assert_eq!(reps_after(2.0), 3);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
     }
 }

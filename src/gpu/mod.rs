@@ -252,6 +252,40 @@ impl GpuContext {
         decode_status(&v.pop().unwrap_or_default())
     }
 
+    /// Blocks until every operation submitted to the queue so far (including pending uploads)
+    /// has finished on the device. Device-resident calls return as soon as their work is
+    /// submitted; benchmarks call this to time the work itself.
+    pub fn wait(&self) -> Result<()> {
+        // An empty submission flushes uploads staged by `write_buffer`.
+        self.inner.queue.submit(std::iter::empty());
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(drop)
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))
+    }
+
+    /// Hands a tensor's buffer back to the context's pool, so later calls reuse it instead of
+    /// creating a new buffer (repeated calls in a loop then allocate nothing in steady state).
+    ///
+    /// Pass only tensors that eigrad returned ([`GpuContext::upload`] or a `*_resident` call)
+    /// and that nothing still uses, clones included: a later call may overwrite the buffer at
+    /// any time. Work already submitted that reads or writes the buffer is unaffected (the
+    /// queue runs in order). A tensor made by [`GpuTensor::from_buffer`] must not be passed
+    /// unless the caller gives its buffer up to eigrad for good.
+    pub fn recycle(&self, tensor: GpuTensor) {
+        self.inner.give(tensor.buffer);
+    }
+
+    /// [`GpuContext::recycle`] for every tensor of a device-resident eigendecomposition.
+    pub fn recycle_eigh(&self, r: GpuEigh) {
+        self.recycle(r.eigenvalues);
+        self.recycle(r.status);
+        if let Some(v) = r.eigenvectors {
+            self.recycle(v);
+        }
+    }
+
     fn new_tensor(&self, len: usize) -> GpuTensor {
         GpuTensor {
             buffer: self.inner.output(len as u64),
@@ -491,14 +525,6 @@ impl GpuContext {
             self.recycle_eigh(r);
         }
         Ok(out)
-    }
-
-    fn recycle_eigh(&self, r: GpuEigh) {
-        self.inner.give(r.eigenvalues.buffer);
-        self.inner.give(r.status.buffer);
-        if let Some(v) = r.eigenvectors {
-            self.inner.give(v.buffer);
-        }
     }
 
     /// Uploads the forward results of matrices `range` of `eig` (which must hold eigenvectors).

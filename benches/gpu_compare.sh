@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The whole GPU comparison in one run: eigrad's correctness check and benchmark table next to the
+# JAX anchor (cuSOLVER) on the same card, then the ratios the performance issue asks for.
+#
+# It runs on a machine with an NVIDIA GPU, from the repository root, with what it needs carried
+# there (nothing is built or fetched on that machine):
+#   target/release/eigrad      the release binary, built beforehand on an x86-64 machine
+#   .gl/*.deb                  the Vulkan/GL loader packages (unpacked into / here)
+#   .device/jax_eigh_bench.py  the anchor script, a copy of ../shared/anchors/jax_eigh_bench.py
+# (.gl/ and .device/ are ignored by git; target/ too.)
+#
+# Companion step, on the development machine, in the repository root:
+#   cargo build --release
+#   mkdir -p .device && cp ../shared/anchors/jax_eigh_bench.py .device/ && git rev-parse HEAD >.device/commit
+#   # once, the loader packages (see the device README):
+#   mkdir -p .gl /tmp/amd64/partial; o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+#   apt-get $o update; (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+# then one device call:
+#   command: bash benches/gpu_compare.sh
+#   carry:   .gl  .device  target/release/eigrad
+#   timeout: 600 s (the script keeps itself within GPU_COMPARE_BUDGET, 540 s by default)
+#
+# Steps: nvidia-smi -L; `eigrad check --device gpu`; `eigrad bench --device gpu` at batch 65536 for
+# n = 4, 8, 16, 32 and at batch 8192 for n = 64 (the anchor's batch // 8 for n > 32), one process
+# per n so that a timeout loses one size only; the anchor with the same sizes and batch; a ratio
+# table (JAX ms / eigrad device-resident ms per n and op, and eigrad's own targets).
+#
+# Output, everything also on stdout: $OUT/log.txt (the whole run), $OUT/eigrad.json (the bench
+# reports of all sizes merged), $OUT/jax.txt (the anchor's lines), $OUT/ratios.txt. Without $OUT
+# (outside the device tool) it writes to ./gpu_compare_out.
+#
+# Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
+# GPU_COMPARE_BUDGET (540 s for the whole script).
+#
+# Expected duration on an H200: about 2 to 4 minutes (the eigrad kernels take milliseconds per call
+# at these batches by the prior measurements in ../shared/JACOBI.md; most of the time goes to
+# generating the inputs, host↔device copies of up to 512 MB per end-to-end call, JAX's start-up
+# and its compilations). Every step has a timeout, so a hung step costs its cap, never the call.
+
+set -u -o pipefail
+
+cd "$(dirname "$0")/.." || exit 2
+BIN=target/release/eigrad
+ANCHOR=.device/jax_eigh_bench.py
+OUT=${OUT:-$PWD/gpu_compare_out}
+BATCH=${GPU_COMPARE_BATCH:-65536}
+NS=${GPU_COMPARE_N:-4,8,16,32,64}
+BUDGET=${GPU_COMPARE_BUDGET:-540}
+START=$SECONDS
+
+die() {
+    echo "gpu_compare: $*" >&2
+    exit 2
+}
+
+[ -x "$BIN" ] || die "no $BIN: build it with 'cargo build --release' on an x86-64 machine and carry target/release/eigrad"
+compgen -G ".gl/*.deb" >/dev/null || die "no .gl/*.deb: download the Vulkan loader packages into .gl/ (see this script's header) and carry .gl"
+[ -f "$ANCHOR" ] || die "no $ANCHOR: copy ../shared/anchors/jax_eigh_bench.py to .device/ and carry .device"
+command -v python3 >/dev/null || die "no python3 on this machine (the anchor and the ratio table need it)"
+mkdir -p "$OUT" || die "cannot create $OUT"
+SCRATCH=$(mktemp -d /tmp/gpu_compare.XXXXXX) || die "cannot create a scratch folder in /tmp"
+
+# Seconds for a step: at most `cap`, leaving `reserve` seconds of the budget for later steps.
+step_timeout() {
+    local cap=$1 reserve=$2
+    local t=$((BUDGET - (SECONDS - START) - reserve))
+    ((t > cap)) && t=$cap
+    ((t < 15)) && t=15
+    echo "$t"
+}
+
+main() {
+    echo "== gpu_compare: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -m), budget ${BUDGET} s"
+    [ -f .device/commit ] && echo "eigrad commit: $(cat .device/commit)"
+    echo "batch $BATCH (n > 32: $((BATCH / 8))), n = $NS"
+
+    echo "== Vulkan loader"
+    for f in .gl/*.deb; do dpkg -x "$f" / || echo "warning: could not unpack $f"; done
+    ldconfig
+    local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    if [ -f "$icd" ]; then
+        export VK_DRIVER_FILES=$icd
+    else
+        echo "warning: $icd not found; leaving VK_DRIVER_FILES unset"
+    fi
+    ldconfig -p | grep -m1 'libvulkan\.so' || echo "warning: no libvulkan after unpacking .gl"
+    export WGPU_BACKEND=vulkan RUST_LOG=eigrad=info
+
+    echo "== GPU"
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi -L
+        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+    else
+        echo "(no nvidia-smi)"
+    fi
+
+    echo "== eigrad check --device gpu (f32 GPU results against the f64 CPU reference)"
+    timeout "$(step_timeout 90 330)" "$BIN" check --device gpu
+    echo "check: exit $?"
+
+    local n b
+    for n in ${NS//,/ }; do
+        b=$BATCH
+        ((n > 32)) && b=$((BATCH / 8))
+        echo "== eigrad bench --device gpu --n $n --batch $b"
+        timeout "$(step_timeout 150 160)" "$BIN" bench --device gpu --n "$n" --batch "$b" \
+            --json "$SCRATCH/eigrad_n$n.json"
+        echo "bench n = $n: exit $?"
+    done
+
+    echo "== JAX anchor: $ANCHOR --n $NS --batch $BATCH --no-torch"
+    XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 \
+        timeout "$(step_timeout 180 10)" python3 "$ANCHOR" --n "$NS" --batch "$BATCH" --no-torch \
+        | tee "$OUT/jax.txt"
+    echo "anchor: exit $?"
+
+    echo "== ratios"
+    python3 - "$SCRATCH" "$OUT" <<'PY' | tee "$OUT/ratios.txt"
+import glob, json, re, sys
+
+scratch, out = sys.argv[1], sys.argv[2]
+results, transfers, adapters = [], [], set()
+for path in sorted(glob.glob(f"{scratch}/eigrad_n*.json")):
+    with open(path) as f:
+        rep = json.load(f)
+    results += rep["results"]
+    transfers += rep["transfers"]
+    adapters |= {r["adapter"] for r in rep["results"] if r.get("adapter")}
+merged = {"tool": "eigrad bench (merged by benches/gpu_compare.sh)", "adapters": sorted(adapters),
+          "results": results, "transfers": transfers}
+with open(f"{out}/eigrad.json", "w") as f:
+    json.dump(merged, f, indent=1)
+
+res = {(r["n"], r["op"], r["mode"]): r for r in results if r["device"] == "gpu"}
+cp = {(t["n"], t["op"]): t for t in transfers}
+jax = {}
+try:
+    for line in open(f"{out}/jax.txt"):
+        m = re.match(r"anchor=jax n=(\d+) batch=(\d+) op=(\S+) ms=([0-9.eE+-]+)", line)
+        if m:
+            jax[(int(m[1]), m[3])] = (int(m[2]), float(m[4]))
+except OSError:
+    pass
+ns = sorted({k[0] for k in res} | {k[0] for k in jax})
+print(f"eigrad on {', '.join(sorted(adapters)) or '(no eigrad results)'}; device-resident medians")
+print()
+print("JAX ms / eigrad ms (above 1: eigrad faster); target from the performance issue")
+print(f"{'n':>3} {'batch':>6} {'op':<9} {'JAX ms':>9} {'eigrad ms':>10} {'ratio':>7} {'target':>7}")
+speedup_target = {4: 10, 8: 10, 16: 5, 32: 3, 64: 3}
+for n in ns:
+    for op in ("eigh", "eigvalsh", "eigh+vjp"):
+        j, e = jax.get((n, op)), res.get((n, op, "resident"))
+        jb, jms = j if j else (None, None)
+        ems = e["median_seconds"] * 1e3 if e else None
+        eb = e["batch"] if e else None
+        batch = eb or jb
+        note = "" if not (jb and eb) or jb == eb else f"  (batches differ: JAX {jb}, eigrad {eb})"
+        ratio = f"{jms / ems:7.3g}" if jms and ems else f"{'-':>7}"
+        tgt = f"{'>=' + str(speedup_target.get(n, '')):>7}" if op == "eigh" and n in speedup_target else f"{'':>7}"
+        js = f"{jms:9.3f}" if jms else f"{'-':>9}"
+        es = f"{ems:10.3f}" if ems else f"{'-':>10}"
+        print(f"{n:>3} {batch or '-':>6} {op:<9} {js} {es} {ratio} {tgt}{note}")
+print()
+print("eigrad's own ratios: eigh+vjp / eigh (target <= 1.3), eigh / eigvalsh (target >= 1.5 at n >= 16),")
+print("end to end / copy time of the bytes moved, for eigh (target <= 1.5)")
+print(f"{'n':>3} {'(eigh+vjp)/eigh':>16} {'eigh/eigvalsh':>14} {'e2e ms':>9} {'copy ms':>9} {'e2e/copy':>9}")
+for n in ns:
+    def ms(op, mode="resident"):
+        r = res.get((n, op, mode))
+        return r["median_seconds"] * 1e3 if r else None
+    f, v, fv = ms("eigh"), ms("eigvalsh"), ms("eigh+vjp")
+    t = cp.get((n, "eigh"))
+    a = f"{fv / f:16.3g}" if f and fv else f"{'-':>16}"
+    b = f"{f / v:14.3g}" if f and v else f"{'-':>14}"
+    c = (f"{t['end_to_end_seconds'] * 1e3:9.3f} {t['copy_seconds'] * 1e3:9.3f} {t['end_to_end_over_copy']:9.3g}"
+         if t else f"{'-':>9} {'-':>9} {'-':>9}")
+    print(f"{n:>3} {a} {b} {c}")
+PY
+    echo "ratios: exit $?"
+    echo "== done in $((SECONDS - START)) s; files in $OUT"
+}
+
+main 2>&1 | tee "$OUT/log.txt"
+rm -rf "$SCRATCH"
