@@ -187,6 +187,12 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::RequestDevice(format!("{}: {e}", info.name)))?;
+        // A kernel error must come back as an Error from the call that caused it (error scopes);
+        // anything that still escapes is logged rather than aborting the process. Only a device
+        // eigrad created gets this handler: a shared device keeps its owner's.
+        device.on_uncaptured_error(std::sync::Arc::new(|e| {
+            log::error!("uncaptured wgpu error: {e}")
+        }));
         Ok(GpuContext {
             inner: Inner::new(device, queue, info.name),
         })
@@ -194,7 +200,8 @@ impl GpuContext {
 
     /// Wraps an existing device and queue (a host application or a training framework on the
     /// same device), so buffers can be shared without copies. Kernels are planned within the
-    /// device's limits.
+    /// device's limits. The device's uncaptured-error handler is left to its owner; eigrad's
+    /// own errors come back through error scopes.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         Ok(GpuContext {
             inner: Inner::new(device, queue, "external wgpu device".into()),
@@ -248,6 +255,30 @@ impl GpuContext {
             .inner
             .read_words::<u32>(&[(&t.buffer, t.offset, t.len as u64)])?;
         decode_status(&v.pop().unwrap_or_default())
+    }
+
+    /// Copies each `(source, destination)` pair on the device, in one submission and without a
+    /// host round trip: for example a result of a `*_resident` call into a buffer a training
+    /// framework owns. The pairs must have equal lengths.
+    pub fn copy(&self, pairs: &[(&GpuTensor, &GpuTensor)]) -> Result<()> {
+        let mut regions = Vec::with_capacity(pairs.len());
+        for (src, dst) in pairs {
+            check_len(dst.len, src.len, "copy destination")?;
+            regions.push((
+                &src.buffer,
+                src.offset,
+                &dst.buffer,
+                dst.offset,
+                src.len as u64,
+            ));
+        }
+        self.inner.copy_words(&regions)
+    }
+
+    /// Returns the buffer of a tensor eigrad made (never a caller's) to the pool for reuse.
+    #[cfg_attr(not(feature = "burn"), allow(dead_code))]
+    pub(crate) fn recycle(&self, t: GpuTensor) {
+        self.inner.give(t.buffer);
     }
 
     fn new_tensor(&self, len: usize) -> GpuTensor {
