@@ -21,6 +21,8 @@
 //! eigenvalues coincide.
 #![deny(missing_docs)]
 
+#[cfg(feature = "burn")]
+pub mod burn;
 pub mod cpu;
 mod eigh;
 mod error;

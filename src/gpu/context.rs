@@ -69,9 +69,6 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub fn new(device: wgpu::Device, queue: wgpu::Queue, adapter_name: String) -> Self {
-        // A kernel error must come back as an Error from the call that caused it (error scopes);
-        // anything that still escapes is logged rather than aborting the process.
-        device.on_uncaptured_error(Arc::new(|e| log::error!("uncaptured wgpu error: {e}")));
         let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("eigrad placeholder"),
             size: 16,
@@ -373,6 +370,28 @@ impl Inner {
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
         )
+    }
+
+    /// Copies each `(source, source offset, destination, destination offset, words)` region on
+    /// the device, in one submission; errors raised by the device come back as [`Error::Gpu`].
+    pub fn copy_words(
+        &self,
+        regions: &[(&wgpu::Buffer, u64, &wgpu::Buffer, u64, u64)],
+    ) -> Result<()> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        for &(src, src_offset, dst, dst_offset, words) in regions {
+            if words > 0 {
+                encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, words * WORD);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("copying on the device: {e}")));
+        }
+        Ok(())
     }
 
     /// Copies `words` words from each `(buffer, byte offset)` back to host memory (one

@@ -189,6 +189,12 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::RequestDevice(format!("{}: {e}", info.name)))?;
+        // A kernel error must come back as an Error from the call that caused it (error scopes);
+        // anything that still escapes is logged rather than aborting the process. Only a device
+        // eigrad created gets this handler: a shared device keeps its owner's.
+        device.on_uncaptured_error(std::sync::Arc::new(|e| {
+            log::error!("uncaptured wgpu error: {e}")
+        }));
         Ok(GpuContext {
             inner: Inner::new(device, queue, info.name),
         })
@@ -196,7 +202,8 @@ impl GpuContext {
 
     /// Wraps an existing device and queue (a host application or a training framework on the
     /// same device), so buffers can be shared without copies. Kernels are planned within the
-    /// device's limits.
+    /// device's limits. The device's uncaptured-error handler is left to its owner; eigrad's
+    /// own errors come back through error scopes.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         Ok(GpuContext {
             inner: Inner::new(device, queue, "external wgpu device".into()),
@@ -284,6 +291,24 @@ impl GpuContext {
         if let Some(v) = r.eigenvectors {
             self.recycle(v);
         }
+    }
+
+    /// Copies each `(source, destination)` pair on the device, in one submission and without a
+    /// host round trip: for example a result of a `*_resident` call into a buffer a training
+    /// framework owns. The pairs must have equal lengths.
+    pub fn copy(&self, pairs: &[(&GpuTensor, &GpuTensor)]) -> Result<()> {
+        let mut regions = Vec::with_capacity(pairs.len());
+        for (src, dst) in pairs {
+            check_len(dst.len, src.len, "copy destination")?;
+            regions.push((
+                &src.buffer,
+                src.offset,
+                &dst.buffer,
+                dst.offset,
+                src.len as u64,
+            ));
+        }
+        self.inner.copy_words(&regions)
     }
 
     fn new_tensor(&self, len: usize) -> GpuTensor {
