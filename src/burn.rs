@@ -7,8 +7,8 @@
 //! each eigenvector is signed so that its component of largest magnitude is positive. A matrix
 //! that cannot be decomposed (a non-finite entry, no convergence, or for [`spectral`] an input
 //! outside the function's domain) gets NaN outputs; the `*_with_status` variants also return
-//! the per-matrix [`Status`] codes as a `[B]` int tensor (`0` ok, `1` non-finite input, `2` not
-//! converged, `3` out of domain). The other matrices of the batch are unaffected.
+//! the per-matrix [`Status`] codes as a `[B]` int tensor (i32: `0` ok, `1` non-finite input,
+//! `2` not converged, `3` out of domain). The other matrices of the batch are unaffected.
 //!
 //! # Gradients
 //!
