@@ -416,3 +416,32 @@ pub struct PowerIteration<T> {
     /// VJP.
     pub matrix: Vec<T>,
 }
+
+impl<T> PowerIteration<T> {
+    /// Checks the lengths of the saved state and of the cotangents `λ̄` (`[B]`) and `v̄`
+    /// (`[B][n]`) of a VJP call (CPU and GPU share this).
+    pub(crate) fn check_vjp_inputs(
+        &self,
+        grad_value: Option<usize>,
+        grad_vector: Option<usize>,
+    ) -> Result<()> {
+        let (n, batch) = (self.n, self.batch);
+        let check = |len: usize, expected: usize, what: &str| {
+            if len == expected {
+                Ok(())
+            } else {
+                Err(Error::Shape(format!(
+                    "{what} has {len} elements, expected {expected}"
+                )))
+            }
+        };
+        if let Some(len) = grad_value {
+            check(len, batch, "grad_value")?;
+        }
+        if let Some(len) = grad_vector {
+            check(len, batch * n, "grad_vector")?;
+        }
+        check(self.matrix.len(), batch * n * n, "power-iteration matrix")?;
+        check(self.vector.len(), batch * n, "power-iteration vector")
+    }
+}

@@ -2,7 +2,7 @@
 //! differentiation of the fixed point `A v = λ v`, `vᵀv = 1` (DESIGN §2). Parallel over the batch.
 
 use super::jacobi::{exponent, gauge_sign, pow2};
-use super::{batch_of, check_len, MIN_MATRICES_PER_TASK};
+use super::{batch_of, MIN_MATRICES_PER_TASK};
 use crate::spectral::{PowerIteration, PowerIterationOptions};
 use crate::{Precision, Result, Scalar, Status, Symmetry};
 use rayon::prelude::*;
@@ -155,14 +155,7 @@ pub fn power_iteration_vjp(
 ) -> Result<Vec<f64>> {
     let (n, batch) = (p.n, p.batch);
     let nn = n * n;
-    if let Some(g) = grad_value {
-        check_len(g.len(), batch, "grad_value")?;
-    }
-    if let Some(g) = grad_vector {
-        check_len(g.len(), batch * n, "grad_vector")?;
-    }
-    check_len(p.matrix.len(), batch * nn, "power-iteration matrix")?;
-    check_len(p.vector.len(), batch * n, "power-iteration vector")?;
+    p.check_vjp_inputs(grad_value.map(<[f64]>::len), grad_vector.map(<[f64]>::len))?;
     let pivot_rel_tol = Precision::F64.default_mask_rel_tol();
     let mut out = vec![0.0; batch * nn];
     out.par_chunks_mut(nn)

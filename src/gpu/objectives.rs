@@ -501,14 +501,7 @@ impl GpuContext {
         let (n, batch) = (p.n, p.batch);
         check_n(n)?;
         let nn = n * n;
-        if let Some(g) = grad_value {
-            check_len(g.len(), batch, "grad_value")?;
-        }
-        if let Some(g) = grad_vector {
-            check_len(g.len(), batch * n, "grad_vector")?;
-        }
-        check_len(p.matrix.len(), batch * nn, "power-iteration matrix")?;
-        check_len(p.vector.len(), batch * n, "power-iteration vector")?;
+        p.check_vjp_inputs(grad_value.map(<[f32]>::len), grad_vector.map(<[f32]>::len))?;
         let limit = self.inner.limits().max_compute_workgroup_storage_size;
         let pipe = self.inner.pipeline(plan(
             Kernel::PowerIterationVjp,

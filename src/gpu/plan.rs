@@ -52,6 +52,16 @@ pub struct JacobiKnobs {
     pub lower: bool,
 }
 
+/// An error when a plan needs more workgroup memory than the device offers.
+fn fits(n: u32, bytes: u32, workgroup_limit: u32) -> Result<()> {
+    if bytes > workgroup_limit {
+        return Err(Error::Gpu(format!(
+            "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
+        )));
+    }
+    Ok(())
+}
+
 /// The smallest odd number ≥ n: a row stride that spreads a column over distinct banks.
 fn odd_stride(n: u32) -> u32 {
     n | 1
@@ -93,11 +103,7 @@ pub fn plan(
             } else {
                 bytes_without
             };
-            if bytes > workgroup_limit {
-                return Err(Error::Gpu(format!(
-                    "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
-                )));
-            }
+            fits(n, bytes, workgroup_limit)?;
             let constants = vec![
                 ("N", n as f64),
                 ("M_PAD", m_pad as f64),
@@ -135,11 +141,7 @@ pub fn plan(
             let shared =
                 kernel != Kernel::SpectralApply && WORD * (2 * v_len + small) <= workgroup_limit;
             let bytes = WORD * (v_len + small + if shared { v_len } else { 1 });
-            if bytes > workgroup_limit {
-                return Err(Error::Gpu(format!(
-                    "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
-                )));
-            }
+            fits(n, bytes, workgroup_limit)?;
             let spectral = matches!(kernel, Kernel::SpectralApply | Kernel::SpectralVjp);
             let mut constants = vec![
                 ("N", n as f64),
@@ -171,11 +173,7 @@ pub fn plan(
             let mats = (TARGET_WORKGROUP / tpm).max(1);
             let a_len = mats * n * odd_stride(n);
             let bytes = WORD * (a_len + 2 * mats * n + 8 * mats + 2);
-            if bytes > workgroup_limit {
-                return Err(Error::Gpu(format!(
-                    "n = {n} needs {bytes} bytes of workgroup memory; the device offers {workgroup_limit}"
-                )));
-            }
+            fits(n, bytes, workgroup_limit)?;
             let mut constants = vec![
                 ("N", n as f64),
                 ("MATS", mats as f64),
