@@ -82,31 +82,12 @@ pub fn spectral_vjp(s: &Spectral<f64>, grad: &[f64]) -> Result<Vec<f64>> {
     check_len(grad.len(), batch * nn, "grad")?;
     check_len(s.values.len(), batch * nn, "spectral values")?;
     let f = s.function;
-    let mut out = vec![0.0; batch * nn];
-    items(&s.eig)?
-        .zip(grad.par_chunks(nn))
-        .zip(out.par_chunks_mut(nn))
-        .with_min_len(MIN_MATRICES_PER_TASK)
-        .for_each_init(
-            || Workspace::new(n),
-            |ws, ((it, g), out)| {
-                if !it.status.is_ok() {
-                    out.fill(f64::NAN);
-                    return;
-                }
-                let lambda = it.lambda;
-                derivatives::daleckii_krein_one(
-                    n,
-                    it.v,
-                    g,
-                    |i, j| f.divided_difference(lambda[i], lambda[j]),
-                    &mut ws.m1,
-                    &mut ws.m2,
-                    out,
-                );
-            },
-        );
-    Ok(out)
+    daleckii_krein_batch(
+        &s.eig,
+        grad,
+        |_| 0.0,
+        |lambda, i, j, _| f.divided_difference(lambda[i], lambda[j]),
+    )
 }
 
 /// Batched projector `P = V_k V_kᵀ` onto the eigenvectors of the `k` lowest or highest
@@ -190,8 +171,31 @@ pub fn projector_vjp(p: &Projection<f64>, grad: &[f64], policy: Degeneracy) -> R
     p.selection.validate(n)?;
     check_len(grad.len(), batch * nn, "grad")?;
     let keep = p.selection.selected(n);
-    let mut out = vec![0.0; batch * nn];
-    items(&p.eig)?
+    daleckii_krein_batch(
+        &p.eig,
+        grad,
+        |lambda| policy.abs_threshold(max_abs(lambda), Precision::F64),
+        |lambda, i, j, thr| match (keep.contains(&i), keep.contains(&j)) {
+            (true, false) => policy.factor(lambda[i] - lambda[j], thr),
+            (false, true) => policy.factor(lambda[j] - lambda[i], thr),
+            _ => 0.0,
+        },
+    )
+}
+
+/// The Daleckii–Krein rule `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` over a batch, with
+/// `L_ij = l(λ, i, j, threshold(λ))` (the threshold computed once per matrix); NaN where the
+/// status is not ok. Shared by the spectral-function and projector VJPs.
+fn daleckii_krein_batch(
+    eig: &Eigh<f64>,
+    grad: &[f64],
+    threshold: impl Fn(&[f64]) -> f64 + Sync,
+    l: impl Fn(&[f64], usize, usize, f64) -> f64 + Sync,
+) -> Result<Vec<f64>> {
+    let n = eig.n;
+    let nn = n * n;
+    let mut out = vec![0.0; eig.batch * nn];
+    items(eig)?
         .zip(grad.par_chunks(nn))
         .zip(out.par_chunks_mut(nn))
         .with_min_len(MIN_MATRICES_PER_TASK)
@@ -203,17 +207,12 @@ pub fn projector_vjp(p: &Projection<f64>, grad: &[f64], policy: Degeneracy) -> R
                     return;
                 }
                 let lambda = it.lambda;
-                let thr = policy.abs_threshold(max_abs(lambda), Precision::F64);
-                let keep = keep.clone();
+                let thr = threshold(lambda);
                 derivatives::daleckii_krein_one(
                     n,
                     it.v,
                     g,
-                    |i, j| match (keep.contains(&i), keep.contains(&j)) {
-                        (true, false) => policy.factor(lambda[i] - lambda[j], thr),
-                        (false, true) => policy.factor(lambda[j] - lambda[i], thr),
-                        _ => 0.0,
-                    },
+                    |i, j| l(lambda, i, j, thr),
                     &mut ws.m1,
                     &mut ws.m2,
                     out,
