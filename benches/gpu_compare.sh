@@ -20,8 +20,8 @@
 #   carry:   .gl  .device  target/release/eigrad
 #   timeout: 600 s (the script keeps itself within GPU_COMPARE_BUDGET, 540 s by default)
 #
-# Steps: nvidia-smi -L; `eigrad check --device gpu`; `eigrad bench --device gpu` at batch 65536 for
-# n = 4, 8, 16, 32 and at batch 8192 for n = 64 (the anchor's batch // 8 for n > 32), one process
+# Steps: nvidia-smi -L; `eigrad check --device gpu` and `eigrad bench --device gpu` (batch 65536 for
+# n = 4, 8, 16, 32 and 8192 for n = 64) with each forward kernel (the anchor's batch // 8 for n > 32), one process
 # per n so that a timeout loses one size only; the anchor with the same sizes and batch; a ratio
 # table (JAX ms / eigrad device-resident ms per n and op, and eigrad's own targets).
 #
@@ -30,7 +30,8 @@
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
-# GPU_COMPARE_BUDGET (540 s for the whole script).
+# GPU_COMPARE_FORWARD (one-sided,two-sided: the forward kernels to check and time, through
+# EIGRAD_GPU_FORWARD), GPU_COMPARE_BUDGET (540 s for the whole script).
 #
 # Expected duration on an H200: about 2 to 4 minutes (the eigrad kernels take milliseconds per call
 # at these batches by the prior measurements in ../shared/JACOBI.md; most of the time goes to
@@ -45,6 +46,7 @@ ANCHOR=.device/jax_eigh_bench.py
 OUT=${OUT:-$PWD/gpu_compare_out}
 BATCH=${GPU_COMPARE_BATCH:-65536}
 NS=${GPU_COMPARE_N:-4,8,16,32,64}
+FORWARD=${GPU_COMPARE_FORWARD:-one-sided,two-sided}
 BUDGET=${GPU_COMPARE_BUDGET:-540}
 START=$SECONDS
 
@@ -94,18 +96,22 @@ main() {
         echo "(no nvidia-smi)"
     fi
 
-    echo "== eigrad check --device gpu (f32 GPU results against the f64 CPU reference)"
-    timeout "$(step_timeout 90 330)" "$BIN" check --device gpu
-    echo "check: exit $?"
+    local n b fk
+    for fk in ${FORWARD//,/ }; do
+        echo "== EIGRAD_GPU_FORWARD=$fk eigrad check --device gpu (f32 GPU results against the f64 CPU reference)"
+        EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 60 330)" "$BIN" check --device gpu
+        echo "check $fk: exit $?"
+    done
 
-    local n b
-    for n in ${NS//,/ }; do
-        b=$BATCH
-        ((n > 32)) && b=$((BATCH / 8))
-        echo "== eigrad bench --device gpu --n $n --batch $b"
-        timeout "$(step_timeout 150 160)" "$BIN" bench --device gpu --n "$n" --batch "$b" \
-            --json "$SCRATCH/eigrad_n$n.json"
-        echo "bench n = $n: exit $?"
+    for fk in ${FORWARD//,/ }; do
+        for n in ${NS//,/ }; do
+            b=$BATCH
+            ((n > 32)) && b=$((BATCH / 8))
+            echo "== EIGRAD_GPU_FORWARD=$fk eigrad bench --device gpu --n $n --batch $b"
+            EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 120 160)" "$BIN" bench --device gpu \
+                --n "$n" --batch "$b" --json "$SCRATCH/eigrad_${fk}_n$n.json"
+            echo "bench $fk n = $n: exit $?"
+        done
     done
 
     echo "== JAX anchor: $ANCHOR --n $NS --batch $BATCH --no-torch"
@@ -119,20 +125,6 @@ main() {
 import glob, json, re, sys
 
 scratch, out = sys.argv[1], sys.argv[2]
-results, transfers, adapters = [], [], set()
-for path in sorted(glob.glob(f"{scratch}/eigrad_n*.json")):
-    with open(path) as f:
-        rep = json.load(f)
-    results += rep["results"]
-    transfers += rep["transfers"]
-    adapters |= {r["adapter"] for r in rep["results"] if r.get("adapter")}
-merged = {"tool": "eigrad bench (merged by benches/gpu_compare.sh)", "adapters": sorted(adapters),
-          "results": results, "transfers": transfers}
-with open(f"{out}/eigrad.json", "w") as f:
-    json.dump(merged, f, indent=1)
-
-res = {(r["n"], r["op"], r["mode"]): r for r in results if r["device"] == "gpu"}
-cp = {(t["n"], t["op"]): t for t in transfers}
 jax = {}
 try:
     for line in open(f"{out}/jax.txt"):
@@ -141,40 +133,56 @@ try:
             jax[(int(m[1]), m[3])] = (int(m[2]), float(m[4]))
 except OSError:
     pass
-ns = sorted({k[0] for k in res} | {k[0] for k in jax})
-print(f"eigrad on {', '.join(sorted(adapters)) or '(no eigrad results)'}; device-resident medians")
-print()
-print("JAX ms / eigrad ms (above 1: eigrad faster); target from the performance issue")
-print(f"{'n':>3} {'batch':>6} {'op':<9} {'JAX ms':>9} {'eigrad ms':>10} {'ratio':>7} {'target':>7}")
+merged = {"tool": "eigrad bench (merged by benches/gpu_compare.sh)", "kernels": {}}
 speedup_target = {4: 10, 8: 10, 16: 5, 32: 3, 64: 3}
-for n in ns:
-    for op in ("eigh", "eigvalsh", "eigh+vjp"):
-        j, e = jax.get((n, op)), res.get((n, op, "resident"))
-        jb, jms = j if j else (None, None)
-        ems = e["median_seconds"] * 1e3 if e else None
-        eb = e["batch"] if e else None
-        batch = eb or jb
-        note = "" if not (jb and eb) or jb == eb else f"  (batches differ: JAX {jb}, eigrad {eb})"
-        ratio = f"{jms / ems:7.3g}" if jms and ems else f"{'-':>7}"
-        tgt = f"{'>=' + str(speedup_target.get(n, '')):>7}" if op == "eigh" and n in speedup_target else f"{'':>7}"
-        js = f"{jms:9.3f}" if jms else f"{'-':>9}"
-        es = f"{ems:10.3f}" if ems else f"{'-':>10}"
-        print(f"{n:>3} {batch or '-':>6} {op:<9} {js} {es} {ratio} {tgt}{note}")
-print()
-print("eigrad's own ratios: eigh+vjp / eigh (target <= 1.3), eigh / eigvalsh (target >= 1.5 at n >= 16),")
-print("end to end / copy time of the bytes moved, for eigh (target <= 1.5)")
-print(f"{'n':>3} {'(eigh+vjp)/eigh':>16} {'eigh/eigvalsh':>14} {'e2e ms':>9} {'copy ms':>9} {'e2e/copy':>9}")
-for n in ns:
-    def ms(op, mode="resident"):
-        r = res.get((n, op, mode))
-        return r["median_seconds"] * 1e3 if r else None
-    f, v, fv = ms("eigh"), ms("eigvalsh"), ms("eigh+vjp")
-    t = cp.get((n, "eigh"))
-    a = f"{fv / f:16.3g}" if f and fv else f"{'-':>16}"
-    b = f"{f / v:14.3g}" if f and v else f"{'-':>14}"
-    c = (f"{t['end_to_end_seconds'] * 1e3:9.3f} {t['copy_seconds'] * 1e3:9.3f} {t['end_to_end_over_copy']:9.3g}"
-         if t else f"{'-':>9} {'-':>9} {'-':>9}")
-    print(f"{n:>3} {a} {b} {c}")
+for fk in sorted({p.split("/")[-1].split("_")[1] for p in glob.glob(f"{scratch}/eigrad_*_n*.json")}):
+    results, transfers, adapters = [], [], set()
+    for path in sorted(glob.glob(f"{scratch}/eigrad_{fk}_n*.json")):
+        with open(path) as f:
+            rep = json.load(f)
+        results += rep["results"]
+        transfers += rep["transfers"]
+        adapters |= {r["adapter"] for r in rep["results"] if r.get("adapter")}
+    merged["kernels"][fk] = {"adapters": sorted(adapters), "results": results, "transfers": transfers}
+    res = {(r["n"], r["op"], r["mode"]): r for r in results if r["device"] == "gpu"}
+    cp = {(t["n"], t["op"]): t for t in transfers}
+    ns = sorted({k[0] for k in res} | {k[0] for k in jax})
+    print(f"== forward kernel {fk}: eigrad on {', '.join(sorted(adapters)) or '(no eigrad results)'}; device-resident medians")
+    print()
+    print("JAX ms / eigrad ms (above 1: eigrad faster); target from the performance issue")
+    print(f"{'n':>3} {'batch':>6} {'op':<9} {'JAX ms':>9} {'eigrad ms':>10} {'ratio':>7} {'target':>7}")
+    for n in ns:
+        for op in ("eigh", "eigvalsh", "eigh+vjp"):
+            j, e = jax.get((n, op)), res.get((n, op, "resident"))
+            jb, jms = j if j else (None, None)
+            ems = e["median_seconds"] * 1e3 if e else None
+            eb = e["batch"] if e else None
+            batch = eb or jb
+            note = "" if not (jb and eb) or jb == eb else f"  (batches differ: JAX {jb}, eigrad {eb})"
+            ratio = f"{jms / ems:7.3g}" if jms and ems else f"{'-':>7}"
+            tgt = f"{'>=' + str(speedup_target.get(n, '')):>7}" if op == "eigh" and n in speedup_target else f"{'':>7}"
+            js = f"{jms:9.3f}" if jms else f"{'-':>9}"
+            es = f"{ems:10.3f}" if ems else f"{'-':>10}"
+            print(f"{n:>3} {batch or '-':>6} {op:<9} {js} {es} {ratio} {tgt}{note}")
+    print()
+    print("eigrad's own ratios: eigh+vjp / eigh (target <= 1.3), eigh / eigvalsh (target >= 1.5 at n >= 16),")
+    print("end to end / copy time of the bytes moved, for eigh (target <= 1.5)")
+    print(f"{'n':>3} {'(eigh+vjp)/eigh':>16} {'eigh/eigvalsh':>14} {'vjp ms':>9} {'e2e ms':>9} {'copy ms':>9} {'e2e/copy':>9}")
+    for n in ns:
+        def ms(op, mode="resident"):
+            r = res.get((n, op, mode))
+            return r["median_seconds"] * 1e3 if r else None
+        f, v, fv, vj = ms("eigh"), ms("eigvalsh"), ms("eigh+vjp"), ms("vjp")
+        t = cp.get((n, "eigh"))
+        a = f"{fv / f:16.3g}" if f and fv else f"{'-':>16}"
+        b = f"{f / v:14.3g}" if f and v else f"{'-':>14}"
+        d = f"{vj:9.3f}" if vj else f"{'-':>9}"
+        c = (f"{t['end_to_end_seconds'] * 1e3:9.3f} {t['copy_seconds'] * 1e3:9.3f} {t['end_to_end_over_copy']:9.3g}"
+             if t else f"{'-':>9} {'-':>9} {'-':>9}")
+        print(f"{n:>3} {a} {b} {d} {c}")
+    print()
+with open(f"{out}/eigrad.json", "w") as f:
+    json.dump(merged, f, indent=1)
 PY
     echo "ratios: exit $?"
     echo "== done in $((SECONDS - START)) s; files in $OUT"

@@ -162,9 +162,16 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
                         if (tau == 0.0) {
                             tt = 1.0;
                         }
-                        let c = inverseSqrt(1.0 + tt * tt);
+                        var c = inverseSqrt(1.0 + tt * tt);
+                        var s = tt * c;
+                        // One Newton step on c² + s² = 1: inverseSqrt may be a few ulp off on
+                        // GPUs (NVIDIA), and a systematic norm error compounds over the
+                        // hundreds of rotations each row of Vᵀ takes at n = 64.
+                        let fix = 1.5 - 0.5 * (c * c + s * s);
+                        c *= fix;
+                        s *= fix;
                         rot_c[slot] = c;
-                        rot_s[slot] = tt * c;
+                        rot_s[slot] = s;
                         rot_dp[slot] = app - tt * apq;
                         rot_dq[slot] = aqq + tt * apq;
                         on = 1u;

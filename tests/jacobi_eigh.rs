@@ -4,6 +4,7 @@
 
 mod gpu_support;
 
+use eigrad::gpu::GpuContext;
 use eigrad::samples::{self, Rng};
 use eigrad::{cpu, EighOptions, Error, Status, Symmetry, Vectors};
 use gpu_support::*;
@@ -52,11 +53,7 @@ fn families(n: usize, batch: usize, seed: u64) -> Vec<Family> {
 
 /// Checks one family at size n: eigenvalue error ≤ 8·n·eps·‖A‖₂, residual and orthogonality
 /// ≤ 16·n·eps, and the sign of each eigenvector whose direction is well determined.
-fn check_family(n: usize, fam: &Family) {
-    let ctx = match gpu() {
-        Some(c) => c,
-        None => return,
-    };
+fn check_family(ctx: &GpuContext, n: usize, fam: &Family) {
     let opts = EighOptions::default();
     let g = ctx
         .eigh(&to_f32(&fam.data), n, &opts, Vectors::Yes)
@@ -65,7 +62,7 @@ fn check_family(n: usize, fam: &Family) {
     let batch = fam.data.len() / (n * n);
     let gv = g.eigenvectors.as_ref().unwrap();
     for b in 0..batch {
-        let what = format!("{} n={n} matrix {b}", fam.name);
+        let what = format!("{:?} {} n={n} matrix {b}", ctx.forward_kernel(), fam.name);
         assert_eq!(g.status[b], Status::Ok, "{what}");
         let a = &fam.data[b * n * n..(b + 1) * n * n];
         let (gw, cw) = (g.values(b), c.values(b));
@@ -116,50 +113,66 @@ fn check_family(n: usize, fam: &Family) {
 
 #[test]
 fn eigh_matches_cpu_reference_for_every_size_and_family() {
-    for n in SIZES {
-        let batch = if n >= 48 { 3 } else { 6 };
-        for fam in families(n, batch, 100 + n as u64) {
-            check_family(n, &fam);
+    for (_, ctx) in gpu_kernels() {
+        for n in SIZES {
+            let batch = if n >= 48 { 3 } else { 6 };
+            for fam in families(n, batch, 100 + n as u64) {
+                check_family(ctx, n, &fam);
+            }
         }
     }
 }
 
 #[test]
 fn eigenvalues_only_kernel_gives_the_same_eigenvalues() {
-    let Some(ctx) = gpu() else { return };
-    for n in [3usize, 16, 64] {
-        let a = to_f32(&samples::random_symmetric(&mut Rng::new(7), n, 5));
-        let opts = EighOptions::default();
-        let full = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
-        let vals = ctx.eigh(&a, n, &opts, Vectors::No).unwrap();
-        assert!(vals.eigenvectors.is_none());
-        assert_eq!(full.eigenvalues, vals.eigenvalues, "n={n}");
-        assert_eq!(full.status, vals.status);
+    for (kernel, ctx) in gpu_kernels() {
+        for n in [3usize, 16, 64] {
+            let a = to_f32(&samples::random_symmetric(&mut Rng::new(7), n, 5));
+            let opts = EighOptions::default();
+            let full = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
+            let vals = ctx.eigh(&a, n, &opts, Vectors::No).unwrap();
+            assert!(vals.eigenvectors.is_none());
+            assert_eq!(full.eigenvalues, vals.eigenvalues, "{kernel:?} n={n}");
+            assert_eq!(full.status, vals.status);
+        }
     }
 }
 
 #[test]
 fn poisoned_matrices_get_status_and_nan_without_disturbing_neighbours() {
-    let Some(ctx) = gpu() else { return };
-    for n in [4usize, 33] {
-        let nn = n * n;
-        let clean = to_f32(&samples::random_symmetric(&mut Rng::new(3), n, 10));
-        let mut poisoned = clean.clone();
-        poisoned[3 * nn + nn / 2] = f32::NAN;
-        poisoned[7 * nn] = f32::INFINITY;
-        poisoned[8 * nn + nn - 1] = f32::NEG_INFINITY;
-        let opts = EighOptions::default();
-        let a = ctx.eigh(&clean, n, &opts, Vectors::Yes).unwrap();
-        let b = ctx.eigh(&poisoned, n, &opts, Vectors::Yes).unwrap();
-        for m in 0..10 {
-            if [3, 7, 8].contains(&m) {
-                assert_eq!(b.status[m], Status::NonFiniteInput, "n={n} matrix {m}");
-                assert!(b.values(m).iter().all(|x| x.is_nan()));
-                assert!(b.vectors(m).unwrap().iter().all(|x| x.is_nan()));
-            } else {
-                assert_eq!(b.status[m], Status::Ok);
-                assert_eq!(a.values(m), b.values(m), "n={n} matrix {m} was disturbed");
-                assert_eq!(a.vectors(m), b.vectors(m), "n={n} matrix {m} was disturbed");
+    for (kernel, ctx) in gpu_kernels() {
+        for n in [4usize, 33] {
+            let nn = n * n;
+            let clean = to_f32(&samples::random_symmetric(&mut Rng::new(3), n, 10));
+            let mut poisoned = clean.clone();
+            poisoned[3 * nn + nn / 2] = f32::NAN;
+            poisoned[7 * nn] = f32::INFINITY;
+            poisoned[8 * nn + nn - 1] = f32::NEG_INFINITY;
+            let opts = EighOptions::default();
+            let a = ctx.eigh(&clean, n, &opts, Vectors::Yes).unwrap();
+            let b = ctx.eigh(&poisoned, n, &opts, Vectors::Yes).unwrap();
+            for m in 0..10 {
+                if [3, 7, 8].contains(&m) {
+                    assert_eq!(
+                        b.status[m],
+                        Status::NonFiniteInput,
+                        "{kernel:?} n={n} matrix {m}"
+                    );
+                    assert!(b.values(m).iter().all(|x| x.is_nan()));
+                    assert!(b.vectors(m).unwrap().iter().all(|x| x.is_nan()));
+                } else {
+                    assert_eq!(b.status[m], Status::Ok);
+                    assert_eq!(
+                        a.values(m),
+                        b.values(m),
+                        "{kernel:?} n={n} matrix {m} was disturbed"
+                    );
+                    assert_eq!(
+                        a.vectors(m),
+                        b.vectors(m),
+                        "{kernel:?} n={n} matrix {m} was disturbed"
+                    );
+                }
             }
         }
     }
@@ -167,115 +180,124 @@ fn poisoned_matrices_get_status_and_nan_without_disturbing_neighbours() {
 
 #[test]
 fn sweep_cap_yields_not_converged_rather_than_a_wrong_answer() {
-    let Some(ctx) = gpu() else { return };
-    let n = 8;
-    let a = to_f32(&samples::random_symmetric(&mut Rng::new(5), n, 4));
-    let opts = EighOptions {
-        max_sweeps: 1,
-        ..EighOptions::default()
-    };
-    let r = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
-    for m in 0..4 {
-        assert_eq!(r.status[m], Status::NotConverged);
-        assert!(r.values(m).iter().all(|x| x.is_nan()));
-        assert!(r.vectors(m).unwrap().iter().all(|x| x.is_nan()));
+    for (kernel, ctx) in gpu_kernels() {
+        let n = 8;
+        let a = to_f32(&samples::random_symmetric(&mut Rng::new(5), n, 4));
+        let opts = EighOptions {
+            max_sweeps: 1,
+            ..EighOptions::default()
+        };
+        let r = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
+        for m in 0..4 {
+            assert_eq!(r.status[m], Status::NotConverged, "{kernel:?}");
+            assert!(r.values(m).iter().all(|x| x.is_nan()));
+            assert!(r.vectors(m).unwrap().iter().all(|x| x.is_nan()));
+        }
     }
 }
 
 #[test]
 fn chunked_batches_give_the_same_results_as_one_dispatch() {
-    let Some(ctx) = gpu() else { return };
-    for (n, batch) in [(4usize, 1000usize), (33, 150)] {
-        let a = to_f32(&samples::random_symmetric(&mut Rng::new(11), n, batch));
-        let opts = EighOptions::default();
-        let whole = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
-        ctx.set_max_chunk(64);
-        let chunked = ctx.eigh(&a, n, &opts, Vectors::Yes);
-        ctx.set_max_chunk(0);
-        let chunked = chunked.unwrap();
-        assert_eq!(whole, chunked, "n={n}");
-        assert!(whole.all_ok());
+    for (kernel, ctx) in gpu_kernels() {
+        for (n, batch) in [(4usize, 1000usize), (33, 150)] {
+            let a = to_f32(&samples::random_symmetric(&mut Rng::new(11), n, batch));
+            let opts = EighOptions::default();
+            let whole = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
+            ctx.set_max_chunk(64);
+            let chunked = ctx.eigh(&a, n, &opts, Vectors::Yes);
+            ctx.set_max_chunk(0);
+            let chunked = chunked.unwrap();
+            assert_eq!(whole, chunked, "{kernel:?} n={n}");
+            assert!(whole.all_ok());
+        }
     }
 }
 
 #[test]
 fn f16_input_is_accepted_and_matches_the_reference_on_the_same_values() {
-    let Some(ctx) = gpu() else { return };
-    let n = 6;
-    let a: Vec<half::f16> = samples::random_symmetric(&mut Rng::new(13), n, 5)
-        .iter()
-        .map(|&x| half::f16::from_f64(x))
-        .collect();
-    let g = ctx
-        .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
-        .unwrap();
-    let c = cpu::jacobi_eigh(&a, n, &EighOptions::default()).unwrap();
-    for b in 0..5 {
-        let scale = norm2(c.values(b));
-        for i in 0..n {
-            assert!((g.values(b)[i] as f64 - c.values(b)[i]).abs() <= 8.0 * n as f64 * EPS * scale);
+    for (kernel, ctx) in gpu_kernels() {
+        let n = 6;
+        let a: Vec<half::f16> = samples::random_symmetric(&mut Rng::new(13), n, 5)
+            .iter()
+            .map(|&x| half::f16::from_f64(x))
+            .collect();
+        let g = ctx
+            .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
+            .unwrap();
+        let c = cpu::jacobi_eigh(&a, n, &EighOptions::default()).unwrap();
+        for b in 0..5 {
+            let scale = norm2(c.values(b));
+            for i in 0..n {
+                assert!(
+                    (g.values(b)[i] as f64 - c.values(b)[i]).abs() <= 8.0 * n as f64 * EPS * scale,
+                    "{kernel:?}"
+                );
+            }
         }
     }
 }
 
 #[test]
 fn lower_symmetry_reads_only_the_lower_triangle() {
-    let Some(ctx) = gpu() else { return };
-    let n = 5;
-    let sym = to_f32(&samples::random_symmetric(&mut Rng::new(17), n, 3));
-    let mut garbage_upper = sym.clone();
-    for b in 0..3 {
-        for i in 0..n {
-            for j in i + 1..n {
-                garbage_upper[b * n * n + i * n + j] = 1e3 + (i * j) as f32;
+    for (kernel, ctx) in gpu_kernels() {
+        let n = 5;
+        let sym = to_f32(&samples::random_symmetric(&mut Rng::new(17), n, 3));
+        let mut garbage_upper = sym.clone();
+        for b in 0..3 {
+            for i in 0..n {
+                for j in i + 1..n {
+                    garbage_upper[b * n * n + i * n + j] = 1e3 + (i * j) as f32;
+                }
             }
         }
+        let lower = EighOptions {
+            symmetry: Symmetry::Lower,
+            ..EighOptions::default()
+        };
+        let x = ctx
+            .eigh(&sym, n, &EighOptions::default(), Vectors::Yes)
+            .unwrap();
+        let y = ctx.eigh(&garbage_upper, n, &lower, Vectors::Yes).unwrap();
+        assert_eq!(x, y, "{kernel:?}");
     }
-    let lower = EighOptions {
-        symmetry: Symmetry::Lower,
-        ..EighOptions::default()
-    };
-    let x = ctx
-        .eigh(&sym, n, &EighOptions::default(), Vectors::Yes)
-        .unwrap();
-    let y = ctx.eigh(&garbage_upper, n, &lower, Vectors::Yes).unwrap();
-    assert_eq!(x, y);
 }
 
 #[test]
 fn bad_sizes_and_shapes_are_errors() {
-    let Some(ctx) = gpu() else { return };
-    let opts = EighOptions::default();
-    assert!(matches!(
-        ctx.eigh(&vec![0f32; 65 * 65], 65, &opts, Vectors::Yes),
-        Err(Error::UnsupportedSize { n: 65, .. })
-    ));
-    assert!(matches!(
-        ctx.eigh(&[0f32; 10], 3, &opts, Vectors::Yes),
-        Err(Error::Shape(_))
-    ));
-    let empty = ctx.eigh(&[0f32; 0], 3, &opts, Vectors::Yes).unwrap();
-    assert_eq!(empty.batch, 0);
+    for (kernel, ctx) in gpu_kernels() {
+        let opts = EighOptions::default();
+        assert!(matches!(
+            ctx.eigh(&vec![0f32; 65 * 65], 65, &opts, Vectors::Yes),
+            Err(Error::UnsupportedSize { n: 65, .. })
+        ));
+        assert!(matches!(
+            ctx.eigh(&[0f32; 10], 3, &opts, Vectors::Yes),
+            Err(Error::Shape(_))
+        ));
+        let empty = ctx.eigh(&[0f32; 0], 3, &opts, Vectors::Yes).unwrap();
+        assert_eq!(empty.batch, 0, "{kernel:?}");
+    }
 }
 
 #[test]
 fn zero_identity_and_diagonal_inputs_are_exact() {
-    let Some(ctx) = gpu() else { return };
-    let n = 7;
-    let mut a = vec![0f32; 3 * n * n];
-    for i in 0..n {
-        a[n * n + i * n + i] = 1.0;
-        a[2 * n * n + i * n + i] = (n - i) as f32 * 0.5;
-    }
-    let r = ctx
-        .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
-        .unwrap();
-    assert!(r.values(0).iter().all(|&x| x == 0.0));
-    assert!(r.values(1).iter().all(|&x| x == 1.0));
-    let expect: Vec<f32> = (1..=n).map(|k| k as f32 * 0.5).collect();
-    assert_eq!(r.values(2), &expect[..]);
-    for b in 0..3 {
-        let v = r.vectors(b).unwrap();
-        assert!(v.iter().all(|&x| x == 0.0 || x == 1.0), "matrix {b}: {v:?}");
+    for (kernel, ctx) in gpu_kernels() {
+        let n = 7;
+        let mut a = vec![0f32; 3 * n * n];
+        for i in 0..n {
+            a[n * n + i * n + i] = 1.0;
+            a[2 * n * n + i * n + i] = (n - i) as f32 * 0.5;
+        }
+        let r = ctx
+            .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
+            .unwrap();
+        assert!(r.values(0).iter().all(|&x| x == 0.0), "{kernel:?}");
+        assert!(r.values(1).iter().all(|&x| x == 1.0));
+        let expect: Vec<f32> = (1..=n).map(|k| k as f32 * 0.5).collect();
+        assert_eq!(r.values(2), &expect[..]);
+        for b in 0..3 {
+            let v = r.vectors(b).unwrap();
+            assert!(v.iter().all(|&x| x == 0.0 || x == 1.0), "matrix {b}: {v:?}");
+        }
     }
 }

@@ -7,8 +7,8 @@ use eigrad::gpu::MAX_N;
 use naga::back::pipeline_constants::process_overrides;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-fn validate(kernel: Kernel, constants: &[(&'static str, f64)]) -> Result<(), String> {
-    let source = kernel.source();
+fn validate(kernel: Kernel, n: u32, constants: &[(&'static str, f64)]) -> Result<(), String> {
+    let source = kernel.source(n);
     let module = naga::front::wgsl::parse_str(&source)
         .map_err(|e| format!("{kernel:?}: parse error:\n{}", e.emit_to_string(&source)))?;
     let mut validator = Validator::new(ValidationFlags::all(), Capabilities::all());
@@ -60,7 +60,7 @@ fn every_kernel_validates_for_every_size_and_layout() {
                     Err(e) => panic!("{kernel:?} n={n} limit={limit}: {e}"),
                 };
                 assert!(p.workgroup_bytes <= limit);
-                validate(kernel, &p.constants).unwrap_or_else(|e| panic!("n={n}: {e}"));
+                validate(kernel, p.n, &p.constants).unwrap_or_else(|e| panic!("n={n}: {e}"));
             }
         }
     }
@@ -71,25 +71,27 @@ fn every_policy_and_option_validates() {
     for policy in 0..3 {
         for kernel in [Kernel::EighVjp, Kernel::EighJvp] {
             let p = plan(kernel, 7, 32768, None, 0, policy).unwrap();
-            validate(kernel, &p.constants).unwrap();
+            validate(kernel, p.n, &p.constants).unwrap();
         }
     }
     for func in 0..7 {
         for policy in 0..3 {
             for kernel in [Kernel::SpectralApply, Kernel::SpectralVjp] {
                 let p = plan(kernel, 6, 32768, None, func, policy).unwrap();
-                validate(kernel, &p.constants).unwrap();
+                validate(kernel, p.n, &p.constants).unwrap();
             }
         }
     }
     for kernel in [Kernel::PowerIteration, Kernel::PowerIterationVjp] {
         let p = plan(kernel, 6, 32768, Some(KNOBS), 0, 0).unwrap();
-        validate(kernel, &p.constants).unwrap();
+        validate(kernel, p.n, &p.constants).unwrap();
     }
     let lower = JacobiKnobs {
         lower: true,
         ..KNOBS
     };
-    let p = plan(Kernel::JacobiEigh, 9, 32768, Some(lower), 0, 0).unwrap();
-    validate(Kernel::JacobiEigh, &p.constants).unwrap();
+    for kernel in [Kernel::JacobiEigh, Kernel::HestenesEigh] {
+        let p = plan(kernel, 9, 32768, Some(lower), 0, 0).unwrap();
+        validate(kernel, p.n, &p.constants).unwrap();
+    }
 }

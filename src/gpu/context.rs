@@ -102,7 +102,7 @@ impl Inner {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.entry_point()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source(plan.n).into()),
             });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings(kernel)
             .iter()
@@ -462,9 +462,10 @@ pub(crate) fn bindings(kernel: Kernel) -> &'static [Access] {
     use Access::*;
     match kernel {
         // a_in, values_out, vectors_out, status_out, vt_global
-        Kernel::JacobiEigh | Kernel::JacobiEigvalsh => {
-            &[Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite]
-        }
+        Kernel::JacobiEigh
+        | Kernel::JacobiEigvalsh
+        | Kernel::HestenesEigh
+        | Kernel::HestenesEigvalsh => &[Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
         // values_in, vectors_in, grad_values, grad_vectors, status_in, grad_out
         Kernel::EighVjp => &[Read, Read, Read, Read, Read, ReadWrite],
         // values_in, vectors_in, tangent, status_in, values_dot, vectors_dot

@@ -20,7 +20,7 @@ use context::{Inner, Params, Slot, CHUNK_QUANTUM, WORD};
 use plan::{plan, JacobiKnobs};
 use shaders::Kernel;
 use std::borrow::Cow;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Largest matrix size the GPU kernels support.
 pub const MAX_N: usize = 64;
@@ -34,6 +34,61 @@ const HOST_CHUNK_BYTES: u64 = 256 << 20;
 /// A GPU device with eigrad's pipelines and buffers.
 pub struct GpuContext {
     inner: Inner,
+    forward: AtomicU8,
+}
+
+/// The algorithm of the GPU eigendecomposition kernels (`eigh_resident` and everything built on
+/// it). Both give the same contract (ascending eigenvalues, sign gauge, status, NaN outputs);
+/// they differ in speed and in rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardKernel {
+    /// Per matrix size, the kernel that measured faster without missing an accuracy check
+    /// (benches/README.md): one-sided for 5 ≤ n ≤ 48, two-sided otherwise. The default.
+    Auto,
+    /// One-sided (Hestenes) Jacobi on `A + σI`: each invocation keeps two columns in registers
+    /// and exchanges one per round through workgroup memory, with one barrier per round
+    /// (`shaders/hestenes.wgsl`). Its eigenvectors are less accurate (about 3× the residual of
+    /// the two-sided kernel: the shift σ scales their rounding), its eigenvalues more.
+    OneSided,
+    /// Two-sided round-robin Jacobi with `A` and `Vᵀ` in workgroup memory and three barriers
+    /// per round (`shaders/jacobi.wgsl`, the first kernel version).
+    TwoSided,
+}
+
+impl ForwardKernel {
+    /// The environment variable that picks the kernel of new contexts: `auto`, `one-sided` or
+    /// `two-sided`.
+    pub const ENV: &'static str = "EIGRAD_GPU_FORWARD";
+
+    const ALL: [ForwardKernel; 3] = [
+        ForwardKernel::Auto,
+        ForwardKernel::OneSided,
+        ForwardKernel::TwoSided,
+    ];
+
+    fn from_env() -> Result<Self> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(ForwardKernel::Auto),
+            Ok(v) => match v.as_str() {
+                "auto" => Ok(ForwardKernel::Auto),
+                "one-sided" => Ok(ForwardKernel::OneSided),
+                "two-sided" => Ok(ForwardKernel::TwoSided),
+                other => Err(Error::InvalidArgument(format!(
+                    "{}={other:?}: expected auto, one-sided or two-sided",
+                    Self::ENV
+                ))),
+            },
+        }
+    }
+
+    /// The kernel this choice runs for matrices of size `n` (never `Auto`).
+    pub fn for_size(self, n: usize) -> ForwardKernel {
+        match self {
+            ForwardKernel::Auto if (5..=48).contains(&n) => ForwardKernel::OneSided,
+            ForwardKernel::Auto => ForwardKernel::TwoSided,
+            k => k,
+        }
+    }
 }
 
 /// A region of a device buffer holding f32 (or u32) elements: `len` elements from byte `offset`.
@@ -197,6 +252,7 @@ impl GpuContext {
         }));
         Ok(GpuContext {
             inner: Inner::new(device, queue, info.name),
+            forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
         })
     }
 
@@ -207,6 +263,7 @@ impl GpuContext {
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         Ok(GpuContext {
             inner: Inner::new(device, queue, "external wgpu device".into()),
+            forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
         })
     }
 
@@ -230,6 +287,21 @@ impl GpuContext {
     /// exercise chunking.
     pub fn set_max_chunk(&self, matrices: usize) {
         self.inner.chunk_cap.store(matrices, Ordering::Relaxed);
+    }
+
+    /// Picks the eigendecomposition kernel for later calls (the default is
+    /// [`ForwardKernel::Auto`], or what `EIGRAD_GPU_FORWARD` named when the context was made).
+    pub fn set_forward_kernel(&self, kernel: ForwardKernel) {
+        self.forward.store(kernel as u8, Ordering::Relaxed);
+    }
+
+    /// The eigendecomposition kernel choice in use.
+    pub fn forward_kernel(&self) -> ForwardKernel {
+        let k = self.forward.load(Ordering::Relaxed);
+        ForwardKernel::ALL
+            .into_iter()
+            .find(|&f| f as u8 == k)
+            .unwrap_or(ForwardKernel::Auto)
     }
 
     /// Uploads host data (any [`Scalar`], converted to f32) into a new device tensor.
@@ -339,9 +411,11 @@ impl GpuContext {
             )));
         }
         let batch = a.len / nn;
-        let kernel = match vectors {
-            Vectors::Yes => Kernel::JacobiEigh,
-            Vectors::No => Kernel::JacobiEigvalsh,
+        let kernel = match (self.forward_kernel().for_size(n), vectors) {
+            (ForwardKernel::OneSided, Vectors::Yes) => Kernel::HestenesEigh,
+            (ForwardKernel::OneSided, Vectors::No) => Kernel::HestenesEigvalsh,
+            (_, Vectors::Yes) => Kernel::JacobiEigh,
+            (_, Vectors::No) => Kernel::JacobiEigvalsh,
         };
         let eps = Precision::F32.eps() as f32;
         let knobs = JacobiKnobs {

@@ -11,6 +11,8 @@ const TARGET_WORKGROUP: u32 = 64;
 const MAX_WORKGROUP: u32 = 256;
 /// Bytes of one f32 or u32.
 const WORD: u32 = 4;
+/// The one-sided Jacobi's cosine threshold is at least this many `√m·eps` (m: columns).
+const ONE_SIDED_TOL_FACTOR: f32 = 2.0;
 
 /// The launch plan of one kernel for one matrix size on one device.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +62,19 @@ fn fits(n: u32, bytes: u32, workgroup_limit: u32) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Invocations a one-sided Jacobi workgroup aims for: [`TARGET_WORKGROUP`], or the value of
+/// the environment variable `EIGRAD_GPU_WG_TARGET` (a tuning knob for benchmarks: 1 to 256).
+fn one_sided_target_workgroup() -> u32 {
+    static TARGET: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *TARGET.get_or_init(|| {
+        std::env::var("EIGRAD_GPU_WG_TARGET")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&t| (1..=MAX_WORKGROUP).contains(&t))
+            .unwrap_or(TARGET_WORKGROUP)
+    })
 }
 
 /// The smallest odd number ≥ n: a row stride that spreads a column over distinct banks.
@@ -127,6 +142,53 @@ pub fn plan(
                 mats,
                 tpm,
                 second_shared: shared,
+                constants,
+                workgroup_bytes: bytes,
+            })
+        }
+        Kernel::HestenesEigh | Kernel::HestenesEigvalsh => {
+            let knobs = knobs.expect("Jacobi kernels need their knobs");
+            let m_pad = n + (n & 1);
+            let h = m_pad / 2;
+            // Exchange slot: the column as ⌈n/4⌉ vec4s, then its norm; an odd number of vec4s
+            // so that the slots of consecutive invocations start in distinct bank groups.
+            let slot = (n.div_ceil(4) + 1) | 1;
+            // Per matrix: two exchange buffers of h slots (16-byte vec4s), the ranking keys and
+            // tie indices, and six per-matrix flags; per workgroup two more words.
+            let per_matrix = 16 * 2 * h * slot + WORD * (2 * m_pad + 6);
+            let mut mats = (one_sided_target_workgroup() / h).max(1);
+            while mats > 1 && per_matrix * mats + 2 * WORD > workgroup_limit {
+                mats -= 1;
+            }
+            let bytes = per_matrix * mats + 2 * WORD;
+            fits(n, bytes, workgroup_limit)?;
+            // The computed x·y of orthogonal columns carries rounding noise of about eps·‖x‖‖y‖:
+            // rotations go down to the relative threshold (the final columns are then as
+            // orthogonal as f32 allows), but only cosines clear of that noise keep the sweeps
+            // going, or they might never end.
+            let stop = knobs
+                .rel_threshold
+                .max(ONE_SIDED_TOL_FACTOR * (m_pad as f32).sqrt() * f32::EPSILON);
+            let constants = vec![
+                ("N", n as f64),
+                ("M_PAD", m_pad as f64),
+                ("H", h as f64),
+                ("MATS", mats as f64),
+                ("WG", (mats * h) as f64),
+                ("SLOT", slot as f64),
+                ("X_LEN", (2 * mats * h * slot) as f64),
+                ("MN_LEN", (mats * m_pad) as f64),
+                ("MAX_SWEEPS", knobs.max_sweeps as f64),
+                ("ROT_TOL", knobs.rel_threshold as f64),
+                ("STOP_TOL", stop as f64),
+                ("LOWER", if knobs.lower { 1.0 } else { 0.0 }),
+            ];
+            Ok(Plan {
+                kernel,
+                n,
+                mats,
+                tpm: h,
+                second_shared: true,
                 constants,
                 workgroup_bytes: bytes,
             })

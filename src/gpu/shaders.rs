@@ -1,12 +1,15 @@
 //! WGSL sources: one file per entry point under `shaders/`, shared helpers in their own files,
 //! assembled here by concatenation (WGSL has no includes). The only generated text is the
-//! `MAX_N` constant, so that the largest size is defined once, in Rust.
+//! `MAX_N` constant, so that the largest size is defined once, in Rust, and for the one-sided
+//! Jacobi kernels `R4 = ⌈n/4⌉`, the length of their private arrays (WGSL sizes private arrays
+//! by constants only, not by pipeline-overridable ones).
 
 use super::MAX_N;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ADMIT: &str = include_str!("../../shaders/admit.wgsl");
 const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
+const HESTENES: &str = include_str!("../../shaders/hestenes.wgsl");
 const DENSE: &str = include_str!("../../shaders/dense.wgsl");
 const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
 const POWER: &str = include_str!("../../shaders/power.wgsl");
@@ -19,6 +22,10 @@ pub enum Kernel {
     JacobiEigh,
     /// Eigenvalues and status only (`shaders/jacobi_eigvalsh.wgsl`).
     JacobiEigvalsh,
+    /// Eigenvalues, eigenvectors and status by one-sided Jacobi (`shaders/hestenes_eigh.wgsl`).
+    HestenesEigh,
+    /// Eigenvalues and status only by one-sided Jacobi (`shaders/hestenes_eigvalsh.wgsl`).
+    HestenesEigvalsh,
     /// The reverse rule (`shaders/eigh_vjp.wgsl`).
     EighVjp,
     /// The forward rule (`shaders/eigh_jvp.wgsl`).
@@ -35,9 +42,11 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
+        Kernel::HestenesEigh,
+        Kernel::HestenesEigvalsh,
         Kernel::EighVjp,
         Kernel::EighJvp,
         Kernel::SpectralApply,
@@ -51,6 +60,8 @@ impl Kernel {
         match self {
             Kernel::JacobiEigh => "jacobi_eigh",
             Kernel::JacobiEigvalsh => "jacobi_eigvalsh",
+            Kernel::HestenesEigh => "hestenes_eigh",
+            Kernel::HestenesEigvalsh => "hestenes_eigvalsh",
             Kernel::EighVjp => "eigh_vjp",
             Kernel::EighJvp => "eigh_jvp",
             Kernel::SpectralApply => "spectral_apply",
@@ -74,6 +85,18 @@ impl Kernel {
                 ADMIT,
                 JACOBI,
                 include_str!("../../shaders/jacobi_eigvalsh.wgsl"),
+            ],
+            Kernel::HestenesEigh => &[
+                COMMON,
+                ADMIT,
+                HESTENES,
+                include_str!("../../shaders/hestenes_eigh.wgsl"),
+            ],
+            Kernel::HestenesEigvalsh => &[
+                COMMON,
+                ADMIT,
+                HESTENES,
+                include_str!("../../shaders/hestenes_eigvalsh.wgsl"),
             ],
             Kernel::EighVjp => &[COMMON, DENSE, include_str!("../../shaders/eigh_vjp.wgsl")],
             Kernel::EighJvp => &[
@@ -109,9 +132,23 @@ impl Kernel {
         }
     }
 
-    /// The assembled WGSL module of this kernel.
-    pub fn source(self) -> String {
+    /// Whether this is a forward eigendecomposition kernel (same bindings, same outputs).
+    pub fn is_forward(self) -> bool {
+        matches!(
+            self,
+            Kernel::JacobiEigh
+                | Kernel::JacobiEigvalsh
+                | Kernel::HestenesEigh
+                | Kernel::HestenesEigvalsh
+        )
+    }
+
+    /// The assembled WGSL module of this kernel for matrix size `n`.
+    pub fn source(self, n: u32) -> String {
         let mut s = format!("const MAX_N: u32 = {MAX_N}u;\n");
+        if matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh) {
+            s.push_str(&format!("const R4: u32 = {}u;\n", n.div_ceil(4)));
+        }
         for part in self.parts() {
             s.push_str(part);
             s.push('\n');

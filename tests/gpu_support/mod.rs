@@ -2,7 +2,7 @@
 //! accuracy measures the GPU is held to against the f64 CPU reference.
 #![allow(dead_code)]
 
-use eigrad::gpu::GpuContext;
+use eigrad::gpu::{ForwardKernel, GpuContext};
 use std::sync::OnceLock;
 
 /// The process-wide GPU context, or `None` (with a printed reason) when there is no adapter and
@@ -23,6 +23,23 @@ pub fn gpu() -> Option<&'static GpuContext> {
         }
     });
     ctx.as_ref()
+}
+
+/// One context per forward kernel (one-sided, then two-sided), each set explicitly whatever
+/// `EIGRAD_GPU_FORWARD` says; empty (after `gpu()`'s skip or failure) without an adapter.
+pub fn gpu_kernels() -> Vec<(ForwardKernel, &'static GpuContext)> {
+    static TWO: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let Some(one) = gpu() else { return Vec::new() };
+    one.set_forward_kernel(ForwardKernel::OneSided);
+    let two = TWO.get_or_init(|| {
+        let c = GpuContext::new().expect("a second context on the same adapter");
+        c.set_forward_kernel(ForwardKernel::TwoSided);
+        Some(c)
+    });
+    vec![
+        (ForwardKernel::OneSided, one),
+        (ForwardKernel::TwoSided, two.as_ref().unwrap()),
+    ]
 }
 
 /// Rounds test data to f32 (what the GPU sees), kept in f64 for the CPU reference.

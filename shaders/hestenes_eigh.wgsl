@@ -1,0 +1,6 @@
+// Batched symmetric eigendecomposition, one-sided Jacobi: eigenvalues (ascending), eigenvectors
+// (columns, sign gauge) and a status per matrix. Body in hestenes.wgsl.
+@compute @workgroup_size(WG)
+fn hestenes_eigh(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    hestenes_main(lid, wid, true);
+}
