@@ -9,8 +9,10 @@
 // the full and the eigenvalues-only kernels do the same sweeps.
 //
 // Mapping: H = M_PAD/2 invocations per matrix, MATS matrices per workgroup. Invocation k holds
-// two columns, X and Y, in registers (private arrays of R4 vec4s, indexed only by loop counters
-// with constant bounds, so the driver can keep them in registers), with their squared norms.
+// two columns, X and Y, in registers: R4 = ⌈N/4⌉ vec4 variables each (x0, x1, …, y0, y1, …),
+// written out by the host, which repeats every block between `//@for q` and `//@end` for
+// q = 0..R4 with `$q` replaced by q. Named variables rather than arrays, so that nothing can
+// push the columns out to local memory.
 // Ordering: odd-even transposition (every pair of columns meets exactly once in M_PAD rounds):
 // in even rounds each invocation rotates its (X, Y), then sends Y to invocation k − 1 and
 // receives the next Y from k + 1; in odd rounds invocations 0..H−2 rotate, the last one swaps
@@ -23,7 +25,7 @@
 // A diagonal input skips everything (no rotation would happen) and is returned exactly.
 // Sweeps run until one performs no rotation in any matrix of the workgroup, or MAX_SWEEPS;
 // a matrix still rotating in the last allowed sweep gets status 2 and NaN outputs.
-// The host prepends `const R4: u32`, ⌈N/4⌉ (private arrays need a constant length).
+// The host prepends `const R4: u32` and expands the `//@for q` blocks.
 
 override N: u32;           // matrix size, 1..=MAX_N
 override M_PAD: u32;       // N rounded up to even: columns, including the padding column
@@ -48,96 +50,50 @@ override STOP_TOL: f32;    // ... and sweep on while some |x·y| > STOP_TOL·‖
 // Dispatch parameters (binding 4, the two-sided kernel's scratch, is not used here).
 @group(0) @binding(5) var<uniform> params: Params;
 
-alias Col = array<vec4<f32>, R4>;
-
 // The exchange buffers; after the sweeps, A (for the Rayleigh quotients) and then V (for a
 // coalesced write), each row with stride SLOT vec4s in a region of M_PAD·SLOT per matrix.
 var<workgroup> xbuf: array<vec4<f32>, X_LEN>;
 var<workgroup> keys: array<f32, MN_LEN>;             // eigenvalue of each column, for ranking
 var<workgroup> ties: array<u32, MN_LEN>;             // its largest component's index, for ties
-var<workgroup> rotated: array<atomic<u32>, MATS>;    // rotated in the current sweep
-var<workgroup> last_rotated: array<u32, MATS>;       // rotated in the last finished sweep
-var<workgroup> any_rotated: atomic<u32>;
-var<workgroup> sweep_go: u32;
 var<workgroup> bound_bits: array<atomic<u32>, MATS>; // Gershgorin bound (after prescaling)
 var<workgroup> off_diag: array<atomic<u32>, MATS>;   // a non-zero off-diagonal entry seen
 
-// Column p of the symmetric input (rows ≥ N zero), with the largest magnitude and whether
-// an entry was not finite (such entries read as 0), and whether an off-diagonal entry is
-// non-zero.
-struct Loaded {
-    col: Col,
+// Rows 4q..4q+3 of column p of the symmetric input (rows ≥ N and p ≥ N read 0), with their
+// largest magnitude, whether one was not finite (it reads as 0) and whether an off-diagonal
+// one is non-zero.
+struct Quad {
+    v: vec4<f32>,
     max_abs: f32,
     bad: bool,
     off: bool,
 }
 
-fn load_column(base: u32, p: u32, live: bool) -> Loaded {
-    var out: Loaded;
-    out.max_abs = 0.0;
-    out.bad = false;
-    out.off = false;
-    for (var q = 0u; q < R4; q++) {
-        var v = vec4<f32>(0.0);
-        for (var c = 0u; c < 4u; c++) {
-            let i = 4u * q + c;
-            if (live && p < N && i < N) {
-                let x = stored_entry(base, i, p);
-                if (is_finite_f32(x)) {
-                    v[c] = x;
-                    out.max_abs = max(out.max_abs, abs(x));
-                    out.off = out.off || (i != p && x != 0.0);
-                } else {
-                    out.bad = true;
-                }
+fn load_quad(base: u32, q: u32, p: u32, live: bool) -> Quad {
+    var out = Quad(vec4<f32>(0.0), 0.0, false, false);
+    for (var c = 0u; c < 4u; c++) {
+        let i = 4u * q + c;
+        if (live && p < N && i < N) {
+            let x = stored_entry(base, i, p);
+            if (is_finite_f32(x)) {
+                out.v[c] = x;
+                out.max_abs = max(out.max_abs, abs(x));
+                out.off = out.off || (i != p && x != 0.0);
+            } else {
+                out.bad = true;
             }
         }
-        out.col[q] = v;
     }
     return out;
 }
 
-// Scales a column by 2^-e, adds σ at row p, and returns its absolute sum before the shift.
-fn shift_column(col: ptr<function, Col>, p: u32, e: i32, sigma_or_zero: f32) -> f32 {
-    var s = 0.0;
-    for (var q = 0u; q < R4; q++) {
-        let v = ldexp((*col)[q], vec4<i32>(-e));
-        s += dot(abs(v), vec4<f32>(1.0));
-        let at = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(p);
-        (*col)[q] = v + select(vec4<f32>(0.0), vec4<f32>(sigma_or_zero), at);
-    }
-    return s;
+// Whether each component of quad q is row p.
+fn at_row(q: u32, p: u32) -> vec4<bool> {
+    return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(p);
 }
 
-fn add_shift(col: ptr<function, Col>, p: u32, sigma: f32) {
-    for (var q = 0u; q < R4; q++) {
-        let at = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(p);
-        (*col)[q] += select(vec4<f32>(0.0), vec4<f32>(sigma), at);
-    }
-}
-
-fn norm2(col: ptr<function, Col>) -> f32 {
-    var s = 0.0;
-    for (var q = 0u; q < R4; q++) {
-        s += dot((*col)[q], (*col)[q]);
-    }
-    return s;
-}
-
-// Rotates the pair (x, y) so that x·y = 0 when |x·y| > ROT_TOL·‖x‖‖y‖; `ab` holds (‖x‖², ‖y‖²)
-// and is updated. Returns whether the cosine was above STOP_TOL (a rotation that counts).
-fn rotate(x: ptr<function, Col>, y: ptr<function, Col>, ab: ptr<function, vec2<f32>>) -> bool {
-    var gamma = 0.0;
-    for (var q = 0u; q < R4; q++) {
-        gamma += dot((*x)[q], (*y)[q]);
-    }
-    let alpha = (*ab).x;
-    let beta = (*ab).y;
-    let norms = sqrt(alpha) * sqrt(beta);
-    if (!(abs(gamma) > ROT_TOL * norms)) {
-        return false;
-    }
-    // Golub & Van Loan sym.schur2 on the Gram matrix [[α, γ], [γ, β]], overflow-safe.
+// The rotation (c, s, t) that makes x·y = 0 for the Gram matrix [[α, γ], [γ, β]]
+// (Golub & Van Loan sym.schur2, overflow-safe), with c² + s² = 1 to within rounding.
+fn rotation(alpha: f32, beta: f32, gamma: f32) -> vec3<f32> {
     let tau = (beta - alpha) / (2.0 * gamma);
     var t: f32;
     if (abs(tau) > 1e18) {
@@ -148,78 +104,22 @@ fn rotate(x: ptr<function, Col>, y: ptr<function, Col>, ab: ptr<function, vec2<f
     if (tau == 0.0) {
         t = 1.0;
     }
-    var c = inverseSqrt(1.0 + t * t);
-    var s = t * c;
+    let c = inverseSqrt(1.0 + t * t);
+    let s = t * c;
     // One Newton step on c² + s² = 1: inverseSqrt may be a few ulp off on GPUs, and a
     // systematic norm error would otherwise compound over hundreds of rotations.
     let fix = 1.5 - 0.5 * (c * c + s * s);
-    c *= fix;
-    s *= fix;
-    for (var q = 0u; q < R4; q++) {
-        let xv = (*x)[q];
-        let yv = (*y)[q];
-        (*x)[q] = c * xv - s * yv;
-        (*y)[q] = s * xv + c * yv;
-    }
-    *ab = vec2<f32>(alpha - t * gamma, beta + t * gamma);
-    return abs(gamma) > STOP_TOL * norms;
+    return vec3<f32>(c * fix, s * fix, t);
 }
 
-fn send(col: ptr<function, Col>, norm: f32, slot: u32) {
-    for (var q = 0u; q < R4; q++) {
-        xbuf[slot + q] = (*col)[q];
-    }
-    xbuf[slot + R4] = vec4<f32>(norm, 0.0, 0.0, 0.0);
-}
-
-fn receive(col: ptr<function, Col>, slot: u32) -> f32 {
-    for (var q = 0u; q < R4; q++) {
-        (*col)[q] = xbuf[slot + q];
-    }
-    return xbuf[slot + R4].x;
-}
-
-// The index of the largest |component| of col (the first, on ties).
-fn argmax_abs(col: ptr<function, Col>) -> u32 {
-    var big = -1.0;
-    var at = 0u;
-    for (var q = 0u; q < R4; q++) {
-        for (var c = 0u; c < 4u; c++) {
-            let x = abs((*col)[q][c]);
-            if (x > big) {
-                big = x;
-                at = 4u * q + c;
-            }
+// Keeps in `best` (value, index) the largest |component| of quad v at rows 4q.., the first on
+// ties.
+fn argmax_quad(v: vec4<f32>, q: u32, best: ptr<function, vec2<f32>>) {
+    for (var c = 0u; c < 4u; c++) {
+        if (abs(v[c]) > (*best).x) {
+            *best = vec2<f32>(abs(v[c]), f32(4u * q + c));
         }
     }
-    return at;
-}
-
-// The unit vector along col, snapped to e_at for a diagonal input.
-fn unit(col: ptr<function, Col>, at: u32, diagonal: bool) -> Col {
-    let inv = inverseSqrt(norm2(col));
-    var out: Col;
-    for (var q = 0u; q < R4; q++) {
-        let e = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(at);
-        out[q] = select((*col)[q] * inv, select(vec4<f32>(0.0), vec4<f32>(1.0), e), diagonal);
-    }
-    return out;
-}
-
-// The sign (±1) that makes the largest component of v (the first, on ties) positive.
-fn gauge(v: ptr<function, Col>) -> f32 {
-    var big = -1.0;
-    var sgn = 1.0;
-    for (var q = 0u; q < R4; q++) {
-        for (var c = 0u; c < 4u; c++) {
-            let x = (*v)[q][c];
-            if (abs(x) > big) {
-                big = abs(x);
-                sgn = select(1.0, -1.0, x < 0.0);
-            }
-        }
-    }
-    return sgn;
 }
 
 // The rank of key `slot` among the matrix's M_PAD keys: ascending, ties by the index of the
@@ -239,9 +139,14 @@ fn rank_of(mi: u32, slot: u32) -> u32 {
     return r;
 }
 
-// Writes component r of the vec4 row i of matrix mi's staging region.
-fn stage(mi: u32, i: u32, r: u32, x: f32) {
-    xbuf[mi * M_PAD * SLOT + i * SLOT + r / 4u][r % 4u] = x;
+// Writes the components of quad v (rows 4q..) as column r of matrix mi's staging region.
+fn stage_quad(region: u32, q: u32, r: u32, v: vec4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        let i = 4u * q + c;
+        if (i < N) {
+            xbuf[region + i * SLOT + r / 4u][r % 4u] = v[c];
+        }
+    }
 }
 
 fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
@@ -252,93 +157,143 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
     let nan = bitcast<f32>(params.nan_bits);
     let base = g * N * N;
     let last = k == H - 1u;
+    let px = 2u * k;
+    let py = 2u * k + 1u;
 
     if (k == 0u) {
         admit_reset(mi);
-        atomicStore(&rotated[mi], 0u);
         atomicStore(&bound_bits[mi], 0u);
         atomicStore(&off_diag[mi], 0u);
-        last_rotated[mi] = 0u;
     }
-    if (lid == 0u) {
-        atomicStore(&any_rotated, 0u);
-    }
+    sweep_reset(mi, k == 0u, lid);
     workgroupBarrier();
 
     // Columns 2k and 2k + 1 (the latter is the zero padding column when it is N).
-    let lx = load_column(base, 2u * k, live);
-    let ly = load_column(base, 2u * k + 1u, live);
-    var x = lx.col;
-    var y = ly.col;
-    atomicMax(&max_bits[mi], bitcast<u32>(max(lx.max_abs, ly.max_abs)));
-    if (lx.bad || ly.bad) {
+    var big = 0.0;
+    var bad_here = false;
+    var off_here = false;
+    //@for q
+    let lx$q = load_quad(base, $qu, px, live);
+    let ly$q = load_quad(base, $qu, py, live);
+    var x$q = lx$q.v;
+    var y$q = ly$q.v;
+    big = max(big, max(lx$q.max_abs, ly$q.max_abs));
+    bad_here = bad_here || lx$q.bad || ly$q.bad;
+    off_here = off_here || lx$q.off || ly$q.off;
+    //@end
+    atomicMax(&max_bits[mi], bitcast<u32>(big));
+    if (bad_here) {
         atomicOr(&bad_input[mi], 1u);
     }
-    if (lx.off || ly.off) {
+    if (off_here) {
         atomicOr(&off_diag[mi], 1u);
     }
     workgroupBarrier();
     let bad = admitted_bad(mi);
     let scale_exp = admitted_exponent(mi);
     let diagonal = atomicLoad(&off_diag[mi]) == 0u;
-    let sx = shift_column(&x, 2u * k, scale_exp, 0.0);
-    let sy = shift_column(&y, 2u * k + 1u, scale_exp, 0.0);
+    // Prescale by 2^-e; column absolute sums bound ‖A‖₂ (Gershgorin).
+    var sx = 0.0;
+    var sy = 0.0;
+    //@for q
+    x$q = ldexp(x$q, vec4<i32>(-scale_exp));
+    y$q = ldexp(y$q, vec4<i32>(-scale_exp));
+    sx += dot(abs(x$q), vec4<f32>(1.0));
+    sy += dot(abs(y$q), vec4<f32>(1.0));
+    //@end
     atomicMax(&bound_bits[mi], bitcast<u32>(max(sx, sy)));
     workgroupBarrier();
     let bound = bitcast<f32>(atomicLoad(&bound_bits[mi]));
     // A zero matrix gets σ = 1 (any positive shift works); a non-finite one is zeroed.
     let sigma = select(1.5 * bound, 1.0, bound == 0.0 || bad);
-    if (bad) {
-        x = Col();
-        y = Col();
-    }
-    add_shift(&x, 2u * k, sigma);
-    if (2u * k + 1u < N) {
-        add_shift(&y, 2u * k + 1u, sigma);
-    }
-    var ab = vec2<f32>(norm2(&x), norm2(&y));
+    let sy_shift = select(0.0, sigma, py < N);
+    //@for q
+    x$q = select(x$q, vec4<f32>(0.0), bad) + select(vec4<f32>(0.0), vec4<f32>(sigma), at_row($qu, px));
+    y$q = select(y$q, vec4<f32>(0.0), bad) + select(vec4<f32>(0.0), vec4<f32>(sy_shift), at_row($qu, py));
+    //@end
 
-    for (var sweep = 0u; sweep < MAX_SWEEPS; sweep++) {
+    var sweeping = true;
+    for (var sweep = 0u; sweep < MAX_SWEEPS && sweeping; sweep++) {
         var any = false;
-        ab = vec2<f32>(norm2(&x), norm2(&y));
+        var alpha = 0.0;
+        var beta = 0.0;
+        //@for q
+        alpha += dot(x$q, x$q);
+        beta += dot(y$q, y$q);
+        //@end
         for (var r = 0u; r < M_PAD; r += 2u) {
             // Even round: rotate (X, Y); Y goes to k − 1, the next Y comes from k + 1.
-            any = rotate(&x, &y, &ab) || any;
-            send(&y, ab.y, WG * SLOT + lid * SLOT);
+            {
+                var gamma = 0.0;
+                //@for q
+                gamma += dot(x$q, y$q);
+                //@end
+                let norms = sqrt(alpha) * sqrt(beta);
+                if (abs(gamma) > ROT_TOL * norms) {
+                    let cst = rotation(alpha, beta, gamma);
+                    //@for q
+                    let xr$q = x$q;
+                    x$q = cst.x * xr$q - cst.y * y$q;
+                    y$q = cst.y * xr$q + cst.x * y$q;
+                    //@end
+                    alpha -= cst.z * gamma;
+                    beta += cst.z * gamma;
+                    any = any || abs(gamma) > STOP_TOL * norms;
+                }
+            }
+            let out_y = WG * SLOT + lid * SLOT;
+            //@for q
+            xbuf[out_y + $qu] = y$q;
+            //@end
+            xbuf[out_y + R4] = vec4<f32>(beta, 0.0, 0.0, 0.0);
             workgroupBarrier();
-            ab.y = receive(&y, WG * SLOT + (mi * H + (k + 1u) % H) * SLOT);
+            let in_y = WG * SLOT + (mi * H + (k + 1u) % H) * SLOT;
+            //@for q
+            y$q = xbuf[in_y + $qu];
+            //@end
+            beta = xbuf[in_y + R4].x;
             // Odd round: the last invocation swaps instead of rotating; X goes to k + 1.
             if (last) {
-                let t = x;
-                x = y;
-                y = t;
-                ab = ab.yx;
+                //@for q
+                let xs$q = x$q;
+                x$q = y$q;
+                y$q = xs$q;
+                //@end
+                let t = alpha;
+                alpha = beta;
+                beta = t;
             } else {
-                any = rotate(&x, &y, &ab) || any;
+                var gamma = 0.0;
+                //@for q
+                gamma += dot(x$q, y$q);
+                //@end
+                let norms = sqrt(alpha) * sqrt(beta);
+                if (abs(gamma) > ROT_TOL * norms) {
+                    let cst = rotation(alpha, beta, gamma);
+                    //@for q
+                    let xr$q = x$q;
+                    x$q = cst.x * xr$q - cst.y * y$q;
+                    y$q = cst.y * xr$q + cst.x * y$q;
+                    //@end
+                    alpha -= cst.z * gamma;
+                    beta += cst.z * gamma;
+                    any = any || abs(gamma) > STOP_TOL * norms;
+                }
             }
-            send(&x, ab.x, lid * SLOT);
+            let out_x = lid * SLOT;
+            //@for q
+            xbuf[out_x + $qu] = x$q;
+            //@end
+            xbuf[out_x + R4] = vec4<f32>(alpha, 0.0, 0.0, 0.0);
             workgroupBarrier();
-            ab.x = receive(&x, (mi * H + (k + H - 1u) % H) * SLOT);
+            let in_x = (mi * H + (k + H - 1u) % H) * SLOT;
+            //@for q
+            x$q = xbuf[in_x + $qu];
+            //@end
+            alpha = xbuf[in_x + R4].x;
         }
         // Convergence: stop when no matrix of the workgroup rotated in this sweep.
-        if (any) {
-            atomicOr(&rotated[mi], 1u);
-        }
-        workgroupBarrier();
-        if (k == 0u) {
-            let rot = atomicExchange(&rotated[mi], 0u);
-            last_rotated[mi] = rot;
-            if (rot != 0u) {
-                atomicOr(&any_rotated, 1u);
-            }
-        }
-        workgroupBarrier();
-        if (lid == 0u) {
-            sweep_go = atomicExchange(&any_rotated, 0u);
-        }
-        if (workgroupUniformLoad(&sweep_go) == 0u) {
-            break;
-        }
+        sweeping = sweep_vote(mi, k == 0u, lid, any);
     }
 
     var status = 0u;
@@ -363,31 +318,53 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
         }
         xbuf[region + i * SLOT + q] = v;
     }
-    let tx = argmax_abs(&x);
-    let ty = argmax_abs(&y);
-    var vx = unit(&x, tx, diagonal);
-    var vy = unit(&y, ty, diagonal);
+    // Unit vectors (a diagonal input's snapped to e_j), the index of their largest component,
+    // and whether the column is the padding one (norm 0; M is non-singular otherwise).
+    var bx = vec2<f32>(-1.0, 0.0);
+    var by = vec2<f32>(-1.0, 0.0);
+    var nx = 0.0;
+    var ny = 0.0;
+    //@for q
+    argmax_quad(x$q, $qu, &bx);
+    argmax_quad(y$q, $qu, &by);
+    nx += dot(x$q, x$q);
+    ny += dot(y$q, y$q);
+    //@end
+    let tx = u32(bx.y);
+    let ty = u32(by.y);
+    let ix = inverseSqrt(nx);
+    let iy = inverseSqrt(ny);
+    //@for q
+    x$q = select(x$q * ix, select(vec4<f32>(0.0), vec4<f32>(1.0), at_row($qu, tx)), diagonal);
+    y$q = select(y$q * iy, select(vec4<f32>(0.0), vec4<f32>(1.0), at_row($qu, ty)), diagonal);
+    //@end
     workgroupBarrier();
+    // Rayleigh quotients vᵀAv with the prescaled A.
     var lam = vec2<f32>(0.0);
     for (var i = 0u; i < N; i++) {
         var ax = 0.0;
         var ay = 0.0;
-        for (var q = 0u; q < R4; q++) {
-            let row = xbuf[region + i * SLOT + q];
-            ax += dot(row, vx[q]);
-            ay += dot(row, vy[q]);
+        var vxi = 0.0;
+        var vyi = 0.0;
+        //@for q
+        let row$q = xbuf[region + i * SLOT + $qu];
+        ax += dot(row$q, x$q);
+        ay += dot(row$q, y$q);
+        if (i / 4u == $qu) {
+            vxi = x$q[i % 4u];
+            vyi = y$q[i % 4u];
         }
-        lam += vec2<f32>(vx[i / 4u][i % 4u] * ax, vy[i / 4u][i % 4u] * ay);
+        //@end
+        lam += vec2<f32>(vxi * ax, vyi * ay);
     }
-    // The padding column is the one column of norm 0 (M is non-singular); it ranks last, at N.
     let inf = bitcast<f32>(params.inf_bits);
-    keys[mi * M_PAD + 2u * k] = select(lam.x, inf, norm2(&x) == 0.0);
-    keys[mi * M_PAD + 2u * k + 1u] = select(lam.y, inf, norm2(&y) == 0.0);
-    ties[mi * M_PAD + 2u * k] = tx;
-    ties[mi * M_PAD + 2u * k + 1u] = ty;
+    keys[mi * M_PAD + px] = select(lam.x, inf, nx == 0.0);
+    keys[mi * M_PAD + py] = select(lam.y, inf, ny == 0.0);
+    ties[mi * M_PAD + px] = tx;
+    ties[mi * M_PAD + py] = ty;
     workgroupBarrier();
-    let rx = rank_of(mi, 2u * k);
-    let ry = rank_of(mi, 2u * k + 1u);
+    let rx = rank_of(mi, px);
+    let ry = rank_of(mi, py);
     if (live) {
         if (rx < N) {
             values_out[g * N + rx] = select(nan, ldexp(lam.x, scale_exp), status == 0u);
@@ -400,16 +377,25 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
         }
     }
     if (want_vectors) {
-        let gx = gauge(&vx);
-        let gy = gauge(&vy);
-        for (var i = 0u; i < N; i++) {
-            if (rx < N) {
-                stage(mi, i, rx, gx * vx[i / 4u][i % 4u]);
-            }
-            if (ry < N) {
-                stage(mi, i, ry, gy * vy[i / 4u][i % 4u]);
-            }
+        // Sign gauge: the largest component (the first, on ties) positive.
+        var sgx = 1.0;
+        var sgy = 1.0;
+        //@for q
+        if (tx / 4u == $qu && x$q[tx % 4u] < 0.0) {
+            sgx = -1.0;
         }
+        if (ty / 4u == $qu && y$q[ty % 4u] < 0.0) {
+            sgy = -1.0;
+        }
+        //@end
+        //@for q
+        if (rx < N) {
+            stage_quad(region, $qu, rx, sgx * x$q);
+        }
+        if (ry < N) {
+            stage_quad(region, $qu, ry, sgy * y$q);
+        }
+        //@end
         workgroupBarrier();
         if (live) {
             // Coalesced write: element (i, r) of V is component i of the vector ranked r.

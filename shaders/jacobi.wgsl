@@ -48,10 +48,6 @@ var<workgroup> rot_s: array<f32, PAIRS_LEN>;
 var<workgroup> rot_dp: array<f32, PAIRS_LEN>;  // new a_pp
 var<workgroup> rot_dq: array<f32, PAIRS_LEN>;  // new a_qq
 var<workgroup> rot_on: array<u32, PAIRS_LEN>;
-var<workgroup> rotated: array<atomic<u32>, MATS>;    // rotated in the current sweep
-var<workgroup> last_rotated: array<u32, MATS>;       // rotated in the last finished sweep
-var<workgroup> any_rotated: atomic<u32>;
-var<workgroup> sweep_go: u32;
 var<workgroup> out_src: array<u32, MN_LEN>;           // column r of the output ← row out_src[r] of Vᵀ
 var<workgroup> out_sign: array<f32, MN_LEN>;          // gauge sign of that vector
 
@@ -107,12 +103,8 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
 
     if (t == 0u) {
         admit_reset(mi);
-        atomicStore(&rotated[mi], 0u);
-        last_rotated[mi] = 0u;
     }
-    if (lid == 0u) {
-        atomicStore(&any_rotated, 0u);
-    }
+    sweep_reset(mi, t == 0u, lid);
     workgroupBarrier();
 
     // Load (symmetrised or lower triangle), record max |a| and non-finite entries.
@@ -233,18 +225,7 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
             sync_all();
         }
         // Convergence: stop when no matrix of the workgroup rotated in this sweep.
-        if (t == 0u) {
-            let rot = atomicExchange(&rotated[mi], 0u);
-            last_rotated[mi] = rot;
-            if (rot != 0u) {
-                atomicOr(&any_rotated, 1u);
-            }
-        }
-        workgroupBarrier();
-        if (lid == 0u) {
-            sweep_go = atomicExchange(&any_rotated, 0u);
-        }
-        if (workgroupUniformLoad(&sweep_go) == 0u) {
+        if (!sweep_vote(mi, t == 0u, lid, false)) {
             break;
         }
     }

@@ -10,6 +10,7 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ADMIT: &str = include_str!("../../shaders/admit.wgsl");
 const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
 const HESTENES: &str = include_str!("../../shaders/hestenes.wgsl");
+const SWEEPS: &str = include_str!("../../shaders/sweeps.wgsl");
 const DENSE: &str = include_str!("../../shaders/dense.wgsl");
 const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
 const POWER: &str = include_str!("../../shaders/power.wgsl");
@@ -77,24 +78,28 @@ impl Kernel {
             Kernel::JacobiEigh => &[
                 COMMON,
                 ADMIT,
+                SWEEPS,
                 JACOBI,
                 include_str!("../../shaders/jacobi_eigh.wgsl"),
             ],
             Kernel::JacobiEigvalsh => &[
                 COMMON,
                 ADMIT,
+                SWEEPS,
                 JACOBI,
                 include_str!("../../shaders/jacobi_eigvalsh.wgsl"),
             ],
             Kernel::HestenesEigh => &[
                 COMMON,
                 ADMIT,
+                SWEEPS,
                 HESTENES,
                 include_str!("../../shaders/hestenes_eigh.wgsl"),
             ],
             Kernel::HestenesEigvalsh => &[
                 COMMON,
                 ADMIT,
+                SWEEPS,
                 HESTENES,
                 include_str!("../../shaders/hestenes_eigvalsh.wgsl"),
             ],
@@ -146,13 +151,68 @@ impl Kernel {
     /// The assembled WGSL module of this kernel for matrix size `n`.
     pub fn source(self, n: u32) -> String {
         let mut s = format!("const MAX_N: u32 = {MAX_N}u;\n");
-        if matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh) {
-            s.push_str(&format!("const R4: u32 = {}u;\n", n.div_ceil(4)));
+        let r4 = n.div_ceil(4);
+        let one_sided = matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh);
+        if one_sided {
+            s.push_str(&format!("const R4: u32 = {r4}u;\n"));
         }
         for part in self.parts() {
-            s.push_str(part);
+            if one_sided {
+                s.push_str(&unroll(part, r4));
+            } else {
+                s.push_str(part);
+            }
             s.push('\n');
         }
         s
+    }
+}
+
+/// Repeats each block of lines between a `//@for q` line and an `//@end` line `count` times,
+/// with `$q` replaced by 0, 1, …, `count − 1` (blocks do not nest).
+fn unroll(src: &str, count: u32) -> String {
+    let mut out = String::with_capacity(src.len() * 2);
+    let mut block: Option<Vec<&str>> = None;
+    for line in src.lines() {
+        match (line.trim(), block.as_mut()) {
+            ("//@for q", None) => block = Some(Vec::new()),
+            ("//@end", Some(lines)) => {
+                for q in 0..count {
+                    for l in lines.iter() {
+                        out.push_str(&l.replace("$q", &q.to_string()));
+                        out.push('\n');
+                    }
+                }
+                block = None;
+            }
+            (_, Some(lines)) => lines.push(line),
+            (_, None) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unroll_repeats_marked_blocks_with_the_index() {
+        let src = "a\n  //@for q\n  x$q = $qu;\n//@end\nb\n";
+        assert_eq!(unroll(src, 3), "a\n  x0 = 0u;\n  x1 = 1u;\n  x2 = 2u;\nb\n");
+        assert_eq!(unroll(src, 0), "a\nb\n");
+    }
+
+    #[test]
+    fn every_one_sided_source_is_fully_expanded() {
+        for n in 1..=MAX_N as u32 {
+            for k in [Kernel::HestenesEigh, Kernel::HestenesEigvalsh] {
+                let s = k.source(n);
+                assert!(!s.contains("$q") && !s.contains("//@"), "n={n}");
+            }
+        }
     }
 }
