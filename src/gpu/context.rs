@@ -1,12 +1,22 @@
 //! Device setup, the pipeline cache, the buffer pool, chunked dispatch, upload and readback.
+//!
+//! Host↔device transfers go through staging buffers kept in the pool: an upload writes (and
+//! converts) the host data straight into a mapped `MAP_WRITE` staging buffer and submits one
+//! copy; a readback copies every region into one `MAP_READ` staging buffer (host-cached memory),
+//! maps it once and copies out in bulk. Large copies in and out of mapped memory are split over
+//! rayon's threads. So steady-state calls allocate no device or staging memory (wgpu's own
+//! `Queue::write_buffer` would allocate a fresh staging buffer every call, a dedicated
+//! allocation for large writes).
 
 use super::plan::Plan;
 use super::shaders::Kernel;
 use crate::{Error, Result};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Bytes per element on the device (f32 and u32).
 pub(crate) const WORD: u64 = 4;
@@ -15,6 +25,124 @@ pub(crate) const WORD: u64 = 4;
 pub(crate) const CHUNK_QUANTUM: usize = 64;
 /// Free buffers the pool keeps at most.
 const POOL_CAPACITY: usize = 48;
+/// Elements per task of a parallel copy in or out of mapped memory (1 MiB of words): smaller
+/// copies run on the calling thread.
+const COPY_GRAIN: usize = 1 << 18;
+/// Usage of the upload staging buffers.
+const UPLOAD_STAGING: wgpu::BufferUsages =
+    wgpu::BufferUsages::MAP_WRITE.union(wgpu::BufferUsages::COPY_SRC);
+/// Usage of the readback staging buffers.
+const READ_STAGING: wgpu::BufferUsages =
+    wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
+
+/// A free buffer of the pool. Upload staging buffers come back while their copy may still run,
+/// with a write mapping requested: `ready` is the submission after which the mapping resolves,
+/// and `mapping` its state ([`PENDING`], [`MAPPED`] or [`FAILED`], set by the callback).
+struct Pooled {
+    buffer: wgpu::Buffer,
+    ready: Option<wgpu::SubmissionIndex>,
+    mapping: Option<Arc<AtomicU8>>,
+}
+
+/// Mapping states of a pooled upload staging buffer.
+const PENDING: u8 = 0;
+const MAPPED: u8 = 1;
+const FAILED: u8 = 2;
+
+impl Pooled {
+    fn state(&self) -> Option<u8> {
+        self.mapping.as_ref().map(|m| m.load(Ordering::Acquire))
+    }
+}
+
+/// Wall time of the phases of one host-memory call, summed over its rounds (logged at debug
+/// level, `RUST_LOG=eigrad=debug`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Phases {
+    /// Writing (and converting) inputs into staging memory and submitting their copies.
+    pub upload: Duration,
+    /// Planning and submitting the kernels and the copies to the readback staging buffer.
+    pub submit: Duration,
+    /// Waiting for the device (kernels and copies) and for the readback mapping.
+    pub wait: Duration,
+    /// Copying results out of mapped memory into the caller's output (includes first touch of
+    /// fresh output pages).
+    pub copy_out: Duration,
+    /// Host-side post-processing (status decoding).
+    pub post: Duration,
+}
+
+impl Phases {
+    /// Logs the phases of a call at debug level.
+    pub fn log(
+        &self,
+        what: &str,
+        n: usize,
+        batch: usize,
+        rounds: usize,
+        bytes: (u64, u64),
+        total: Duration,
+    ) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        log::debug!(
+            "{what} n={n} batch={batch}: {rounds} round(s), {:.3} MB up, {:.3} MB down; total {:.3} ms = \
+             upload {:.3} + submit {:.3} + wait {:.3} + copy-out {:.3} + post {:.3} (+ {:.3} other)",
+            bytes.0 as f64 / 1e6,
+            bytes.1 as f64 / 1e6,
+            ms(total),
+            ms(self.upload),
+            ms(self.submit),
+            ms(self.wait),
+            ms(self.copy_out),
+            ms(self.post),
+            ms(total.saturating_sub(self.upload + self.submit + self.wait + self.copy_out + self.post)),
+        );
+    }
+}
+
+/// A readback in flight: regions copied into one staging buffer whose read mapping resolves
+/// after `submission`.
+pub(crate) struct Readback {
+    staging: Option<wgpu::Buffer>,
+    /// Byte offset in the staging buffer and words, per region.
+    parts: Vec<(u64, u64)>,
+    size: u64,
+    submission: wgpu::SubmissionIndex,
+    mapped: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
+}
+
+/// `dst.copy_from_slice(src)`, split over rayon's threads when large.
+pub(crate) fn par_copy<T: Copy + Send + Sync>(dst: &mut [T], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "par_copy: lengths differ");
+    if dst.len() <= 2 * COPY_GRAIN {
+        dst.copy_from_slice(src);
+    } else {
+        dst.par_chunks_mut(COPY_GRAIN)
+            .zip(src.par_chunks(COPY_GRAIN))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+}
+
+/// Writes `f(x)` for each `x` of `src` into mapped memory `dst` (of exactly that many bytes),
+/// converting blocks into a small buffer first so the mapped memory only sees bulk writes.
+pub(crate) fn write_map<T, W: bytemuck::Pod>(
+    mut dst: wgpu::WriteOnly<'_, [u8]>,
+    src: &[T],
+    f: impl Fn(&T) -> W,
+) {
+    const BLOCK: usize = 1024;
+    let size = std::mem::size_of::<W>();
+    assert_eq!(dst.len(), src.len() * size, "write_map: lengths differ");
+    let mut tmp = [W::zeroed(); BLOCK];
+    for (i, block) in src.chunks(BLOCK).enumerate() {
+        for (t, x) in tmp.iter_mut().zip(block) {
+            *t = f(x);
+        }
+        let at = i * BLOCK * size;
+        dst.slice(at..at + block.len() * size)
+            .copy_from_slice(bytemuck::cast_slice(&tmp[..block.len()]));
+    }
+}
 
 /// How a kernel binds a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +189,7 @@ pub(crate) struct Inner {
     pub queue: wgpu::Queue,
     pub adapter_name: String,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
-    pool: Mutex<Vec<wgpu::Buffer>>,
+    pool: Mutex<Vec<Pooled>>,
     placeholder: wgpu::Buffer,
     /// Forced cap on matrices per dispatch (0 = none): tests use it to exercise chunking.
     pub chunk_cap: AtomicUsize,
@@ -184,14 +312,9 @@ impl Inner {
     /// A buffer of at least `size` bytes with exactly `usage`, from the pool when one fits.
     pub fn take(&self, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         let size = size.max(16).next_multiple_of(256);
-        let mut pool = self.pool.lock().unwrap();
-        if let Some(i) = pool
-            .iter()
-            .position(|b| b.usage() == usage && b.size() >= size && b.size() <= 2 * size)
-        {
-            return pool.swap_remove(i);
+        if let Some(p) = self.take_pooled(size, usage) {
+            return p.buffer;
         }
-        drop(pool);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("eigrad"),
             size,
@@ -200,13 +323,71 @@ impl Inner {
         })
     }
 
+    /// A pooled buffer of `size..=2·size` bytes with exactly `usage` (one whose pending mapping
+    /// has resolved first).
+    fn take_pooled(&self, size: u64, usage: wgpu::BufferUsages) -> Option<Pooled> {
+        let mut pool = self.pool.lock().unwrap();
+        let fits = |p: &Pooled| {
+            p.buffer.usage() == usage && p.buffer.size() >= size && p.buffer.size() <= 2 * size
+        };
+        let i = pool
+            .iter()
+            .position(|p| fits(p) && p.state() != Some(PENDING))
+            .or_else(|| pool.iter().position(fits))?;
+        Some(pool.swap_remove(i))
+    }
+
     /// Returns a buffer to the pool for later calls.
     pub fn give(&self, buffer: wgpu::Buffer) {
+        self.give_pooled(Pooled {
+            buffer,
+            ready: None,
+            mapping: None,
+        });
+    }
+
+    fn give_pooled(&self, p: Pooled) {
         let mut pool = self.pool.lock().unwrap();
         if pool.len() >= POOL_CAPACITY {
             pool.remove(0);
         }
-        pool.push(buffer);
+        pool.push(p);
+    }
+
+    /// An upload staging buffer of at least `size` bytes, mapped for writing: from the pool
+    /// (waiting for its earlier copy if needed), else a new one mapped at creation.
+    fn take_upload_staging(&self, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(16).next_multiple_of(256);
+        if let Some(p) = self.take_pooled(size, UPLOAD_STAGING) {
+            if p.state() == Some(PENDING) {
+                self.poll_until(p.ready.clone())?;
+            }
+            if p.state() == Some(PENDING) {
+                self.poll_until(None)?;
+            }
+            if p.state() == Some(MAPPED) {
+                return Ok(p.buffer);
+            }
+            // The mapping failed (or never resolved): drop the buffer, make a new one.
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("eigrad upload staging"),
+            size,
+            usage: UPLOAD_STAGING,
+            mapped_at_creation: true,
+        }))
+    }
+
+    /// Blocks until `submission` (or, for `None`, everything submitted) has finished, running
+    /// the mapping callbacks that it resolves.
+    fn poll_until(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: submission,
+                timeout: None,
+            })
+            .map(drop)
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))
     }
 
     /// Matrices per dispatch such that every binding stays within the device's storage-binding
@@ -342,24 +523,64 @@ impl Inner {
         Ok(())
     }
 
-    /// A new storage buffer holding `data`.
-    pub fn upload_words<T: bytemuck::Pod>(
+    /// A new storage buffer holding `data` (panics if the device cannot map a staging buffer,
+    /// a lost device, like wgpu's own `write_buffer`).
+    pub fn upload_words<T: bytemuck::Pod + Send + Sync>(
         &self,
         data: &[T],
         extra_usage: wgpu::BufferUsages,
     ) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.upload_with(bytes.len() as u64, extra_usage, |mut dst| {
+            dst.copy_from_slice(bytes)
+        })
+        .unwrap_or_else(|e| panic!("eigrad upload of {} bytes: {e}", bytes.len()))
+    }
+
+    /// A new storage buffer of `bytes` bytes (a multiple of 4) that `fill` writes: `fill` gets
+    /// the mapped staging memory (write-only: possibly write-combined), which is then copied to the device in one submission. The
+    /// staging buffer goes back to the pool with a write mapping requested for its next use.
+    pub fn upload_with(
+        &self,
+        bytes: u64,
+        extra_usage: wgpu::BufferUsages,
+        fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>),
+    ) -> Result<wgpu::Buffer> {
         let buffer = self.take(
-            bytes.len() as u64,
+            bytes,
             wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC
                 | extra_usage,
         );
-        if !bytes.is_empty() {
-            self.queue.write_buffer(&buffer, 0, bytes);
+        if bytes == 0 {
+            return Ok(buffer);
         }
-        buffer
+        let staging = self.take_upload_staging(bytes)?;
+        {
+            let mut view = staging
+                .get_mapped_range_mut(0..bytes)
+                .map_err(|e| Error::Gpu(format!("writing an upload staging buffer: {e}")))?;
+            fill(view.slice(..));
+        }
+        staging.unmap();
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        encoder.copy_buffer_to_buffer(&staging, 0, &buffer, 0, bytes);
+        let index = self.queue.submit([encoder.finish()]);
+        // Mapped again once the copy has run: the next upload finds it ready.
+        let mapping = Arc::new(AtomicU8::new(PENDING));
+        let m = mapping.clone();
+        staging.map_async(wgpu::MapMode::Write, .., move |r| {
+            m.store(if r.is_ok() { MAPPED } else { FAILED }, Ordering::Release);
+        });
+        self.give_pooled(Pooled {
+            buffer: staging,
+            ready: Some(index),
+            mapping: Some(mapping),
+        });
+        Ok(buffer)
     }
 
     /// A storage buffer for `words` outputs.
@@ -394,66 +615,110 @@ impl Inner {
         Ok(())
     }
 
-    /// Copies `words` words from each `(buffer, byte offset)` back to host memory (one
-    /// submission, one wait).
-    pub fn read_words<T: bytemuck::Pod>(
-        &self,
-        regions: &[(&wgpu::Buffer, u64, u64)],
-    ) -> Result<Vec<Vec<T>>> {
+    /// Starts copying `words` words from each `(buffer, byte offset)` into one pooled readback
+    /// staging buffer (one submission) and requests its mapping; [`Inner::finish_read`] waits
+    /// and hands the words over. Work submitted meanwhile overlaps the wait.
+    pub fn start_read(&self, regions: &[(&wgpu::Buffer, u64, u64)]) -> Result<Readback> {
+        let mut parts = Vec::with_capacity(regions.len());
+        let mut size = 0u64;
+        for &(_, _, words) in regions {
+            parts.push((size, words));
+            size += (words * WORD).next_multiple_of(256);
+        }
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        let mut staging = Vec::with_capacity(regions.len());
-        for &(buffer, offset, words) in regions {
-            let size = words * WORD;
-            let s = self.take(
-                size,
-                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            );
-            if size > 0 {
-                encoder.copy_buffer_to_buffer(buffer, offset, &s, 0, size);
+        let staging = (size > 0).then(|| self.take(size, READ_STAGING));
+        if let Some(s) = &staging {
+            for (&(buffer, offset, words), &(at, _)) in regions.iter().zip(&parts) {
+                if words > 0 {
+                    encoder.copy_buffer_to_buffer(buffer, offset, s, at, words * WORD);
+                }
             }
-            staging.push((s, size));
         }
-        self.queue.submit([encoder.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        for (i, (s, size)) in staging.iter().enumerate() {
-            if *size == 0 {
-                continue;
-            }
-            let tx = tx.clone();
-            s.map_async(wgpu::MapMode::Read, 0..*size, move |r| {
-                let _ = tx.send((i, r));
+        let submission = self.queue.submit([encoder.finish()]);
+        let mapped = Arc::new(Mutex::new(None));
+        if let Some(s) = &staging {
+            let m = mapped.clone();
+            s.map_async(wgpu::MapMode::Read, 0..size, move |r| {
+                *m.lock().unwrap() = Some(r);
             });
         }
-        drop(tx);
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
-        let mut failed = None;
-        for (_, r) in rx.iter() {
-            if let Err(e) = r {
-                failed = Some(e);
-            }
+        Ok(Readback {
+            staging,
+            parts,
+            size,
+            submission,
+            mapped,
+        })
+    }
+
+    /// Waits for a readback, gives `f` the words of each region (slices of the mapped staging
+    /// memory, in region order), then unmaps the staging buffer and returns it to the pool.
+    /// Adds the wait and `f`'s time to `phases`.
+    pub fn finish_read<R>(
+        &self,
+        rb: Readback,
+        phases: &mut Phases,
+        f: impl FnOnce(&[&[u32]]) -> Result<R>,
+    ) -> Result<R> {
+        let Some(staging) = rb.staging else {
+            let empty: Vec<&[u32]> = rb.parts.iter().map(|_| &[][..]).collect();
+            return f(&empty);
+        };
+        let t = Instant::now();
+        self.poll_until(Some(rb.submission))?;
+        let mut state = rb.mapped.lock().unwrap().take();
+        if state.is_none() {
+            // The callback runs in a poll; one more that waits for everything resolves it.
+            self.poll_until(None)?;
+            state = rb.mapped.lock().unwrap().take();
         }
-        let mut out = Vec::with_capacity(staging.len());
-        for (s, size) in staging {
-            let mut v = Vec::new();
-            if size > 0 && failed.is_none() {
-                let view = s
-                    .get_mapped_range(0..size)
-                    .map_err(|e| Error::Gpu(format!("reading back: {e}")))?;
-                v = bytemuck::cast_slice::<u8, T>(&view).to_vec();
-                drop(view);
-                s.unmap();
-            }
-            self.give(s);
-            out.push(v);
+        match state {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Gpu(format!("mapping a readback buffer: {e}"))),
+            None => return Err(Error::Gpu("a readback buffer was never mapped".into())),
         }
-        if let Some(e) = failed {
-            return Err(Error::Gpu(format!("mapping a readback buffer: {e}")));
-        }
-        Ok(out)
+        phases.wait += t.elapsed();
+        let t = Instant::now();
+        let result = {
+            let view = staging
+                .get_mapped_range(0..rb.size)
+                .map_err(|e| Error::Gpu(format!("reading back: {e}")))?;
+            let words: &[u32] = bytemuck::cast_slice(&view);
+            let slices: Vec<&[u32]> = rb
+                .parts
+                .iter()
+                .map(|&(at, n)| {
+                    let at = (at / WORD) as usize;
+                    &words[at..at + n as usize]
+                })
+                .collect();
+            f(&slices)
+        };
+        staging.unmap();
+        self.give(staging);
+        phases.copy_out += t.elapsed();
+        result
+    }
+
+    /// Copies `words` words from each `(buffer, byte offset)` back to host memory (one
+    /// submission, one wait, one bulk copy per region).
+    pub fn read_words<T: bytemuck::Pod + Send + Sync>(
+        &self,
+        regions: &[(&wgpu::Buffer, u64, u64)],
+    ) -> Result<Vec<Vec<T>>> {
+        let rb = self.start_read(regions)?;
+        self.finish_read(rb, &mut Phases::default(), |words| {
+            Ok(words
+                .iter()
+                .map(|w| {
+                    let mut v = vec![T::zeroed(); w.len()];
+                    par_copy(bytemuck::cast_slice_mut::<T, u32>(&mut v), w);
+                    v
+                })
+                .collect())
+        })
     }
 }
 

@@ -16,11 +16,12 @@ pub mod shaders;
 use crate::{
     Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
 };
-use context::{Inner, Params, Slot, CHUNK_QUANTUM, WORD};
+use context::{par_copy, write_map, Inner, Params, Phases, Readback, Slot, CHUNK_QUANTUM, WORD};
 use plan::{plan, JacobiKnobs};
 use shaders::Kernel;
-use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
 
 /// Largest matrix size the GPU kernels support.
 pub const MAX_N: usize = 64;
@@ -30,6 +31,13 @@ pub use objectives::GpuSpectral;
 /// Host memory handled per upload–run–readback round of the host-memory calls, in bytes per
 /// buffer: bounds device memory for arbitrarily large batches.
 const HOST_CHUNK_BYTES: u64 = 256 << 20;
+/// The host-memory calls split a batch into about this many rounds, pipelined: the host writes
+/// round k + 1's inputs and copies round k − 1's results out while the device runs round k.
+const PIPELINE_ROUNDS: usize = 4;
+/// Smallest round, in matrices and in bytes of its largest buffer (smaller rounds would leave
+/// the device underused or cost more in per-round overhead than the overlap saves).
+const MIN_ROUND_MATRICES: usize = 4096;
+const MIN_ROUND_BYTES: u64 = 4 << 20;
 
 /// A GPU device with eigrad's pipelines and buffers.
 pub struct GpuContext {
@@ -205,13 +213,19 @@ fn policy_tol(policy: Degeneracy) -> f32 {
     }
 }
 
-/// Converts host data to f32 (borrowing when it already is f32).
-fn to_f32<S: Scalar>(a: &[S]) -> Cow<'_, [f32]> {
+/// Writes host data as f32 into `dst` (mapped staging memory): one bulk copy when it already is
+/// f32, else a blockwise conversion.
+fn fill_f32<S: Scalar>(mut dst: wgpu::WriteOnly<'_, [u8]>, src: &[S]) {
     if S::NAME == f32::NAME {
-        Cow::Borrowed(bytemuck::cast_slice(a))
+        dst.copy_from_slice(bytemuck::cast_slice(src));
     } else {
-        Cow::Owned(a.iter().map(|x| x.to_f32()).collect())
+        write_map(dst, src, |x| x.to_f32());
     }
+}
+
+/// Copies f32 words out of mapped memory into `dst`.
+fn copy_f32(dst: &mut [f32], src: &[u32]) {
+    par_copy(dst, bytemuck::cast_slice(src));
 }
 
 impl GpuContext {
@@ -305,14 +319,39 @@ impl GpuContext {
     }
 
     /// Uploads host data (any [`Scalar`], converted to f32) into a new device tensor.
+    ///
+    /// The data is written (converted) straight into a pooled staging buffer and its copy to the
+    /// device submitted at once. Panics if the device cannot map the staging buffer (a lost
+    /// device); [`GpuContext::eigh`] and the other host-memory calls report that as an error.
     pub fn upload<S: Scalar>(&self, data: &[S]) -> GpuTensor {
-        let data = to_f32(data);
-        let buffer = self.inner.upload_words(&data, wgpu::BufferUsages::empty());
-        GpuTensor {
+        self.try_upload(data)
+            .unwrap_or_else(|e| panic!("eigrad upload of {} elements: {e}", data.len()))
+    }
+
+    fn try_upload<S: Scalar>(&self, data: &[S]) -> Result<GpuTensor> {
+        let buffer = self.inner.upload_with(
+            data.len() as u64 * WORD,
+            wgpu::BufferUsages::empty(),
+            |dst| fill_f32(dst, data),
+        )?;
+        Ok(GpuTensor {
             buffer,
             offset: 0,
             len: data.len(),
-        }
+        })
+    }
+
+    /// Reads an f32 tensor back into `out` (which must have the tensor's length), without
+    /// allocating host memory: one copy to a pooled staging buffer, one wait, one bulk copy.
+    pub fn download_into(&self, t: &GpuTensor, out: &mut [f32]) -> Result<()> {
+        check_len(out.len(), t.len, "download destination")?;
+        let rb = self
+            .inner
+            .start_read(&[(&t.buffer, t.offset, t.len as u64)])?;
+        self.inner.finish_read(rb, &mut Phases::default(), |w| {
+            copy_f32(out, w[0]);
+            Ok(())
+        })
     }
 
     /// Reads an f32 tensor back to host memory.
@@ -578,9 +617,70 @@ impl GpuContext {
         chunk
     }
 
+    /// Matrices per pipelined round of a host-memory call over `batch` matrices whose largest
+    /// buffer holds `words_per_matrix` words per matrix: about a [`PIPELINE_ROUNDS`]th of the
+    /// batch, at least [`MIN_ROUND_MATRICES`] and [`MIN_ROUND_BYTES`], at most
+    /// [`GpuContext::host_chunk`]; a multiple of [`CHUNK_QUANTUM`] unless that is the cap.
+    fn round_matrices(&self, batch: usize, words_per_matrix: usize) -> usize {
+        let floor = MIN_ROUND_MATRICES
+            .max((MIN_ROUND_BYTES / (words_per_matrix.max(1) as u64 * WORD)) as usize);
+        batch
+            .div_ceil(PIPELINE_ROUNDS)
+            .max(floor)
+            .next_multiple_of(CHUNK_QUANTUM)
+            .min(self.host_chunk(words_per_matrix))
+            .max(1)
+    }
+
+    /// Runs a host-memory call as pipelined rounds over `0..batch`: for each round, `launch`
+    /// uploads its inputs, submits its kernels and starts its readback; the previous round's
+    /// readback is then finished by `land` (wait, copy out), so the host's copies of one round
+    /// overlap the device's work on the next. Logs the phase times at debug level.
+    fn pipelined(
+        &self,
+        what: &str,
+        n: usize,
+        batch: usize,
+        round: usize,
+        bytes: (u64, u64),
+        mut launch: impl FnMut(Range<usize>, &mut Phases) -> Result<Readback>,
+        mut land: impl FnMut(Range<usize>, &[&[u32]], &mut Phases) -> Result<()>,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let mut phases = Phases::default();
+        let mut pending: Option<(Range<usize>, Readback)> = None;
+        let mut rounds = 0;
+        let mut finish = |pending: Option<(Range<usize>, Readback)>, phases: &mut Phases| {
+            match pending {
+                Some((range, rb)) => {
+                    let mut inner_phases = Phases::default();
+                    let r = self
+                        .inner
+                        .finish_read(rb, &mut inner_phases, |w| land(range, w, phases));
+                    phases.wait += inner_phases.wait;
+                    // The copy-out and post-processing times come from `land`.
+                    r
+                }
+                None => Ok(()),
+            }
+        };
+        for start in (0..batch).step_by(round.max(1)) {
+            let range = start..(start + round).min(batch);
+            let rb = launch(range.clone(), &mut phases)?;
+            rounds += 1;
+            finish(pending.replace((range, rb)), &mut phases)?;
+        }
+        finish(pending.take(), &mut phases)?;
+        phases.log(what, n, batch, rounds, bytes, t0.elapsed());
+        Ok(())
+    }
+
     /// Batched eigendecomposition of `a` (`[B][n][n]`, any [`Scalar`]), `1 ≤ n ≤ 64`, in f32:
     /// the same conventions as [`crate::cpu::jacobi`] (ascending eigenvalues, eigenvectors as
     /// columns with the sign gauge, a status per matrix and NaN outputs for bad matrices).
+    ///
+    /// Large batches run as pipelined rounds (upload of the next round and copy-out of the
+    /// previous one overlapping the device's work on the current one).
     pub fn eigh<S: Scalar>(
         &self,
         a: &[S],
@@ -593,37 +693,61 @@ impl GpuContext {
         let batch = crate::cpu::batch_of(a.len(), n, "input")?;
         let nn = n * n;
         let want = vectors == Vectors::Yes;
-        let mut out = Eigh {
+        // Zeroed allocations are lazy (untouched pages), so the copy-out touches them first.
+        let mut eigenvalues = vec![0f32; batch * n];
+        let mut eigenvectors = want.then(|| vec![0f32; batch * nn]);
+        let mut status = Vec::with_capacity(batch);
+        let down = batch * (n + 1 + if want { nn } else { 0 });
+        let bytes = ((batch * nn) as u64 * WORD, down as u64 * WORD);
+        let what = if want { "eigh" } else { "eigvalsh" };
+        self.pipelined(
+            what,
             n,
             batch,
-            eigenvalues: Vec::with_capacity(batch * n),
-            eigenvectors: want.then(|| Vec::with_capacity(batch * nn)),
-            status: Vec::with_capacity(batch),
-        };
-        let chunk = self.host_chunk(nn);
-        for part in a.chunks((chunk * nn).max(1)) {
-            let input = self.upload(part);
-            let r = self.eigh_resident(&input, n, opts, vectors);
-            self.inner.give(input.buffer);
-            let r = r?;
-            // One readback (one wait) for status, eigenvalues and eigenvectors: all 4-byte words.
-            let mut regions = vec![
-                (&r.status.buffer, 0, r.status.len as u64),
-                (&r.eigenvalues.buffer, 0, r.eigenvalues.len as u64),
-            ];
-            if let Some(v) = &r.eigenvectors {
-                regions.push((&v.buffer, 0, v.len as u64));
-            }
-            let words = self.inner.read_words::<u32>(&regions)?;
-            let floats = |w: &[u32]| bytemuck::cast_slice::<u32, f32>(w).to_vec();
-            out.status.extend(decode_status(&words[0])?);
-            out.eigenvalues.extend(floats(&words[1]));
-            if let (Some(v), Some(w)) = (out.eigenvectors.as_mut(), words.get(2)) {
-                v.extend(floats(w));
-            }
-            self.recycle_eigh(r);
-        }
-        Ok(out)
+            self.round_matrices(batch, nn),
+            bytes,
+            |range, ph| {
+                let t = Instant::now();
+                let input = self.try_upload(&a[range.start * nn..range.end * nn])?;
+                ph.upload += t.elapsed();
+                let t = Instant::now();
+                let r = self.eigh_resident(&input, n, opts, vectors);
+                self.inner.give(input.buffer);
+                let r = r?;
+                // One readback for status, eigenvalues and eigenvectors: all 4-byte words.
+                let mut regions = vec![
+                    (&r.status.buffer, 0, r.status.len as u64),
+                    (&r.eigenvalues.buffer, 0, r.eigenvalues.len as u64),
+                ];
+                if let Some(v) = &r.eigenvectors {
+                    regions.push((&v.buffer, 0, v.len as u64));
+                }
+                let rb = self.inner.start_read(&regions);
+                // The queue runs in order: later calls may reuse these buffers.
+                self.recycle_eigh(r);
+                ph.submit += t.elapsed();
+                rb
+            },
+            |range, words, ph| {
+                let t = Instant::now();
+                copy_f32(&mut eigenvalues[range.start * n..range.end * n], words[1]);
+                if let (Some(v), Some(w)) = (eigenvectors.as_mut(), words.get(2)) {
+                    copy_f32(&mut v[range.start * nn..range.end * nn], w);
+                }
+                ph.copy_out += t.elapsed();
+                let t = Instant::now();
+                decode_status_into(&mut status, words[0])?;
+                ph.post += t.elapsed();
+                Ok(())
+            },
+        )?;
+        Ok(Eigh {
+            n,
+            batch,
+            eigenvalues,
+            eigenvectors,
+            status,
+        })
     }
 
     /// Uploads the forward results of matrices `range` of `eig` (which must hold eigenvectors).
@@ -634,16 +758,21 @@ impl GpuContext {
                 "this derivative needs the eigenvectors (use Vectors::Yes)".into(),
             )
         })?;
-        let codes: Vec<u32> = eig.status[range.clone()].iter().map(|s| s.code()).collect();
+        let status = &eig.status[range.clone()];
+        let status_buffer = self.inner.upload_with(
+            status.len() as u64 * WORD,
+            wgpu::BufferUsages::empty(),
+            |dst| write_map(dst, status, |s| s.code()),
+        )?;
         Ok(GpuEigh {
             n,
             batch: range.len(),
-            eigenvalues: self.upload(&eig.eigenvalues[range.start * n..range.end * n]),
-            eigenvectors: Some(self.upload(&vecs[range.start * nn..range.end * nn])),
+            eigenvalues: self.try_upload(&eig.eigenvalues[range.start * n..range.end * n])?,
+            eigenvectors: Some(self.try_upload(&vecs[range.start * nn..range.end * nn])?),
             status: GpuTensor {
-                buffer: self.inner.upload_words(&codes, wgpu::BufferUsages::empty()),
+                buffer: status_buffer,
                 offset: 0,
-                len: codes.len(),
+                len: status.len(),
             },
         })
     }
@@ -666,22 +795,48 @@ impl GpuContext {
         if let Some(g) = grad_vectors {
             check_len(g.len(), batch * nn, "grad_vectors")?;
         }
-        let mut out = Vec::with_capacity(batch * nn);
-        let chunk = self.host_chunk(nn);
-        for start in (0..batch).step_by(chunk.max(1)) {
-            let end = (start + chunk).min(batch);
-            let fwd = self.upload_forward(eig, start..end)?;
-            let gl = grad_values.map(|g| self.upload(&g[start * n..end * n]));
-            let gv = grad_vectors.map(|g| self.upload(&g[start * nn..end * nn]));
-            let r = self.eigh_vjp_resident(&fwd, gl.as_ref(), gv.as_ref(), policy);
-            for t in gl.into_iter().chain(gv) {
-                self.inner.give(t.buffer);
-            }
-            self.recycle_eigh(fwd);
-            let r = r?;
-            out.extend(self.download(&r)?);
-            self.inner.give(r.buffer);
-        }
+        let mut out = vec![0f32; batch * nn];
+        let up = batch * (2 * n + 1 + nn * (1 + grad_vectors.is_some() as usize))
+            - if grad_values.is_none() { batch * n } else { 0 };
+        let bytes = (up as u64 * WORD, (batch * nn) as u64 * WORD);
+        self.pipelined(
+            "eigh_vjp",
+            n,
+            batch,
+            self.round_matrices(batch, nn),
+            bytes,
+            |range, ph| {
+                let t = Instant::now();
+                let (start, end) = (range.start, range.end);
+                let fwd = self.upload_forward(eig, range)?;
+                let gl = grad_values
+                    .map(|g| self.try_upload(&g[start * n..end * n]))
+                    .transpose()?;
+                let gv = grad_vectors
+                    .map(|g| self.try_upload(&g[start * nn..end * nn]))
+                    .transpose()?;
+                ph.upload += t.elapsed();
+                let t = Instant::now();
+                let r = self.eigh_vjp_resident(&fwd, gl.as_ref(), gv.as_ref(), policy);
+                for t in gl.into_iter().chain(gv) {
+                    self.inner.give(t.buffer);
+                }
+                self.recycle_eigh(fwd);
+                let r = r?;
+                let rb = self
+                    .inner
+                    .start_read(&[(&r.buffer, r.offset, r.len as u64)]);
+                self.inner.give(r.buffer);
+                ph.submit += t.elapsed();
+                rb
+            },
+            |range, words, ph| {
+                let t = Instant::now();
+                copy_f32(&mut out[range.start * nn..range.end * nn], words[0]);
+                ph.copy_out += t.elapsed();
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
@@ -701,26 +856,46 @@ impl GpuContext {
         let (n, nn, batch) = (eig.n, eig.n * eig.n, eig.batch);
         check_n(n)?;
         check_len(tangent.len(), batch * nn, "tangent")?;
-        let mut values_dot = Vec::with_capacity(batch * n);
-        let mut vectors_dot = Vec::with_capacity(batch * nn);
-        let chunk = self.host_chunk(nn);
-        for start in (0..batch).step_by(chunk.max(1)) {
-            let end = (start + chunk).min(batch);
-            let fwd = self.upload_forward(eig, start..end)?;
-            let da = self.upload(&tangent[start * nn..end * nn]);
-            let r = self.eigh_jvp_resident(&fwd, &da, policy);
-            self.inner.give(da.buffer);
-            self.recycle_eigh(fwd);
-            let r = r?;
-            let mut data = self.inner.read_words::<f32>(&[
-                (&r.values_dot.buffer, 0, r.values_dot.len as u64),
-                (&r.vectors_dot.buffer, 0, r.vectors_dot.len as u64),
-            ])?;
-            vectors_dot.extend(data.pop().unwrap_or_default());
-            values_dot.extend(data.pop().unwrap_or_default());
-            self.inner.give(r.values_dot.buffer);
-            self.inner.give(r.vectors_dot.buffer);
-        }
+        let mut values_dot = vec![0f32; batch * n];
+        let mut vectors_dot = vec![0f32; batch * nn];
+        let bytes = (
+            (batch * (n + 1 + 2 * nn)) as u64 * WORD,
+            (batch * (n + nn)) as u64 * WORD,
+        );
+        self.pipelined(
+            "eigh_jvp",
+            n,
+            batch,
+            self.round_matrices(batch, nn),
+            bytes,
+            |range, ph| {
+                let t = Instant::now();
+                let (start, end) = (range.start, range.end);
+                let fwd = self.upload_forward(eig, range)?;
+                let da = self.try_upload(&tangent[start * nn..end * nn])?;
+                ph.upload += t.elapsed();
+                let t = Instant::now();
+                let r = self.eigh_jvp_resident(&fwd, &da, policy);
+                self.inner.give(da.buffer);
+                self.recycle_eigh(fwd);
+                let r = r?;
+                let rb = self.inner.start_read(&[
+                    (&r.values_dot.buffer, 0, r.values_dot.len as u64),
+                    (&r.vectors_dot.buffer, 0, r.vectors_dot.len as u64),
+                ]);
+                self.inner.give(r.values_dot.buffer);
+                self.inner.give(r.vectors_dot.buffer);
+                ph.submit += t.elapsed();
+                rb
+            },
+            |range, words, ph| {
+                let t = Instant::now();
+                copy_f32(&mut values_dot[range.start * n..range.end * n], words[0]);
+                copy_f32(&mut vectors_dot[range.start * nn..range.end * nn], words[1]);
+                ph.copy_out += t.elapsed();
+                Ok(())
+            },
+        )?;
         Ok(Jvp {
             values_dot,
             vectors_dot,
@@ -729,13 +904,20 @@ impl GpuContext {
 }
 
 fn decode_status(codes: &[u32]) -> Result<Vec<Status>> {
-    codes
-        .iter()
-        .map(|&c| {
+    let mut out = Vec::with_capacity(codes.len());
+    decode_status_into(&mut out, codes)?;
+    Ok(out)
+}
+
+/// Appends the statuses of `codes` to `out`.
+fn decode_status_into(out: &mut Vec<Status>, codes: &[u32]) -> Result<()> {
+    for &c in codes {
+        out.push(
             Status::from_code(c)
-                .ok_or_else(|| Error::Gpu(format!("kernel wrote an unknown status code {c}")))
-        })
-        .collect()
+                .ok_or_else(|| Error::Gpu(format!("kernel wrote an unknown status code {c}")))?,
+        );
+    }
+    Ok(())
 }
 
 /// The adapter named by `WGPU_ADAPTER_NAME` (a case-insensitive substring), else wgpu's choice
