@@ -136,23 +136,32 @@ pub fn plan(
             // (shaders/dense.wgsl); several matrices per workgroup at small n.
             let tiles = n.div_ceil(4);
             let tpm = tiles * tiles;
-            let mats = (TARGET_WORKGROUP / tpm).max(1);
             let stride = odd_stride(n);
-            // With several matrices per workgroup, matrix m starts at m·T·STRIDE modulo the 32
-            // banks, so that the tiles of neighbouring matrices in a warp hit distinct banks.
-            let mstride = if mats == 1 {
-                n * stride
-            } else {
-                let rem = (tiles * stride + 32 - n * stride % 32) % 32;
-                n * stride + rem
+            // Words per matrix per buffer: with several matrices per workgroup, matrix m starts
+            // at m·T·STRIDE modulo the 32 banks, so that the tiles of neighbouring matrices in
+            // a warp hit distinct banks.
+            let mstride = |mats: u32| {
+                if mats == 1 {
+                    n * stride
+                } else {
+                    n * stride + (tiles * stride + 32 - n * stride % 32) % 32
+                }
             };
+            // W in workgroup memory with as many matrices per workgroup as fit (up to the
+            // target); spectral_apply needs no second buffer.
+            let second = kernel != Kernel::SpectralApply;
+            let bytes_for = |mats: u32, w: bool| {
+                WORD * ((1 + w as u32) * mats * mstride(mats) + mats * n + mats)
+            };
+            let mut mats = (TARGET_WORKGROUP / tpm).max(1);
+            while mats > 1 && bytes_for(mats, second) > workgroup_limit {
+                mats /= 2;
+            }
+            let shared = second && bytes_for(mats, true) <= workgroup_limit;
+            let mstride = mstride(mats);
             let one = mats * mstride;
-            let small = mats * n + mats;
-            // spectral_apply needs no second buffer.
-            let shared =
-                kernel != Kernel::SpectralApply && WORD * (2 * one + small) <= workgroup_limit;
             let sh_len = if shared { 2 * one } else { one };
-            let bytes = WORD * (sh_len + small);
+            let bytes = bytes_for(mats, shared);
             fits(n, bytes, workgroup_limit)?;
             let spectral = matches!(kernel, Kernel::SpectralApply | Kernel::SpectralVjp);
             let mut constants = vec![
