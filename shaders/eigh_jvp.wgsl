@@ -11,51 +11,32 @@
 @group(0) @binding(3) var<storage, read> status_in: array<u32>;
 // λ̇ [batch][N].
 @group(0) @binding(4) var<storage, read_write> values_dot: array<f32>;
-// V̇ [batch][N][N] (also the work matrix when M_SHARED is false).
+// V̇ [batch][N][N] (also the work matrix W when W_SHARED is false).
 @group(0) @binding(5) var<storage, read_write> nn_out: array<f32>;
 // Dispatch parameters (tol: mask relative tolerance or Lorentzian eps).
 @group(0) @binding(6) var<uniform> params: Params;
 
+// G_ij = F_ij · P_ij off the diagonal, G_ii = 0.
+fn weigh(x: Ctx, i: u32, j: u32, p: f32, thr: f32) -> f32 {
+    return select(factor(x, i, j, thr) * p, 0.0, i == j);
+}
+
 @compute @workgroup_size(WG)
 fn eigh_jvp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let mi = lid / TPM;
-    let t = lid % TPM;
-    let g = workgroup_index(wid, params.groups_x) * MATS + mi;
-    let live = g < params.batch;
-    let base = g * N * N;
-    let own = live && t < N;
-    load_eigh(mi, t, g, live);
-    workgroupBarrier();
-    let thr = mask_threshold(mi, params.tol);
-
-    // P = Vᵀ sym(Ȧ) V, row t; λ̇_t = P_tt; G = F∘P, row t.
-    var row = project_row(mi, g, t, own);
-    var lambda_dot = 0.0;
-    if (own) {
-        lambda_dot = row[t];
-        for (var j = 0u; j < N; j++) {
-            row[j] = select(factor(mi, t, j, thr) * row[j], 0.0, j == t);
-            m_set(mi, g, t, j, row[j]);
+    let x = context(lid, wid);
+    // P = sym(Vᵀ Ȧ V) (project.wgsl).
+    let p = begin_projected(x);
+    let thr = mask_threshold(x, params.tol);
+    // λ̇ = diag(P): the diagonal tiles (ti = tj) hold it at r = c.
+    let nan = bitcast<f32>(params.nan_bits);
+    let ok = x.live && ok_sh[x.mi] != 0u;
+    for (var r = 0u; r < 4u; r++) {
+        let i = x.ti + r * T;
+        if (x.ti == x.tj && x.live && i < N) {
+            values_dot[x.g * N + i] = select(nan, tile_row(p, r)[r], ok);
         }
     }
-    sync_dense();
-    // V̇ = V G, row t.
-    if (own) {
-        for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var i = 0u; i < N; i++) {
-                s += v_at(mi, t, i) * m_get(mi, g, i, j);
-            }
-            row[j] = s;
-        }
-    }
-    sync_dense();
-    if (own) {
-        let ok = status_in[g] == 0u;
-        let nan = bitcast<f32>(params.nan_bits);
-        values_dot[g * N + t] = select(nan, lambda_dot, ok);
-        for (var j = 0u; j < N; j++) {
-            nn_out[base + t * N + j] = select(nan, row[j], ok);
-        }
-    }
+    // G = F∘P in W, then V̇ = V G.
+    weigh_projected(x, p, thr);
+    write_tile(x, gemm(x, SRC_V, false, SRC_W, false, false), false);
 }

@@ -12,51 +12,62 @@
 @group(0) @binding(3) var<storage, read> grad_vectors: array<f32>;
 // Forward status [batch].
 @group(0) @binding(4) var<storage, read> status_in: array<u32>;
-// Ā [batch][N][N] (also the work matrix when M_SHARED is false).
+// Ā [batch][N][N] (also the work matrix W when W_SHARED is false).
 @group(0) @binding(5) var<storage, read_write> nn_out: array<f32>;
 // Dispatch parameters (tol: mask relative tolerance or Lorentzian eps).
 @group(0) @binding(6) var<uniform> params: Params;
 
+// Row r of M = diag(λ̄) + F∘skew(X), X = VᵀV̄, from row r of X's tile (`xr`, zero without V̄)
+// and X in W (read only with V̄). M is exactly symmetric: F is antisymmetric and
+// skew(X)_ji = −skew(X)_ij exactly.
+fn vjp_row(x: Ctx, r: u32, xr: vec4<f32>, has_gl: bool, has_gv: bool, thr: f32) -> vec4<f32> {
+    let i = x.ti + r * T;
+    var xt = vec4<f32>(0.0);
+    if (has_gv) {
+        xt = transposed_row(x, r);
+    }
+    var m = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let j = x.tj + c * T;
+        if (i == j) {
+            if (has_gl && x.live && i < N) {
+                m[c] = grad_values[x.g * N + i];
+            }
+        } else if (has_gv) {
+            m[c] = factor(x, i, j, thr) * (0.5 * (xr[c] - xt[c]));
+        }
+    }
+    return m;
+}
+
 @compute @workgroup_size(WG)
 fn eigh_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let mi = lid / TPM;
-    let t = lid % TPM;
-    let g = workgroup_index(wid, params.groups_x) * MATS + mi;
-    let live = g < params.batch;
+    let x = context(lid, wid);
     let has_gl = (params.flags & 1u) != 0u;
     let has_gv = (params.flags & 2u) != 0u;
-    let base = g * N * N;
-    load_eigh(mi, t, g, live);
-    workgroupBarrier();
-    let thr = mask_threshold(mi, params.tol);
-
-    // M = diag(λ̄) + F∘skew(VᵀV̄); symmetric, each unordered pair written by one invocation.
-    if (live) {
-        for (var e = t; e < N * N; e += TPM) {
-            let i = e / N;
-            let j = e % N;
-            if (i == j) {
-                m_set(mi, g, i, i, select(0.0, grad_values[g * N + i], has_gl));
-            } else if (i < j) {
-                var m = 0.0;
-                if (has_gv) {
-                    var xij = 0.0;
-                    var xji = 0.0;
-                    for (var k = 0u; k < N; k++) {
-                        xij += v_at(mi, k, i) * grad_vectors[base + k * N + j];
-                        xji += v_at(mi, k, j) * grad_vectors[base + k * N + i];
-                    }
-                    m = factor(mi, i, j, thr) * (0.5 * (xij - xji));
-                }
-                m_set(mi, g, i, j, m);
-                m_set(mi, g, j, i, m);
+    load_eigh(x);
+    if (has_gv) {
+        for (var e = lid; e < MATS * N * N; e += WG) {
+            if (elem(x, e).live) {
+                stage_w(x, e, grad_vectors[x.first * N * N + e]);
             }
         }
     }
     sync_dense();
+    let thr = mask_threshold(x, params.tol);
 
-    congruence_in_place(mi, g, t, live && t < N);
-    if (live) {
-        write_symmetric(mi, g, t, status_in[g] == 0u);
+    // X = VᵀV̄ (tile in registers, whole matrix in W), then M = diag(λ̄) + F∘skew(X) in W.
+    var xt = zero_tile();
+    if (has_gv) {
+        xt = gemm(x, SRC_V, true, SRC_W, false, false);
+        store_w(x, xt);
     }
+    var m = zero_tile();
+    for (var r = 0u; r < 4u; r++) {
+        m = with_row(m, r, vjp_row(x, r, tile_row(xt, r), has_gl, has_gv, thr));
+    }
+    store_w(x, m);
+    // Ā = (V M) Vᵀ, symmetrised.
+    store_w(x, gemm(x, SRC_V, false, SRC_W, false, false));
+    write_tile(x, gemm(x, SRC_W, false, SRC_V, true, false), true);
 }

@@ -1,34 +1,48 @@
-// Row t of P = Vᵀ sym(X) V for the symmetric-input derivative kernels (eigh_jvp: X = Ȧ,
-// spectral_vjp: X = Ḡ), which declare X as `nn_in` [batch][N][N]. Layout in dense.wgsl.
+// P = sym(Vᵀ X V) for the symmetric-input derivative kernels (eigh_jvp: X = Ȧ, spectral_vjp:
+// X = Ḡ), which declare X as `nn_in` [batch][N][N] and the entry map
+// `fn weigh(x: Ctx, i: u32, j: u32, p: f32, thr: f32) -> f32` (entry (i, j) of the work matrix
+// from P_ij). Since sym(Vᵀ X V) = Vᵀ sym(X) V, X is used as given and the product symmetrised.
+// Layout in dense.wgsl.
 
-// Row t of P (when `own`), through W = sym(X) V stored in the work matrix M. Synchronises, so
-// call it from uniform control flow.
-fn project_row(mi: u32, g: u32, t: u32, own: bool) -> array<f32, MAX_N> {
-    let base = g * N * N;
-    var row: array<f32, MAX_N>;
-    if (own) {
-        for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                let d = 0.5 * nn_in[base + t * N + k] + 0.5 * nn_in[base + k * N + t];
-                s += d * v_at(mi, k, j);
-            }
-            row[j] = s;
-        }
-        for (var j = 0u; j < N; j++) {
-            m_set(mi, g, t, j, row[j]);
+// Stages X of the workgroup's live matrices into W. Follow with sync_dense().
+fn stage_tangent(x: Ctx) {
+    for (var e = x.lid; e < MATS * N * N; e += WG) {
+        if (elem(x, e).live) {
+            stage_w(x, e, nn_in[x.first * N * N + e]);
         }
     }
+}
+
+// The caller's tile of Vᵀ X V, which is left in W too. Call from uniform control flow (it
+// synchronises).
+fn project(x: Ctx) -> Tile {
+    store_w(x, gemm(x, SRC_V, true, SRC_W, false, false));
+    let p = gemm(x, SRC_W, false, SRC_V, false, false);
+    store_w(x, p);
+    return p;
+}
+
+// Stages V, λ and X, and returns the caller's tile of Vᵀ X V (also left in W). Call from
+// uniform control flow (it synchronises).
+fn begin_projected(x: Ctx) -> Tile {
+    load_eigh(x);
+    stage_tangent(x);
     sync_dense();
-    if (own) {
-        for (var j = 0u; j < N; j++) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                s += v_at(mi, k, t) * m_get(mi, g, k, j);
-            }
-            row[j] = s;
+    return project(x);
+}
+
+// Replaces W (holding P₀ = Vᵀ X V, whose tile is `p`) by weigh(sym(P₀)) entry by entry, with
+// sym(P₀) = (P₀ + P₀ᵀ)/2. Call from uniform control flow (it synchronises).
+fn weigh_projected(x: Ctx, p: Tile, thr: f32) {
+    var m = zero_tile();
+    for (var r = 0u; r < 4u; r++) {
+        let i = x.ti + r * T;
+        let pr = 0.5 * (tile_row(p, r) + transposed_row(x, r));
+        var row = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c++) {
+            row[c] = weigh(x, i, x.tj + c * T, pr[c], thr);
         }
+        m = with_row(m, r, row);
     }
-    sync_dense();
-    return row;
+    store_w(x, m);
 }

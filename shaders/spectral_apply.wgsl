@@ -18,39 +18,35 @@
 
 @compute @workgroup_size(WG)
 fn spectral_apply(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let mi = lid / TPM;
-    let t = lid % TPM;
-    let g = workgroup_index(wid, params.groups_x) * MATS + mi;
-    let live = g < params.batch;
-    load_eigh(mi, t, g, live);
+    let x = context(lid, wid);
+    load_eigh(x);
     workgroupBarrier();
-    if (!live) {
-        return;
-    }
-    var status = status_in[g];
-    if (status == 0u && needs_positive()) {
-        for (var i = 0u; i < N; i++) {
-            if (!(lam_sh[mi * N + i] > 0.0)) {
-                status = 3u;
+    // The function's status per matrix (one invocation each).
+    for (var m = lid; m < MATS; m += WG) {
+        let g = x.first + m;
+        if (g < params.batch) {
+            var status = status_in[g];
+            if (status == 0u && needs_positive()) {
+                for (var i = 0u; i < N; i++) {
+                    if (!(lam_sh[m * N + i] > 0.0)) {
+                        status = 3u;
+                    }
+                }
             }
+            status_out[g] = status;
+            ok_sh[m] = select(0u, 1u, status == 0u);
         }
     }
-    if (t == 0u) {
-        status_out[g] = status;
+    workgroupBarrier();
+    // λ ← f(λ), then f(A) = (V f(Λ)) Vᵀ; the entries on and above the diagonal are stored in
+    // place of V, each mirrored, so f(A) is exactly symmetric.
+    for (var e = lid; e < MATS * N; e += WG) {
+        lam_sh[e] = spectral_value(lam_sh[e], e % N);
     }
-    let nan = bitcast<f32>(params.nan_bits);
-    let base = g * N * N;
-    for (var e = t; e < N * N; e += TPM) {
-        let i = e / N;
-        let j = e % N;
-        if (i <= j) {
-            var s = 0.0;
-            for (var k = 0u; k < N; k++) {
-                s += v_at(mi, i, k) * spectral_value(lam_sh[mi * N + k], k) * v_at(mi, j, k);
-            }
-            let x = select(nan, s, status == 0u);
-            nn_out[base + i * N + j] = x;
-            nn_out[base + j * N + i] = x;
-        }
-    }
+    workgroupBarrier();
+    let f = gemm(x, SRC_V, false, SRC_V, true, true);
+    workgroupBarrier();
+    put_tile(x, f, SRC_V, true);
+    workgroupBarrier();
+    write_block(x, SRC_V, false);
 }

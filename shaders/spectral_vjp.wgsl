@@ -10,34 +10,25 @@
 @group(0) @binding(2) var<storage, read> nn_in: array<f32>;
 // Status of f(A) [batch].
 @group(0) @binding(3) var<storage, read> status_in: array<u32>;
-// Ā [batch][N][N] (also the work matrix when M_SHARED is false).
+// Ā [batch][N][N] (also the work matrix W when W_SHARED is false).
 @group(0) @binding(4) var<storage, read_write> nn_out: array<f32>;
 // Dispatch parameters (tol: the exponent of pow; extra: the projector's k).
 @group(0) @binding(5) var<uniform> params: Params;
 
+// M_ij = L_ij · P_ij.
+fn weigh(x: Ctx, i: u32, j: u32, p: f32, thr: f32) -> f32 {
+    return p * divided_difference(lam(x, i), lam(x, j), i, j, thr);
+}
+
 @compute @workgroup_size(WG)
 fn spectral_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let mi = lid / TPM;
-    let t = lid % TPM;
-    let g = workgroup_index(wid, params.groups_x) * MATS + mi;
-    let live = g < params.batch;
-    let own = live && t < N;
-    load_eigh(mi, t, g, live);
-    workgroupBarrier();
+    let x = context(lid, wid);
+    // P = sym(Vᵀ Ḡ V) (project.wgsl).
+    let p = begin_projected(x);
     // Only projectors use a policy (for pairs tied across the cut).
-    let thr = mask_threshold(mi, params.tol);
-
-    // Row t of L∘(Vᵀ sym(Ḡ) V).
-    var row = project_row(mi, g, t, own);
-    if (own) {
-        let lt = lam_sh[mi * N + t];
-        for (var j = 0u; j < N; j++) {
-            m_set(mi, g, t, j, row[j] * divided_difference(lt, lam_sh[mi * N + j], t, j, thr));
-        }
-    }
-    sync_dense();
-    congruence_in_place(mi, g, t, own);
-    if (live) {
-        write_symmetric(mi, g, t, status_in[g] == 0u);
-    }
+    let thr = mask_threshold(x, params.tol);
+    // M = L∘P in W, then Ā = (V M) Vᵀ, symmetrised.
+    weigh_projected(x, p, thr);
+    store_w(x, gemm(x, SRC_V, false, SRC_W, false, false));
+    write_tile(x, gemm(x, SRC_W, false, SRC_V, true, false), true);
 }

@@ -194,28 +194,50 @@ pub fn plan(
             })
         }
         Kernel::EighVjp | Kernel::EighJvp | Kernel::SpectralApply | Kernel::SpectralVjp => {
-            // Invocation t owns row t, so at least n invocations per matrix.
-            let tpm = n.next_power_of_two();
-            let mats = (TARGET_WORKGROUP / tpm).max(1);
-            let v_len = mats * n * odd_stride(n);
-            let small = mats * n;
-            // spectral_apply needs no work matrix.
-            let shared =
-                kernel != Kernel::SpectralApply && WORD * (2 * v_len + small) <= workgroup_limit;
-            let bytes = WORD * (v_len + small + if shared { v_len } else { 1 });
+            // T×T invocations per matrix, each owning a 4×4 register tile of every product
+            // (shaders/dense.wgsl); several matrices per workgroup at small n.
+            let tiles = n.div_ceil(4);
+            let tpm = tiles * tiles;
+            let stride = odd_stride(n);
+            // Words per matrix per buffer: with several matrices per workgroup, matrix m starts
+            // at m·T·STRIDE modulo the 32 banks, so that the tiles of neighbouring matrices in
+            // a warp hit distinct banks.
+            let mstride = |mats: u32| {
+                if mats == 1 {
+                    n * stride
+                } else {
+                    n * stride + (tiles * stride + 32 - n * stride % 32) % 32
+                }
+            };
+            // W in workgroup memory with as many matrices per workgroup as fit (up to the
+            // target); spectral_apply needs no second buffer.
+            let second = kernel != Kernel::SpectralApply;
+            let bytes_for = |mats: u32, w: bool| {
+                WORD * ((1 + w as u32) * mats * mstride(mats) + mats * n + mats)
+            };
+            let mut mats = (TARGET_WORKGROUP / tpm).max(1);
+            while mats > 1 && bytes_for(mats, second) > workgroup_limit {
+                mats /= 2;
+            }
+            let shared = second && bytes_for(mats, true) <= workgroup_limit;
+            let mstride = mstride(mats);
+            let one = mats * mstride;
+            let sh_len = if shared { 2 * one } else { one };
+            let bytes = bytes_for(mats, shared);
             fits(n, bytes, workgroup_limit)?;
             let spectral = matches!(kernel, Kernel::SpectralApply | Kernel::SpectralVjp);
             let mut constants = vec![
                 ("N", n as f64),
+                ("T", tiles as f64),
                 ("MATS", mats as f64),
                 ("TPM", tpm as f64),
                 ("WG", (mats * tpm) as f64),
-                ("STRIDE", odd_stride(n) as f64),
-                ("V_LEN", v_len as f64),
-                ("M_SHARED", if shared { 1.0 } else { 0.0 }),
-                ("M_LEN", if shared { v_len as f64 } else { 1.0 }),
+                ("STRIDE", stride as f64),
+                ("MSTRIDE", mstride as f64),
+                ("W_SHARED", if shared { 1.0 } else { 0.0 }),
+                ("SH_LEN", sh_len as f64),
                 ("POLICY", policy as f64),
-                ("MN_LEN", small as f64),
+                ("MN_LEN", (mats * n) as f64),
             ];
             if spectral {
                 constants.push(("FUNC", func as f64));
