@@ -18,7 +18,9 @@
 // receives the next Y from k + 1; in odd rounds invocations 0..H−2 rotate, the last one swaps
 // X and Y instead, then each sends X to k + 1 and receives X from k − 1 (indices mod H). One
 // column of n floats and its norm cross workgroup memory per invocation per round, with one
-// barrier (two buffers alternate, so a round's writes never meet the previous round's reads).
+// barrier (two buffers alternate, so a round's writes never meet the previous round's reads),
+// or, where the device has subgroup operations of a fixed size that H divides, one subgroup
+// shuffle per vec4 and no barrier (the `//@if sg` branches, chosen by the host).
 // Odd N gets one zero padding column, which never rotates (its products are exactly 0).
 //
 // The input is prescaled by an exact power of two so its largest entry lies in [0.5, 1).
@@ -149,7 +151,10 @@ fn stage_quad(region: u32, q: u32, r: u32, v: vec4<f32>) {
     }
 }
 
-fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
+// `lid` is the invocation's index in the workgroup, numbered so that each subgroup holds
+// consecutive indices when columns travel by subgroup shuffles; `lane` is its index in its
+// subgroup then (unused otherwise).
+fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
     let mi = lid / H;                   // matrix slot in the workgroup
     let k = lid % H;                    // invocation within the matrix
     let g = workgroup_index(wid, params.groups_x) * MATS + mi;  // matrix in the dispatch
@@ -241,6 +246,13 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
                     any = any || abs(gamma) > STOP_TOL * norms;
                 }
             }
+            //@if sg
+            let next = lane - k + (k + 1u) % H;
+            //@for q
+            y$q = subgroupShuffle(y$q, next);
+            //@end
+            beta = subgroupShuffle(beta, next);
+            //@else
             let out_y = WG * SLOT + lid * SLOT;
             //@for q
             xbuf[out_y + $qu] = y$q;
@@ -252,6 +264,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
             y$q = xbuf[in_y + $qu];
             //@end
             beta = xbuf[in_y + R4].x;
+            //@fi
             // Odd round: the last invocation swaps instead of rotating; X goes to k + 1.
             if (last) {
                 //@for q
@@ -280,6 +293,13 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
                     any = any || abs(gamma) > STOP_TOL * norms;
                 }
             }
+            //@if sg
+            let prev = lane - k + (k + H - 1u) % H;
+            //@for q
+            x$q = subgroupShuffle(x$q, prev);
+            //@end
+            alpha = subgroupShuffle(alpha, prev);
+            //@else
             let out_x = lid * SLOT;
             //@for q
             xbuf[out_x + $qu] = x$q;
@@ -291,6 +311,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
             x$q = xbuf[in_x + $qu];
             //@end
             alpha = xbuf[in_x + R4].x;
+            //@fi
         }
         // Convergence: stop when no matrix of the workgroup rotated in this sweep.
         sweeping = sweep_vote(mi, k == 0u, lid, any);

@@ -1,6 +1,18 @@
 // Batched symmetric eigenvalues only, one-sided Jacobi: eigenvalues (ascending) and a status per
 // matrix. Body in hestenes.wgsl.
+//@if sg
+@compute @workgroup_size(WG)
+fn hestenes_eigvalsh(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(subgroup_size) size: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    hestenes_main(sid * size + lane, wid, false, lane);
+}
+//@else
 @compute @workgroup_size(WG)
 fn hestenes_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    hestenes_main(lid, wid, false);
+    hestenes_main(lid, wid, false, 0u);
 }
+//@fi

@@ -1,14 +1,15 @@
 //! Every assembled shader parses and validates with naga, for every supported size and both
 //! memory layouts, and translates to SPIR-V: no GPU needed.
 
-use eigrad::gpu::plan::{plan, JacobiKnobs};
+use eigrad::gpu::plan::{plan, JacobiKnobs, Plan};
 use eigrad::gpu::shaders::Kernel;
 use eigrad::gpu::MAX_N;
 use naga::back::pipeline_constants::process_overrides;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-fn validate(kernel: Kernel, n: u32, constants: &[(&'static str, f64)]) -> Result<(), String> {
-    let source = kernel.source(n);
+fn validate(plan: &Plan) -> Result<(), String> {
+    let (kernel, constants) = (plan.kernel, &plan.constants[..]);
+    let source = plan.source();
     let module = naga::front::wgsl::parse_str(&source)
         .map_err(|e| format!("{kernel:?}: parse error:\n{}", e.emit_to_string(&source)))?;
     let mut validator = Validator::new(ValidationFlags::all(), Capabilities::all());
@@ -45,6 +46,7 @@ const KNOBS: JacobiKnobs = JacobiKnobs {
     rel_threshold: f32::EPSILON,
     rot_floor: f32::EPSILON * f32::EPSILON,
     lower: false,
+    subgroup_size: 0,
 };
 
 #[test]
@@ -52,15 +54,30 @@ fn every_kernel_validates_for_every_size_and_layout() {
     // 48 KiB (NVIDIA), 32 KiB (Mesa llvmpipe), 16 KiB (wgpu's default).
     for limit in [49152u32, 32768, 16384] {
         for kernel in Kernel::ALL {
-            for n in 1..=MAX_N as u32 {
-                let p = match plan(kernel, n, limit, Some(KNOBS), 0, 0) {
+            // The one-sided kernels also with subgroup exchange (lavapipe's 8, NVIDIA's 32).
+            let subgroup_sizes: &[u32] = match kernel {
+                Kernel::HestenesEigh | Kernel::HestenesEigvalsh => &[0, 8, 32],
+                _ => &[0],
+            };
+            for (n, &sg) in
+                (1..=MAX_N as u32).flat_map(|n| subgroup_sizes.iter().map(move |s| (n, s)))
+            {
+                let knobs = JacobiKnobs {
+                    subgroup_size: sg,
+                    ..KNOBS
+                };
+                let p = match plan(kernel, n, limit, Some(knobs), 0, 0) {
                     Ok(p) => p,
                     // Some sizes cannot run under the smallest limit; that is reported, not hidden.
                     Err(_) if limit == 16384 => continue,
                     Err(e) => panic!("{kernel:?} n={n} limit={limit}: {e}"),
                 };
                 assert!(p.workgroup_bytes <= limit);
-                validate(kernel, p.n, &p.constants).unwrap_or_else(|e| panic!("n={n}: {e}"));
+                assert_eq!(p.subgroups, sg > 0 && sg % p.tpm == 0, "n={n} sg={sg}");
+                if p.subgroups {
+                    assert_eq!(p.workgroup_size() % sg, 0, "n={n} sg={sg}");
+                }
+                validate(&p).unwrap_or_else(|e| panic!("n={n} sg={sg}: {e}"));
             }
         }
     }
@@ -71,20 +88,20 @@ fn every_policy_and_option_validates() {
     for policy in 0..3 {
         for kernel in [Kernel::EighVjp, Kernel::EighJvp] {
             let p = plan(kernel, 7, 32768, None, 0, policy).unwrap();
-            validate(kernel, p.n, &p.constants).unwrap();
+            validate(&p).unwrap();
         }
     }
     for func in 0..7 {
         for policy in 0..3 {
             for kernel in [Kernel::SpectralApply, Kernel::SpectralVjp] {
                 let p = plan(kernel, 6, 32768, None, func, policy).unwrap();
-                validate(kernel, p.n, &p.constants).unwrap();
+                validate(&p).unwrap();
             }
         }
     }
     for kernel in [Kernel::PowerIteration, Kernel::PowerIterationVjp] {
         let p = plan(kernel, 6, 32768, Some(KNOBS), 0, 0).unwrap();
-        validate(kernel, p.n, &p.constants).unwrap();
+        validate(&p).unwrap();
     }
     let lower = JacobiKnobs {
         lower: true,
@@ -92,6 +109,6 @@ fn every_policy_and_option_validates() {
     };
     for kernel in [Kernel::JacobiEigh, Kernel::HestenesEigh] {
         let p = plan(kernel, 9, 32768, Some(lower), 0, 0).unwrap();
-        validate(kernel, p.n, &p.constants).unwrap();
+        validate(&p).unwrap();
     }
 }

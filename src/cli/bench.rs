@@ -317,7 +317,7 @@ fn bench_end_to_end(
     inp: &Inputs,
     pb: &indicatif::ProgressBar,
 ) -> CliResult<Vec<Sample>> {
-    let opts = EighOptions::default();
+    let opts = bench_options();
     let n = inp.n;
     let mut out = Vec::with_capacity(E2E_OPS.len());
     for op in E2E_OPS {
@@ -348,13 +348,30 @@ fn bench_end_to_end(
     Ok(out)
 }
 
+/// The options every benchmarked call uses: the defaults, except that the environment variable
+/// `EIGRAD_BENCH_MAX_SWEEPS` (a diagnostic) caps the sweeps, so that timings at caps 1, 2, …
+/// give the cost of one sweep (the capped results are not converged; only their time counts).
+fn bench_options() -> EighOptions {
+    let cap = std::env::var("EIGRAD_BENCH_MAX_SWEEPS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&c| c > 0);
+    match cap {
+        Some(max_sweeps) => EighOptions {
+            max_sweeps,
+            ..EighOptions::default()
+        },
+        None => EighOptions::default(),
+    }
+}
+
 /// Times the device-resident operations ([`RESIDENT_OPS`]) on the GPU.
 fn bench_resident(
     ctx: &GpuContext,
     inp: &Inputs,
     pb: &indicatif::ProgressBar,
 ) -> CliResult<Vec<Sample>> {
-    let opts = EighOptions::default();
+    let opts = bench_options();
     let policy = Degeneracy::default();
     let n = inp.n;
     let a = ctx.upload(&inp.a.to_f32());

@@ -220,7 +220,7 @@ impl Inner {
 
     /// The compiled pipeline for a plan (compiled once, then cached by kernel and constants).
     pub fn pipeline(&self, plan: Plan) -> Result<Arc<Pipeline>> {
-        let key = format!("{:?}{:?}", plan.kernel, plan.constants);
+        let key = format!("{:?}{:?}{}", plan.kernel, plan.constants, plan.subgroups);
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
@@ -230,7 +230,7 @@ impl Inner {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.entry_point()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source(plan.n).into()),
+                source: wgpu::ShaderSource::Wgsl(plan.source().into()),
             });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings(kernel)
             .iter()
@@ -293,12 +293,13 @@ impl Inner {
             )));
         }
         log::debug!(
-            "compiled {} n={} ({} matrices × {} invocations per workgroup, {} bytes of workgroup memory)",
+            "compiled {} n={} ({} matrices × {} invocations per workgroup, {} bytes of workgroup memory{})",
             kernel.entry_point(),
             plan.n,
             plan.mats,
             plan.tpm,
-            plan.workgroup_bytes
+            plan.workgroup_bytes,
+            if plan.subgroups { ", subgroup exchange" } else { "" }
         );
         let p = Arc::new(Pipeline {
             pipeline,

@@ -43,6 +43,9 @@ const MIN_ROUND_BYTES: u64 = 4 << 20;
 pub struct GpuContext {
     inner: Inner,
     forward: AtomicU8,
+    /// The adapter's subgroup size when the device has subgroup operations of one fixed size
+    /// (0 otherwise, and for devices eigrad did not create).
+    subgroup_size: u32,
 }
 
 /// The algorithm of the GPU eigendecomposition kernels (`eigh_resident` and everything built on
@@ -54,23 +57,27 @@ pub enum ForwardKernel {
     /// (benches/README.md): one-sided for 5 ≤ n ≤ 48, two-sided otherwise. The default.
     Auto,
     /// One-sided (Hestenes) Jacobi on `A + σI`: each invocation keeps two columns in registers
-    /// and exchanges one per round through workgroup memory, with one barrier per round
-    /// (`shaders/hestenes.wgsl`). Its eigenvectors are less accurate (about 3× the residual of
+    /// and passes one on per round, by subgroup shuffles where the device has subgroup
+    /// operations of a fixed size that the invocations per matrix divide, else through
+    /// workgroup memory with one barrier per round (`shaders/hestenes.wgsl`). Its eigenvectors are less accurate (about 3× the residual of
     /// the two-sided kernel: the shift σ scales their rounding), its eigenvalues more.
     OneSided,
+    /// The one-sided kernel, always exchanging through workgroup memory.
+    OneSidedShared,
     /// Two-sided round-robin Jacobi with `A` and `Vᵀ` in workgroup memory and three barriers
     /// per round (`shaders/jacobi.wgsl`, the first kernel version).
     TwoSided,
 }
 
 impl ForwardKernel {
-    /// The environment variable that picks the kernel of new contexts: `auto`, `one-sided` or
-    /// `two-sided`.
+    /// The environment variable that picks the kernel of new contexts: `auto`, `one-sided`,
+    /// `one-sided-shared` or `two-sided`.
     pub const ENV: &'static str = "EIGRAD_GPU_FORWARD";
 
-    const ALL: [ForwardKernel; 3] = [
+    const ALL: [ForwardKernel; 4] = [
         ForwardKernel::Auto,
         ForwardKernel::OneSided,
+        ForwardKernel::OneSidedShared,
         ForwardKernel::TwoSided,
     ];
 
@@ -80,9 +87,10 @@ impl ForwardKernel {
             Ok(v) => match v.as_str() {
                 "auto" => Ok(ForwardKernel::Auto),
                 "one-sided" => Ok(ForwardKernel::OneSided),
+                "one-sided-shared" => Ok(ForwardKernel::OneSidedShared),
                 "two-sided" => Ok(ForwardKernel::TwoSided),
                 other => Err(Error::InvalidArgument(format!(
-                    "{}={other:?}: expected auto, one-sided or two-sided",
+                    "{}={other:?}: expected auto, one-sided, one-sided-shared or two-sided",
                     Self::ENV
                 ))),
             },
@@ -228,6 +236,19 @@ fn copy_f32(dst: &mut [f32], src: &[u32]) {
     par_copy(dst, bytemuck::cast_slice(src));
 }
 
+/// The subgroup size the one-sided kernel may rely on: the adapter's, when it has subgroup
+/// operations and one fixed subgroup size for compute (0 otherwise).
+fn subgroup_size(features: wgpu::Features, info: &wgpu::AdapterInfo) -> u32 {
+    if features.contains(wgpu::Features::SUBGROUP)
+        && info.subgroup_min_size == info.subgroup_max_size
+        && info.subgroup_min_size.is_power_of_two()
+    {
+        info.subgroup_min_size
+    } else {
+        0
+    }
+}
+
 impl GpuContext {
     /// Creates a context on the adapter wgpu picks, honouring wgpu's usual environment
     /// variables (`WGPU_BACKEND`, `WGPU_POWER_PREF`, and `WGPU_ADAPTER_NAME`, a case-insensitive
@@ -251,7 +272,7 @@ impl GpuContext {
         );
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("eigrad"),
-            required_features: wgpu::Features::empty(),
+            required_features: adapter.features() & wgpu::Features::SUBGROUP,
             required_limits: adapter.limits(),
             experimental_features: wgpu::ExperimentalFeatures::default(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -265,6 +286,7 @@ impl GpuContext {
             log::error!("uncaptured wgpu error: {e}")
         }));
         Ok(GpuContext {
+            subgroup_size: subgroup_size(adapter.features(), &info),
             inner: Inner::new(device, queue, info.name),
             forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
         })
@@ -278,6 +300,7 @@ impl GpuContext {
         Ok(GpuContext {
             inner: Inner::new(device, queue, "external wgpu device".into()),
             forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
+            subgroup_size: 0,
         })
     }
 
@@ -450,9 +473,14 @@ impl GpuContext {
             )));
         }
         let batch = a.len / nn;
-        let kernel = match (self.forward_kernel().for_size(n), vectors) {
-            (ForwardKernel::OneSided, Vectors::Yes) => Kernel::HestenesEigh,
-            (ForwardKernel::OneSided, Vectors::No) => Kernel::HestenesEigvalsh,
+        let forward = self.forward_kernel().for_size(n);
+        let kernel = match (forward, vectors) {
+            (ForwardKernel::OneSided | ForwardKernel::OneSidedShared, Vectors::Yes) => {
+                Kernel::HestenesEigh
+            }
+            (ForwardKernel::OneSided | ForwardKernel::OneSidedShared, Vectors::No) => {
+                Kernel::HestenesEigvalsh
+            }
             (_, Vectors::Yes) => Kernel::JacobiEigh,
             (_, Vectors::No) => Kernel::JacobiEigvalsh,
         };
@@ -462,6 +490,10 @@ impl GpuContext {
             rel_threshold: opts.threshold(Precision::F32) as f32,
             rot_floor: eps * eps,
             lower: opts.symmetry == crate::Symmetry::Lower,
+            subgroup_size: match forward {
+                ForwardKernel::OneSided => self.subgroup_size,
+                _ => 0,
+            },
         };
         let limit = self.inner.limits().max_compute_workgroup_storage_size;
         let pipe = self

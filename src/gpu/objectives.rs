@@ -425,6 +425,7 @@ impl GpuContext {
             rel_threshold: 0.0,
             rot_floor: 0.0,
             lower: opts.symmetry == crate::Symmetry::Lower,
+            subgroup_size: 0,
         };
         let limit = self.inner.limits().max_compute_workgroup_storage_size;
         let pipe = self.inner.pipeline(plan(

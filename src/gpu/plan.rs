@@ -32,9 +32,16 @@ pub struct Plan {
     pub constants: Vec<(&'static str, f64)>,
     /// Workgroup memory the plan uses, in bytes.
     pub workgroup_bytes: u32,
+    /// Whether the kernel exchanges data through subgroup operations (one-sided Jacobi).
+    pub subgroups: bool,
 }
 
 impl Plan {
+    /// The kernel's WGSL source for this plan.
+    pub fn source(&self) -> String {
+        self.kernel.source(self.n, self.subgroups)
+    }
+
     /// Invocations per workgroup.
     pub fn workgroup_size(&self) -> u32 {
         self.mats * self.tpm
@@ -52,6 +59,9 @@ pub struct JacobiKnobs {
     pub rot_floor: f32,
     /// Read only the lower triangle.
     pub lower: bool,
+    /// The device's fixed subgroup size when the one-sided kernel may exchange columns through
+    /// subgroup operations (0: through workgroup memory).
+    pub subgroup_size: u32,
 }
 
 /// An error when a plan needs more workgroup memory than the device offers.
@@ -144,21 +154,30 @@ pub fn plan(
                 second_shared: shared,
                 constants,
                 workgroup_bytes: bytes,
+                subgroups: false,
             })
         }
         Kernel::HestenesEigh | Kernel::HestenesEigvalsh => {
             let knobs = knobs.expect("Jacobi kernels need their knobs");
             let m_pad = n + (n & 1);
             let h = m_pad / 2;
+            // Subgroup exchange needs each matrix's h invocations inside one subgroup, which
+            // workgroups of a whole number of subgroups give when h divides the subgroup size.
+            let sg = knobs.subgroup_size;
+            let subgroups = sg > 0 && sg.is_multiple_of(h);
             // Exchange slot: the column as ⌈n/4⌉ vec4s, then its norm; an odd number of vec4s
             // so that the slots of consecutive invocations start in distinct bank groups.
             let slot = (n.div_ceil(4) + 1) | 1;
             // Per matrix: two exchange buffers of h slots (16-byte vec4s), the ranking keys and
             // tie indices, and six per-matrix flags; per workgroup two more words.
             let per_matrix = 16 * 2 * h * slot + WORD * (2 * m_pad + 6);
-            let mut mats = (one_sided_target_workgroup() / h).max(1);
-            while mats > 1 && per_matrix * mats + 2 * WORD > workgroup_limit {
-                mats -= 1;
+            let mut mats = (one_sided_target_workgroup().max(sg) / h).max(1);
+            if subgroups {
+                mats = mats.next_multiple_of(sg / h);
+            }
+            let step = if subgroups { sg / h } else { 1 };
+            while mats > step && per_matrix * mats + 2 * WORD > workgroup_limit {
+                mats -= step;
             }
             let bytes = per_matrix * mats + 2 * WORD;
             fits(n, bytes, workgroup_limit)?;
@@ -191,6 +210,7 @@ pub fn plan(
                 second_shared: true,
                 constants,
                 workgroup_bytes: bytes,
+                subgroups,
             })
         }
         Kernel::EighVjp | Kernel::EighJvp | Kernel::SpectralApply | Kernel::SpectralVjp => {
@@ -250,6 +270,7 @@ pub fn plan(
                 second_shared: shared,
                 constants,
                 workgroup_bytes: bytes,
+                subgroups: false,
             })
         }
         Kernel::PowerIteration | Kernel::PowerIterationVjp => {
@@ -280,6 +301,7 @@ pub fn plan(
                 second_shared: false,
                 constants,
                 workgroup_bytes: bytes,
+                subgroups: false,
             })
         }
     }

@@ -148,17 +148,21 @@ impl Kernel {
         )
     }
 
-    /// The assembled WGSL module of this kernel for matrix size `n`.
-    pub fn source(self, n: u32) -> String {
+    /// The assembled WGSL module of this kernel for matrix size `n`, exchanging data through
+    /// subgroup operations (`subgroups`, one-sided kernels only) or workgroup memory.
+    pub fn source(self, n: u32, subgroups: bool) -> String {
+        let one_sided = matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh);
+        let subgroups = subgroups && one_sided;
+        // (naga 30 takes the subgroup built-ins without an `enable subgroups;` directive, which
+        // it rejects; the device needs wgpu::Features::SUBGROUP.)
         let mut s = format!("const MAX_N: u32 = {MAX_N}u;\n");
         let r4 = n.div_ceil(4);
-        let one_sided = matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh);
         if one_sided {
             s.push_str(&format!("const R4: u32 = {r4}u;\n"));
         }
         for part in self.parts() {
             if one_sided {
-                s.push_str(&unroll(part, r4));
+                s.push_str(&unroll(&select_branches(part, subgroups), r4));
             } else {
                 s.push_str(part);
             }
@@ -166,6 +170,27 @@ impl Kernel {
         }
         s
     }
+}
+
+/// Keeps the lines of `//@if sg` … `//@else` … `//@fi` blocks that apply: the first branch when
+/// `sg` (subgroup exchange), the second otherwise (blocks do not nest).
+fn select_branches(src: &str, sg: bool) -> String {
+    let mut out = String::with_capacity(src.len());
+    // None outside a block, Some(keep) inside one.
+    let mut keep: Option<bool> = None;
+    for line in src.lines() {
+        match (line.trim(), keep) {
+            ("//@if sg", None) => keep = Some(sg),
+            ("//@else", Some(k)) => keep = Some(!k),
+            ("//@fi", Some(_)) => keep = None,
+            (_, Some(false)) => {}
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Repeats each block of lines between a `//@for q` line and an `//@end` line `count` times,
@@ -207,11 +232,21 @@ mod tests {
     }
 
     #[test]
+    fn conditional_blocks_keep_one_branch() {
+        let src = "a\n//@if sg\nb\n//@else\nc\n//@fi\nd\n";
+        assert_eq!(select_branches(src, true), "a\nb\nd\n");
+        assert_eq!(select_branches(src, false), "a\nc\nd\n");
+    }
+
+    #[test]
     fn every_one_sided_source_is_fully_expanded() {
-        for n in 1..=MAX_N as u32 {
+        for (n, sg) in (1..=MAX_N as u32).flat_map(|n| [(n, false), (n, true)]) {
             for k in [Kernel::HestenesEigh, Kernel::HestenesEigvalsh] {
-                let s = k.source(n);
-                assert!(!s.contains("$q") && !s.contains("//@"), "n={n}");
+                let s = k.source(n, sg);
+                for l in s.lines().map(str::trim) {
+                    assert!(!l.starts_with("//@"), "n={n}: marker line {l}");
+                    assert!(l.starts_with("//") || !l.contains("$q"), "n={n}: {l}");
+                }
             }
         }
     }

@@ -25,21 +25,26 @@ pub fn gpu() -> Option<&'static GpuContext> {
     ctx.as_ref()
 }
 
-/// One context per forward kernel (one-sided, then two-sided), each set explicitly whatever
+/// One context per concrete forward kernel (one-sided with subgroup exchange where the
+/// adapter has it, one-sided through workgroup memory, two-sided), each set explicitly whatever
 /// `EIGRAD_GPU_FORWARD` says; empty (after `gpu()`'s skip or failure) without an adapter.
 pub fn gpu_kernels() -> Vec<(ForwardKernel, &'static GpuContext)> {
-    static TWO: OnceLock<Option<GpuContext>> = OnceLock::new();
+    static OTHERS: OnceLock<Vec<(ForwardKernel, GpuContext)>> = OnceLock::new();
     let Some(one) = gpu() else { return Vec::new() };
     one.set_forward_kernel(ForwardKernel::OneSided);
-    let two = TWO.get_or_init(|| {
-        let c = GpuContext::new().expect("a second context on the same adapter");
-        c.set_forward_kernel(ForwardKernel::TwoSided);
-        Some(c)
+    let others = OTHERS.get_or_init(|| {
+        [ForwardKernel::OneSidedShared, ForwardKernel::TwoSided]
+            .into_iter()
+            .map(|k| {
+                let c = GpuContext::new().expect("another context on the same adapter");
+                c.set_forward_kernel(k);
+                (k, c)
+            })
+            .collect()
     });
-    vec![
-        (ForwardKernel::OneSided, one),
-        (ForwardKernel::TwoSided, two.as_ref().unwrap()),
-    ]
+    std::iter::once((ForwardKernel::OneSided, one))
+        .chain(others.iter().map(|(k, c)| (*k, c)))
+        .collect()
 }
 
 /// Rounds test data to f32 (what the GPU sees), kept in f64 for the CPU reference.
