@@ -30,7 +30,7 @@
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
-# GPU_COMPARE_FORWARD (one-sided,one-sided-shared,two-sided: the forward kernels to check and time, through
+# GPU_COMPARE_FORWARD (one-sided,one-sided-subgroup,two-sided: the forward kernels to check and time, through
 # EIGRAD_GPU_FORWARD), GPU_COMPARE_BUDGET (540 s for the whole script).
 #
 # Expected duration on an H200: about 2 to 4 minutes (the eigrad kernels take milliseconds per call
@@ -46,7 +46,7 @@ ANCHOR=.device/jax_eigh_bench.py
 OUT=${OUT:-$PWD/gpu_compare_out}
 BATCH=${GPU_COMPARE_BATCH:-65536}
 NS=${GPU_COMPARE_N:-4,8,16,32,64}
-FORWARD=${GPU_COMPARE_FORWARD:-one-sided,one-sided-shared,two-sided}
+FORWARD=${GPU_COMPARE_FORWARD:-one-sided,one-sided-subgroup,two-sided}
 BUDGET=${GPU_COMPARE_BUDGET:-540}
 START=$SECONDS
 

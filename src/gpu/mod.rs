@@ -53,17 +53,22 @@ pub struct GpuContext {
 /// they differ in speed and in rounding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKernel {
-    /// Per matrix size, the kernel that measured faster without missing an accuracy check
-    /// (benches/README.md): one-sided for 5 ≤ n ≤ 48, two-sided otherwise. The default.
+    /// Per matrix size, the kernel that measured fastest on an NVIDIA H200 without missing an
+    /// accuracy check there (benches/README.md): one-sided for n ≤ 48, two-sided above (the
+    /// one-sided kernel's VJP check at n = 64 came out at 1.03e-4 against its 1e-4 tolerance).
+    /// The default.
     Auto,
-    /// One-sided (Hestenes) Jacobi on `A + σI`: each invocation keeps two columns in registers
-    /// and passes one on per round, by subgroup shuffles where the device has subgroup
-    /// operations of a fixed size that the invocations per matrix divide, else through
-    /// workgroup memory with one barrier per round (`shaders/hestenes.wgsl`). Its eigenvectors are less accurate (about 3× the residual of
-    /// the two-sided kernel: the shift σ scales their rounding), its eigenvalues more.
+    /// One-sided (Hestenes) Jacobi on `A + σI` (`shaders/hestenes.wgsl`): each invocation keeps
+    /// two columns in registers and passes one on per round through workgroup memory, with one
+    /// barrier per round. Its eigenvectors are less accurate than the two-sided kernel's (about
+    /// 3× the residual: the shift σ scales their rounding), its eigenvalues (Rayleigh
+    /// quotients) and orthogonality more.
     OneSided,
-    /// The one-sided kernel, always exchanging through workgroup memory.
-    OneSidedShared,
+    /// The one-sided kernel passing columns on by subgroup shuffles instead (no barrier), where
+    /// the device has subgroup operations of one fixed size that the invocations per matrix
+    /// (⌈n/2⌉) divide; elsewhere the same as [`ForwardKernel::OneSided`]. Slower than
+    /// workgroup memory on the H200 (one shuffle per float against one 16-byte load per four).
+    OneSidedSubgroup,
     /// Two-sided round-robin Jacobi with `A` and `Vᵀ` in workgroup memory and three barriers
     /// per round (`shaders/jacobi.wgsl`, the first kernel version).
     TwoSided,
@@ -71,13 +76,13 @@ pub enum ForwardKernel {
 
 impl ForwardKernel {
     /// The environment variable that picks the kernel of new contexts: `auto`, `one-sided`,
-    /// `one-sided-shared` or `two-sided`.
+    /// `one-sided-subgroup` or `two-sided`.
     pub const ENV: &'static str = "EIGRAD_GPU_FORWARD";
 
     const ALL: [ForwardKernel; 4] = [
         ForwardKernel::Auto,
         ForwardKernel::OneSided,
-        ForwardKernel::OneSidedShared,
+        ForwardKernel::OneSidedSubgroup,
         ForwardKernel::TwoSided,
     ];
 
@@ -87,10 +92,10 @@ impl ForwardKernel {
             Ok(v) => match v.as_str() {
                 "auto" => Ok(ForwardKernel::Auto),
                 "one-sided" => Ok(ForwardKernel::OneSided),
-                "one-sided-shared" => Ok(ForwardKernel::OneSidedShared),
+                "one-sided-subgroup" => Ok(ForwardKernel::OneSidedSubgroup),
                 "two-sided" => Ok(ForwardKernel::TwoSided),
                 other => Err(Error::InvalidArgument(format!(
-                    "{}={other:?}: expected auto, one-sided, one-sided-shared or two-sided",
+                    "{}={other:?}: expected auto, one-sided, one-sided-subgroup or two-sided",
                     Self::ENV
                 ))),
             },
@@ -100,7 +105,7 @@ impl ForwardKernel {
     /// The kernel this choice runs for matrices of size `n` (never `Auto`).
     pub fn for_size(self, n: usize) -> ForwardKernel {
         match self {
-            ForwardKernel::Auto if (5..=48).contains(&n) => ForwardKernel::OneSided,
+            ForwardKernel::Auto if n <= 48 => ForwardKernel::OneSided,
             ForwardKernel::Auto => ForwardKernel::TwoSided,
             k => k,
         }
@@ -475,10 +480,10 @@ impl GpuContext {
         let batch = a.len / nn;
         let forward = self.forward_kernel().for_size(n);
         let kernel = match (forward, vectors) {
-            (ForwardKernel::OneSided | ForwardKernel::OneSidedShared, Vectors::Yes) => {
+            (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::Yes) => {
                 Kernel::HestenesEigh
             }
-            (ForwardKernel::OneSided | ForwardKernel::OneSidedShared, Vectors::No) => {
+            (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::No) => {
                 Kernel::HestenesEigvalsh
             }
             (_, Vectors::Yes) => Kernel::JacobiEigh,
@@ -491,7 +496,7 @@ impl GpuContext {
             rot_floor: eps * eps,
             lower: opts.symmetry == crate::Symmetry::Lower,
             subgroup_size: match forward {
-                ForwardKernel::OneSided => self.subgroup_size,
+                ForwardKernel::OneSidedSubgroup => self.subgroup_size,
                 _ => 0,
             },
         };

@@ -25,15 +25,15 @@ pub fn gpu() -> Option<&'static GpuContext> {
     ctx.as_ref()
 }
 
-/// One context per concrete forward kernel (one-sided with subgroup exchange where the
-/// adapter has it, one-sided through workgroup memory, two-sided), each set explicitly whatever
+/// One context per concrete forward kernel (one-sided through workgroup memory, one-sided
+/// with subgroup exchange where the adapter has it, two-sided), each set explicitly whatever
 /// `EIGRAD_GPU_FORWARD` says; empty (after `gpu()`'s skip or failure) without an adapter.
 pub fn gpu_kernels() -> Vec<(ForwardKernel, &'static GpuContext)> {
     static OTHERS: OnceLock<Vec<(ForwardKernel, GpuContext)>> = OnceLock::new();
     let Some(one) = gpu() else { return Vec::new() };
     one.set_forward_kernel(ForwardKernel::OneSided);
     let others = OTHERS.get_or_init(|| {
-        [ForwardKernel::OneSidedShared, ForwardKernel::TwoSided]
+        [ForwardKernel::OneSidedSubgroup, ForwardKernel::TwoSided]
             .into_iter()
             .map(|k| {
                 let c = GpuContext::new().expect("another context on the same adapter");
