@@ -1544,3 +1544,21 @@ fn big_endian_input_and_an_empty_batch_are_read() {
     );
     assert_eq!(read_i32(&out.join("status.npy")), (vec![0], vec![]));
 }
+
+#[test]
+fn a_bad_forward_kernel_variable_is_an_error_not_a_cpu_fallback() {
+    for device in ["auto", "gpu"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_eigrad"))
+            .args(["check", "--device", device, "--n", "4"])
+            .env_remove("RUST_LOG")
+            .env("EIGRAD_GPU_FORWARD", "bogus")
+            .output()
+            .expect("run eigrad");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--device {device}: {stderr}");
+        assert!(
+            stderr.contains("EIGRAD_GPU_FORWARD") && stderr.contains("bogus"),
+            "--device {device}: {stderr}"
+        );
+    }
+}

@@ -71,6 +71,11 @@ impl Devices {
                     }
                     Some(ctx)
                 }
+                // A misconfiguration (e.g. a bad EIGRAD_GPU_FORWARD) is an error, not a reason
+                // to fall back to the CPU.
+                Err(e @ eigrad::Error::InvalidArgument(_)) => {
+                    fail!("--device auto: {e}");
+                }
                 Err(e) => {
                     eprintln!("device: cpu ({e})");
                     None

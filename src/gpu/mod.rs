@@ -263,6 +263,8 @@ impl GpuContext {
     /// The device is created with the adapter's own limits, so kernels can use all the
     /// workgroup memory and binding size it offers.
     pub fn new() -> Result<Self> {
+        // A bad EIGRAD_GPU_FORWARD is reported whether or not there is an adapter.
+        let forward = ForwardKernel::from_env()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(pick_adapter(&instance))?;
@@ -293,7 +295,7 @@ impl GpuContext {
         Ok(GpuContext {
             subgroup_size: subgroup_size(adapter.features(), &info),
             inner: Inner::new(device, queue, info.name),
-            forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
+            forward: AtomicU8::new(forward as u8),
         })
     }
 
