@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the f64 CPU reference (`eigrad::cpu`): the forward decomposition with
-//! and without eigenvectors, and the forward pass followed by the reverse rule (VJP), for
+//! and without eigenvectors (Jacobi, and the fast tridiagonal QL solver the CLI's `eigh` uses,
+//! also in place), and the forward pass followed by the reverse rule (VJP), for
 //! `n ∈ {4, 8, 16, 32, 64}` on a batch of sample covariance matrices (the demo's workload).
 //!
 //! Throughput is reported in matrices per second (`Throughput::Elements` = batch size). Run with
@@ -72,6 +73,28 @@ fn bench_cpu(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("eigvalsh", n), &inp, |b, inp| {
             b.iter(|| cpu::jacobi_eigvalsh(black_box(&inp.a), inp.n, &opts).unwrap())
         });
+
+        group.bench_with_input(BenchmarkId::new("tridiagonal_eigh", n), &inp, |b, inp| {
+            b.iter(|| cpu::tridiagonal_eigh(black_box(&inp.a), inp.n, &opts).unwrap())
+        });
+
+        group.bench_with_input(
+            BenchmarkId::new("tridiagonal_eigvalsh", n),
+            &inp,
+            |b, inp| b.iter(|| cpu::tridiagonal_eigvalsh(black_box(&inp.a), inp.n, &opts).unwrap()),
+        );
+
+        group.bench_with_input(
+            BenchmarkId::new("tridiagonal_in_place", n),
+            &inp,
+            |b, inp| {
+                b.iter_batched_ref(
+                    || inp.a.clone(),
+                    |a| cpu::tridiagonal_eigh_in_place(black_box(a), inp.n, &opts).unwrap(),
+                    criterion::BatchSize::LargeInput,
+                )
+            },
+        );
 
         group.bench_with_input(BenchmarkId::new("eigh_vjp", n), &inp, |b, inp| {
             b.iter(|| {

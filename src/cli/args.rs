@@ -32,7 +32,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Device-vs-CPU-reference consistency report per n; exit 1 if a tolerance is exceeded.
     Check(CheckArgs),
-    /// Eigendecomposition of a .npy file of matrices (..., n, n).
+    /// Eigendecomposition of a .npy file of matrices (..., n, n) (on the CPU: the fast
+    /// tridiagonal QL solver, not the Jacobi reference).
     Eigh(EighArgs),
     /// Reverse-mode derivative (VJP) of the eigendecomposition.
     Vjp(VjpArgs),

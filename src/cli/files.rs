@@ -2,11 +2,11 @@
 //! first, then picks the device, computes, and writes all outputs in one [`Outputs`] transaction.
 
 use super::args::{DegeneracyArg, EighArgs, JvpArgs, SpectralArgs, VjpArgs};
-use super::device::{warn_status, Devices};
+use super::device::{warn_status, Devices, Engine};
 use super::error::{fail, CliResult};
-use super::npy::{self, Outputs};
+use super::npy::{self, with_slice, Dtype, Floats, Matrices, Outputs};
 use super::progress;
-use eigrad::{Degeneracy, EighOptions, Vectors};
+use eigrad::{cpu, Degeneracy, EighOptions, Vectors};
 
 /// The Lorentzian broadening used when `--degeneracy lorentzian` comes without
 /// `--degeneracy-tol` (in units of eigenvalue squared, as in Liao et al. 2019).
@@ -43,6 +43,9 @@ pub fn eigh(args: &EighArgs) -> CliResult<()> {
     } else {
         Vectors::Yes
     };
+    if let Engine::Cpu = engine {
+        return eigh_cpu(args, a, &opts, vectors);
+    }
     let pb = progress::spinner(format!("eigh of {} matrices of size {}", a.batch(), a.n));
     let eig = engine.eigh(&a.data, a.n, &opts, vectors)?;
     pb.finish_and_clear();
@@ -67,6 +70,47 @@ pub fn eigh(args: &EighArgs) -> CliResult<()> {
     out.int32(&args.out_dir.join("status.npy"), &a.lead, &codes)?;
     out.commit()?;
     warn_status(eig.status());
+    Ok(())
+}
+
+/// The CPU side of `eigrad eigh`: the fast solver ([`cpu::tridiagonal`], Householder
+/// tridiagonalisation and implicit QL; the Jacobi reference stays the oracle of `check`, `demo`
+/// and the derivative commands). f64 input with eigenvectors is decomposed in place, so the
+/// eigenvectors take over the input's buffer and are written from it.
+fn eigh_cpu(args: &EighArgs, a: Matrices, opts: &EighOptions, vectors: Vectors) -> CliResult<()> {
+    let (n, vector_shape, shape) = (a.n, a.vector_shape(), a.shape());
+    let pb = progress::spinner(format!("eigh of {} matrices of size {n}", a.batch()));
+    let (values, eigenvectors, status) = match (a.data, vectors) {
+        (Floats::F64(mut m), Vectors::Yes) => {
+            let (values, status) = cpu::tridiagonal_eigh_in_place(&mut m, n, opts)?;
+            (values, Some(m), status)
+        }
+        (data, vectors) => {
+            let e = with_slice!(&data, s => cpu::tridiagonal(s, n, opts, vectors))?;
+            (e.eigenvalues, e.eigenvectors, e.status)
+        }
+    };
+    pb.finish_and_clear();
+    let dtype = args.output_dtype.unwrap_or(Dtype::F64);
+    let codes: Vec<i32> = status.iter().map(|s| s.code() as i32).collect();
+    let mut out = Outputs::new();
+    out.ensure_dir(&args.out_dir)?;
+    out.values(
+        &args.out_dir.join("eigenvalues.npy"),
+        &vector_shape,
+        &values,
+        dtype,
+    )?;
+    if let Some(v) = &eigenvectors {
+        out.values(&args.out_dir.join("eigenvectors.npy"), &shape, v, dtype)?;
+    }
+    out.int32(
+        &args.out_dir.join("status.npy"),
+        &shape[..shape.len() - 2],
+        &codes,
+    )?;
+    out.commit()?;
+    warn_status(&status);
     Ok(())
 }
 

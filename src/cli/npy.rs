@@ -9,9 +9,11 @@
 use super::error::{fail, CliError, CliResult};
 use eigrad::Scalar;
 use half::f16;
-use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, WriterBuilder};
+use npyz::{DType, Endianness, NpyHeader, Order, TypeChar, WriterBuilder};
+use std::any::TypeId;
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -133,25 +135,36 @@ fn describe_dtype(dtype: &DType) -> String {
 }
 
 /// Reads a whole `.npy` file of float16, float32 or float64 in C order.
+///
+/// The header is parsed from the file and the data is read with one bulk read straight into the
+/// final buffer (no intermediate copy, no per-element decoding); data in the other byte order
+/// is swapped in place.
 pub fn read(path: &Path) -> CliResult<Array> {
     let shown = path.display();
-    let bytes = fs::read(path).map_err(|e| CliError(format!("cannot read {shown}: {e}")))?;
-    let mut rest: &[u8] = &bytes;
-    // Parsing the header advances `rest` to the first data byte.
-    let header = NpyHeader::from_reader(&mut rest).map_err(|e| {
+    let cannot = |e: io::Error| CliError(format!("cannot read {shown}: {e}"));
+    let mut file = File::open(path).map_err(cannot)?;
+    let file_len = file.metadata().map_err(cannot)?.len();
+    // Reads exactly the header (npyz reads the preamble, then `read_exact`s the header text).
+    let header = NpyHeader::from_reader(&mut file).map_err(|e| {
         CliError(format!(
             "{shown} is not a valid .npy file (corrupt or truncated header: {e})"
         ))
     })?;
+    let data_len = file_len.saturating_sub(file.stream_position().map_err(cannot)?);
     let dtype = header.dtype();
-    let kind = match &dtype {
-        DType::Plain(ts) if ts.type_char() == TypeChar::Float => match ts.size_field() {
-            2 => Some(Dtype::F16),
-            4 => Some(Dtype::F32),
-            8 => Some(Dtype::F64),
-            _ => None,
-        },
-        _ => None,
+    let (kind, swap) = match &dtype {
+        DType::Plain(ts) if ts.type_char() == TypeChar::Float => {
+            let swap = ts.endianness() != Endianness::of_machine()
+                && ts.endianness() != Endianness::Irrelevant;
+            let kind = match ts.size_field() {
+                2 => Some(Dtype::F16),
+                4 => Some(Dtype::F32),
+                8 => Some(Dtype::F64),
+                _ => None,
+            };
+            (kind, swap)
+        }
+        _ => (None, false),
     };
     let Some(kind) = kind else {
         fail!(
@@ -176,35 +189,49 @@ pub fn read(path: &Path) -> CliResult<Array> {
         Dtype::F32 => 4,
         Dtype::F64 => 8,
     };
-    let expected = shape
+    let too_large = || CliError(format!("{shown} has a shape too large for this machine"));
+    let count = shape
         .iter()
-        .try_fold(item, |acc: usize, &d| acc.checked_mul(d))
-        .ok_or_else(|| CliError(format!("{shown} has a shape too large for this machine")))?;
-    if rest.len() < expected {
+        .try_fold(1, |acc: usize, &d| acc.checked_mul(d))
+        .ok_or_else(too_large)?;
+    let expected = count.checked_mul(item).ok_or_else(too_large)?;
+    if data_len < expected as u64 {
         fail!(
             "{shown} is truncated: shape {} of {} needs {expected} bytes of data but the file \
-             holds {}",
+             holds {data_len}",
             fmt_shape(&shape),
             kind.name(),
-            rest.len()
         );
     }
-    if rest.len() > expected {
+    if data_len > expected as u64 {
         fail!(
             "{shown} is corrupt: {} stray bytes follow the {expected} bytes of data of shape {}",
-            rest.len() - expected,
+            data_len - expected as u64,
             fmt_shape(&shape)
         );
     }
-    let file = NpyFile::with_header(header, rest);
     let data = match kind {
-        Dtype::F16 => file.into_vec::<f16>().map(Floats::F16),
-        Dtype::F32 => file.into_vec::<f32>().map(Floats::F32),
-        Dtype::F64 => file.into_vec::<f64>().map(Floats::F64),
+        Dtype::F16 => read_values::<f16>(&mut file, count, swap).map(Floats::F16),
+        Dtype::F32 => read_values::<f32>(&mut file, count, swap).map(Floats::F32),
+        Dtype::F64 => read_values::<f64>(&mut file, count, swap).map(Floats::F64),
     }
-    .map_err(|e| CliError(format!("{shown} could not be decoded: {e}")))?;
+    .map_err(|e| CliError(format!("{shown} could not be read: {e}")))?;
     log::info!("read {shown}: shape {} {}", fmt_shape(&shape), kind.name());
     Ok(Array { shape, data })
+}
+
+/// Reads `count` values with one `read_exact` into a fresh buffer (allocated zeroed, so its pages
+/// are first touched by the read itself), swapping each value's bytes when `swap`.
+fn read_values<T: bytemuck::Pod>(file: &mut File, count: usize, swap: bool) -> io::Result<Vec<T>> {
+    let mut values: Vec<T> = bytemuck::zeroed_vec(count);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values);
+    file.read_exact(bytes)?;
+    if swap {
+        bytes
+            .chunks_exact_mut(std::mem::size_of::<T>())
+            .for_each(<[u8]>::reverse);
+    }
+    Ok(values)
 }
 
 /// A batch of square matrices `(..., n, n)` read from a file.
@@ -373,13 +400,26 @@ impl Outputs {
         data: &Floats,
         dtype: Dtype,
     ) -> CliResult<()> {
+        with_slice!(data, s => self.values(dest, shape, s, dtype))
+    }
+
+    /// Writes `data` (any [`Scalar`] type) to `dest` as `.npy` of shape `shape` and element type
+    /// `dtype`: with one bulk write of `data` itself when the types agree, else of a converted
+    /// copy.
+    pub fn values<S: Scalar>(
+        &mut self,
+        dest: &Path,
+        shape: &[usize],
+        data: &[S],
+        dtype: Dtype,
+    ) -> CliResult<()> {
         check_len(dest, shape, data.len())?;
         let file = self.stage(dest)?;
-        with_slice!(data, s => match dtype {
-            Dtype::F16 => write_npy(file, shape, s.iter().map(|x| f16::from_f64(x.to_f64()))),
-            Dtype::F32 => write_npy(file, shape, s.iter().map(|x| x.to_f32())),
-            Dtype::F64 => write_npy(file, shape, s.iter().map(|x| x.to_f64())),
-        })
+        match dtype {
+            Dtype::F16 => write_slice(file, shape, &converted(data, |x| f16::from_f64(x.to_f64()))),
+            Dtype::F32 => write_slice(file, shape, &converted(data, |x| x.to_f32())),
+            Dtype::F64 => write_slice(file, shape, &converted(data, |x| x.to_f64())),
+        }
         .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))?;
         log::info!(
             "wrote {}: shape {} {}",
@@ -394,7 +434,7 @@ impl Outputs {
     pub fn int32(&mut self, dest: &Path, shape: &[usize], data: &[i32]) -> CliResult<()> {
         check_len(dest, shape, data.len())?;
         let file = self.stage(dest)?;
-        write_npy(file, shape, data.iter().copied())
+        write_slice(file, shape, data)
             .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))?;
         log::info!("wrote {}: shape {} int32", dest.display(), fmt_shape(shape));
         Ok(())
@@ -456,20 +496,42 @@ fn check_len(dest: &Path, shape: &[usize], len: usize) -> CliResult<()> {
     Ok(())
 }
 
-/// Writes one `.npy` file of C order with the default dtype of `T` (little-endian).
-fn write_npy<T: npyz::AutoSerialize>(
-    file: File,
+/// `data` as `T`: borrowed when `S` is `T` already, else converted element by element with `f`.
+fn converted<S: bytemuck::Pod, T: bytemuck::Pod>(data: &[S], f: impl Fn(S) -> T) -> Cow<'_, [T]> {
+    if TypeId::of::<S>() == TypeId::of::<T>() {
+        // The same type: the cast is the identity.
+        Cow::Borrowed(bytemuck::cast_slice(data))
+    } else {
+        Cow::Owned(data.iter().map(|&x| f(x)).collect())
+    }
+}
+
+/// Writes one `.npy` file of C order with the default dtype of `T` (little-endian): the header,
+/// then the data with one bulk write on a little-endian machine (element by element otherwise).
+fn write_slice<T: npyz::AutoSerialize + bytemuck::Pod>(
+    mut file: File,
     shape: &[usize],
-    items: impl Iterator<Item = T>,
+    data: &[T],
 ) -> io::Result<()> {
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    if cfg!(target_endian = "little") {
+        let mut header = Vec::new();
+        npyz::WriteOptions::<T>::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut header)
+            .write_header_only()?;
+        file.write_all(&header)?;
+        file.write_all(bytemuck::cast_slice(data))?;
+        return file.flush();
+    }
     let mut buf = BufWriter::new(file);
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
         .shape(&shape)
         .writer(&mut buf)
         .begin_nd()?;
-    w.extend(items)?;
+    w.extend(data.iter().copied())?;
     w.finish()?;
     buf.flush()
 }
