@@ -225,15 +225,16 @@ pub fn eigh_chunk(
     }
 }
 
-/// Loads one matrix into lane `l` of `a` (symmetrised or lower triangle), scaled by an exact
-/// power of two so its largest entry lies in [0.5, 1); returns the exponent to undo the scaling,
-/// or `None` for a non-finite entry.
-fn load_lane(
+/// Reads one symmetric matrix (symmetrised, or its lower triangle), handing each entry to
+/// `put(index, x)` for both of its positions; returns the exponent `e` of an exact power-of-two
+/// scale `2^-e` that brings the largest entry into [0.5, 1), or `None` for a non-finite entry.
+/// The caller applies the scale to what `put` stored.
+#[inline(always)]
+pub(crate) fn load_symmetric(
     load: impl Fn(usize) -> f64,
     n: usize,
     symmetry: Symmetry,
-    a: &mut [Lanes],
-    l: usize,
+    mut put: impl FnMut(usize, f64),
 ) -> Option<i32> {
     let mut max_abs = 0.0f64;
     let mut finite = true;
@@ -245,14 +246,23 @@ fn load_lane(
             };
             finite &= x.is_finite();
             max_abs = max_abs.max(x.abs());
-            a[i * n + j][l] = x;
-            a[j * n + i][l] = x;
+            put(i * n + j, x);
+            put(j * n + i, x);
         }
     }
-    if !finite {
-        return None;
-    }
-    let e = exponent(max_abs).clamp(-1000, 1000);
+    finite.then(|| exponent(max_abs).clamp(-1000, 1000))
+}
+
+/// Loads one matrix into lane `l` of `a`, scaled as [`load_symmetric`] says; returns the
+/// exponent to undo the scaling, or `None` for a non-finite entry.
+fn load_lane(
+    load: impl Fn(usize) -> f64,
+    n: usize,
+    symmetry: Symmetry,
+    a: &mut [Lanes],
+    l: usize,
+) -> Option<i32> {
+    let e = load_symmetric(load, n, symmetry, |k, x| a[k][l] = x)?;
     if e != 0 {
         let scale = pow2(-e);
         a[..n * n].iter_mut().for_each(|x| x[l] *= scale);

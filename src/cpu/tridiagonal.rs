@@ -11,7 +11,7 @@
 //! n·eps·‖A‖), but it is not the oracle: Jacobi is, because it matches the GPU kernels and has
 //! relative accuracy on graded matrices.
 
-use super::jacobi::{exponent, pow2};
+use super::jacobi::{load_symmetric, pow2};
 use crate::{Status, Symmetry};
 
 /// Scratch space for [`tridiagonal_eigh_one`] on matrices of size `n`; reused across the matrices
@@ -192,9 +192,9 @@ fn fail(values: &mut [f64], vectors: Option<&mut [f64]>) {
     }
 }
 
-/// Loads one matrix into `a` (symmetrised or lower triangle, stored in full), scaled by an exact
-/// power of two so its largest entry lies in [0.5, 1); returns the exponent that undoes the
-/// scaling, or `None` for a non-finite entry. The same scaling as the Jacobi reference.
+/// Loads one matrix into `a` (stored in full), scaled as the Jacobi reference scales it
+/// ([`load_symmetric`]); returns the exponent that undoes the scaling, or `None` for a
+/// non-finite entry.
 #[inline(always)]
 fn load_matrix(
     load: impl Fn(usize) -> f64,
@@ -202,24 +202,7 @@ fn load_matrix(
     symmetry: Symmetry,
     a: &mut [f64],
 ) -> Option<i32> {
-    let mut max_abs = 0.0f64;
-    let mut finite = true;
-    for i in 0..n {
-        for j in 0..=i {
-            let x = match symmetry {
-                Symmetry::Symmetrize if i != j => 0.5 * load(i * n + j) + 0.5 * load(j * n + i),
-                _ => load(i * n + j),
-            };
-            finite &= x.is_finite();
-            max_abs = max_abs.max(x.abs());
-            a[i * n + j] = x;
-            a[j * n + i] = x;
-        }
-    }
-    if !finite {
-        return None;
-    }
-    let e = exponent(max_abs).clamp(-1000, 1000);
+    let e = load_symmetric(load, n, symmetry, |k, x| a[k] = x)?;
     if e != 0 {
         let scale = pow2(-e);
         a.iter_mut().for_each(|x| *x *= scale);
