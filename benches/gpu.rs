@@ -4,7 +4,8 @@
 //!
 //! Batch size: `EIGRAD_BENCH_BATCH` (default 4096; a eighth of it for n = 64). Skips with a
 //! message when there is no adapter. Numbers from a software adapter (llvmpipe) say nothing
-//! about GPU speed.
+//! about GPU speed. The forward kernel is the context's default, which `EIGRAD_GPU_FORWARD`
+//! overrides (`auto`, `one-sided`, `one-sided-subgroup`, `two-sided`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use eigrad::gpu::GpuContext;
