@@ -351,41 +351,95 @@ fn lockstep_batches_equal_the_one_matrix_solver_bitwise_whatever_shares_a_chunk(
         a.extend((0..n * n).map(|k| x[k / n] * x[k % n]));
         a.extend(vec![0.0; n * n]);
         a.extend(samples::graded(&mut rng, n, 3, 6.0));
-        let batch = a.len() / (n * n);
-        let opts = EighOptions::default();
-        let eig = fast(&a, n);
-        let values_only = cpu::tridiagonal_eigvalsh(&a, n, &opts).unwrap();
-        let mut ws = cpu::TridiagonalWorkspace::new(n);
-        for b in 0..batch {
-            let m = mat(&a, n, b);
-            let (mut w, mut v) = (vec![0.0; n], vec![0.0; n * n]);
-            let s = cpu::tridiagonal_eigh_one(
-                |i| m[i],
-                n,
-                Symmetry::Symmetrize,
-                opts.max_sweeps,
-                &mut ws,
-                &mut w,
-                Some(&mut v),
-            );
-            let what = format!("n = {n}, matrix {b}");
-            assert_eq!((s, eig.status[b]), (Status::Ok, Status::Ok), "{what}");
-            assert_bitwise_eq(eig.values(b), &w, &what);
-            assert_bitwise_eq(eig.vectors(b).unwrap(), &v, &what);
-            assert_bitwise_eq(values_only.values(b), &w, &what);
-            let mut in_place = m.to_vec();
-            let mut w2 = vec![0.0; n];
-            let s = cpu::tridiagonal_eigh_one_in_place(
-                &mut in_place,
-                n,
-                Symmetry::Symmetrize,
-                opts.max_sweeps,
-                &mut ws,
-                &mut w2,
-            );
-            assert_eq!(s, Status::Ok, "{what}");
-            assert_bitwise_eq(&w2, &w, &what);
-            assert_bitwise_eq(&in_place, &v, &what);
+        assert_batch_equals_one_at_a_time(&a, n);
+    }
+}
+
+#[test]
+fn lockstep_reduction_equals_the_one_matrix_solver_bitwise_when_lanes_skip_different_steps() {
+    // Chunks of four in which the lanes' columns need no reflection at different steps (already
+    // tridiagonal with zero and −0 couplings, block diagonal, diagonal with ties and signed
+    // zeros) next to full matrices, in two different arrangements.
+    for n in [3, 4, 6, 8, 11, 16] {
+        let mut rng = Rng::new(7800 + n as u64);
+        let mut tri = vec![0.0; n * n];
+        for i in 0..n {
+            tri[i * n + i] = rng.normal();
+            if i + 1 < n {
+                let x = [rng.normal(), 0.0, -0.0][i % 3];
+                tri[i * n + i + 1] = x;
+                tri[(i + 1) * n + i] = x;
+            }
         }
+        let mut block = samples::random_symmetric(&mut rng, n, 1);
+        for i in 0..n {
+            for j in 0..n {
+                if (i < n / 2) != (j < n / 2) {
+                    block[i * n + j] = 0.0;
+                }
+            }
+        }
+        let ties = diagonal(
+            &(0..n)
+                .map(|i| [1.0, -0.0, 0.0, 1.0, -2.0][i % 5])
+                .collect::<Vec<_>>(),
+        );
+        let full = samples::random_symmetric(&mut rng, n, 2);
+        let mut a = Vec::new();
+        for m in [
+            &tri,
+            mat(&full, n, 0),
+            &block,
+            &ties,
+            &ties,
+            &block,
+            mat(&full, n, 1),
+            &tri,
+        ] {
+            a.extend_from_slice(m);
+        }
+        assert_batch_equals_one_at_a_time(&a, n);
+    }
+}
+
+/// Checks that the batched solvers (full, eigenvalues only) give every matrix of `a` bitwise what
+/// [`cpu::tridiagonal_eigh_one`] and [`cpu::tridiagonal_eigh_one_in_place`] give it alone.
+#[track_caller]
+fn assert_batch_equals_one_at_a_time(a: &[f64], n: usize) {
+    let batch = a.len() / (n * n);
+    let opts = EighOptions::default();
+    let eig = fast(a, n);
+    let values_only = cpu::tridiagonal_eigvalsh(a, n, &opts).unwrap();
+    let mut ws = cpu::TridiagonalWorkspace::new(n);
+    for b in 0..batch {
+        let m = mat(a, n, b);
+        let (mut w, mut v) = (vec![0.0; n], vec![0.0; n * n]);
+        let s = cpu::tridiagonal_eigh_one(
+            |i| m[i],
+            n,
+            Symmetry::Symmetrize,
+            opts.max_sweeps,
+            &mut ws,
+            &mut w,
+            Some(&mut v),
+        );
+        let what = format!("n = {n}, matrix {b}");
+        assert_eq!((s, eig.status[b]), (Status::Ok, Status::Ok), "{what}");
+        assert_bitwise_eq(eig.values(b), &w, &what);
+        assert_bitwise_eq(eig.vectors(b).unwrap(), &v, &what);
+        assert_bitwise_eq(values_only.values(b), &w, &what);
+        let mut in_place = m.to_vec();
+        let mut w2 = vec![0.0; n];
+        let s = cpu::tridiagonal_eigh_one_in_place(
+            &mut in_place,
+            n,
+            Symmetry::Symmetrize,
+            opts.max_sweeps,
+            &mut ws,
+            &mut w2,
+        );
+        assert_eq!(s, Status::Ok, "{what}");
+        assert_bitwise_eq(&w2, &w, &what);
+        assert_bitwise_eq(&in_place, &v, &what);
     }
 }

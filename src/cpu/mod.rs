@@ -143,8 +143,9 @@ fn tridiagonal_task_len(n: usize) -> usize {
 }
 
 /// Batched symmetric eigendecomposition by Householder tridiagonalisation and implicit QL in f64
-/// (see [`tridiagonal_eigh_one`]; for `n ≤` [`LOCKSTEP_MAX_N`] the QL iterations of
-/// [`QL_LANES`] matrices run in lockstep, with results bitwise those of one matrix at a time): the fast CPU path, with the output
+/// (see [`tridiagonal_eigh_one`]; for `n ≤` [`LOCKSTEP_MAX_N`] the reductions, `Q` formations and
+/// QL iterations of [`QL_LANES`] matrices run in lockstep, with results bitwise those of one
+/// matrix at a time): the fast CPU path, with the output
 /// contract of [`jacobi`] and normwise accuracy. `opts.max_sweeps·n` caps the QL iterations per
 /// matrix; `opts.rel_threshold` (a Jacobi parameter) is validated but not used.
 pub fn tridiagonal<S: Scalar>(

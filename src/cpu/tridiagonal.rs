@@ -1,6 +1,7 @@
 //! The fast f64 CPU eigensolver: Householder reduction to tridiagonal form followed by the
 //! implicit QL algorithm with shifts (EISPACK's `tred2`/`tql2` family, as in LAPACK's
-//! `dsytd2` + `dsteqr`), one matrix at a time, writing into caller-owned buffers.
+//! `dsytd2` + `dsteqr`), one matrix at a time or, for small n, four in lockstep (bitwise the same
+//! results), writing into caller-owned buffers.
 //!
 //! It needs several times fewer flops than cyclic Jacobi (about 2n³ for the reduction, (4/3)n³
 //! for forming `Q` and about 6n³ for the QL rotations on the eigenvectors, against Jacobi's
@@ -34,7 +35,7 @@ pub struct TridiagonalWorkspace {
     p: Vec<f64>,
     /// Sort permutation.
     order: Vec<usize>,
-    /// The lockstep QL's lanes.
+    /// The lockstep path's lanes.
     pub(crate) lanes: QlLanes,
 }
 
@@ -393,7 +394,7 @@ fn ql(n: usize, ws: &mut TridiagonalWorkspace, want_vectors: bool, max_iteration
     true
 }
 
-/// Matrices whose QL iterations run in lockstep in [`tridiagonal_eigh_chunk`].
+/// Matrices solved in lockstep (reduction, `Q` and QL) in [`tridiagonal_eigh_chunk`].
 pub const QL_LANES: usize = 4;
 
 /// The largest `n` solved in lockstep. Above it the eigenvector rotations (length `n`) dominate
@@ -404,30 +405,40 @@ pub const LOCKSTEP_MAX_N: usize = 16;
 
 type Lanes = [f64; QL_LANES];
 
-/// Lane-interleaved copies of the tridiagonal matrices and `Zᵀ` of up to [`QL_LANES`] matrices
-/// (structure of arrays: `d[i][lane]`, `zt[j*n + k][lane]`).
+/// Lane-interleaved working storage of up to [`QL_LANES`] matrices (structure of arrays:
+/// `a[i*n + j][lane]`, `d[i][lane]`, `zt[j*n + k][lane]`), the counterparts of the fields of
+/// [`TridiagonalWorkspace`] for the lockstep reduction, `Q` formation and QL.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct QlLanes {
+    a: Vec<Lanes>,
     d: Vec<Lanes>,
     e: Vec<Lanes>,
+    tau: Vec<Lanes>,
+    p: Vec<Lanes>,
     zt: Vec<Lanes>,
 }
 
 impl QlLanes {
+    /// Lanes for matrices of size `n` (empty above [`LOCKSTEP_MAX_N`], where they go unused).
     pub(crate) fn new(n: usize) -> Self {
+        let n = if n <= LOCKSTEP_MAX_N { n } else { 0 };
         QlLanes {
+            a: vec![[0.0; QL_LANES]; n * n],
             d: vec![[0.0; QL_LANES]; n],
             e: vec![[0.0; QL_LANES]; n],
+            tau: vec![[0.0; QL_LANES]; n],
+            p: vec![[0.0; QL_LANES]; n],
             zt: vec![[0.0; QL_LANES]; n * n],
         }
     }
 }
 
-/// [`tridiagonal_eigh_one`] of `m ≤ QL_LANES` consecutive matrices: each is loaded and reduced on
-/// its own, then their QL iterations run in lockstep (the lanes' square-root and division chains
-/// overlap and the eigenvector rotations vectorise across lanes). A lane whose block does not
-/// include the current rotation keeps its state by selection, so every lane does exactly the
-/// arithmetic of [`tridiagonal_eigh_one`] and results are bitwise those of one matrix at a time.
+/// [`tridiagonal_eigh_one`] of `m ≤ QL_LANES` consecutive matrices: each is loaded on its own,
+/// then their reductions, `Q` formations and QL iterations run in lockstep (the lanes' square-root
+/// and division chains overlap and the vector operations run across lanes). A lane that skips a
+/// step another lane takes (a reflection or a rotation) keeps its state by selection, so every
+/// lane does exactly the arithmetic of [`tridiagonal_eigh_one`] and results are bitwise those of
+/// one matrix at a time.
 ///
 /// `load(i)` gives element `i` of the chunk (`m` stored `n×n` matrices); results go to `values`
 /// (`m·n`), `vectors` when given (`m·n²`) and `status` (`m`).
@@ -464,10 +475,7 @@ pub(crate) fn tridiagonal_eigh_chunk(
         &mut lanes,
         want_vectors,
     );
-    for l in 0..m {
-        let vecs = vectors.as_deref_mut().map(|v| &mut v[l * nn..(l + 1) * nn]);
-        status[l] = chunk_finish(results[l], l, n, ws, &lanes, &mut values[l * n..], vecs);
-    }
+    chunk_finish(&results, m, n, &lanes, values, vectors, status);
     ws.lanes = lanes;
 }
 
@@ -501,13 +509,12 @@ pub(crate) fn tridiagonal_eigh_chunk_in_place(
         &mut lanes,
         true,
     );
-    for (l, v) in chunk.chunks_exact_mut(nn).enumerate() {
-        status[l] = chunk_finish(results[l], l, n, ws, &lanes, &mut values[l * n..], Some(v));
-    }
+    chunk_finish(&results, m, n, &lanes, values, Some(chunk), status);
     ws.lanes = lanes;
 }
 
-/// Loads and reduces each matrix of the chunk into its lane, then runs the lockstep QL.
+/// Loads each matrix of the chunk into its lane, then reduces, forms `Q` and runs the QL on the
+/// lanes in lockstep.
 fn chunk_compute(
     load: impl Fn(usize) -> f64,
     m: usize,
@@ -554,23 +561,14 @@ fn chunk_solve(
         };
         results[l] = exp.ok_or(Status::NonFiniteInput);
         live[l] = exp.is_some();
-        if !live[l] {
-            // Zeros never rotate.
-            lanes.d[..n].iter_mut().for_each(|x| x[l] = 0.0);
-            lanes.e[..n].iter_mut().for_each(|x| x[l] = 0.0);
-            continue;
+        // A lane without a (finite) matrix holds zeros: no reflection, no rotation.
+        for (x, &w) in lanes.a[..nn].iter_mut().zip(&ws.a[..nn]) {
+            x[l] = if live[l] { w } else { 0.0 };
         }
-        reduce(n, ws);
-        for i in 0..n {
-            lanes.d[i][l] = ws.d[i];
-            lanes.e[i][l] = ws.e[i];
-        }
-        if want_vectors {
-            form_q_transposed(n, ws);
-            for (z, &w) in lanes.zt[..nn].iter_mut().zip(&ws.zt[..nn]) {
-                z[l] = w;
-            }
-        }
+    }
+    reduce_lanes(n, lanes);
+    if want_vectors {
+        form_q_transposed_lanes(n, lanes);
     }
     let converged = ql_lanes(n, lanes, live, want_vectors, max_iterations);
     for l in 0..QL_LANES {
@@ -581,33 +579,222 @@ fn chunk_solve(
     results
 }
 
-/// Copies lane `l` back into `ws` and writes its outputs with [`finish`].
+/// Writes the outputs of the `m` lanes of a [`chunk_compute`] result, each exactly as [`finish`]
+/// writes them: the order comes from ranks (a lane's eigenvalue `j` goes to the number of
+/// eigenvalues before it in [`f64::total_cmp`] order, ties by index), which is the permutation
+/// the sort in [`finish`] gives, found without branches on the data.
 fn chunk_finish(
-    result: Result<i32, Status>,
-    l: usize,
+    results: &[Result<i32, Status>; QL_LANES],
+    m: usize,
     n: usize,
-    ws: &mut TridiagonalWorkspace,
     lanes: &QlLanes,
     values: &mut [f64],
     vectors: Option<&mut [f64]>,
-) -> Status {
-    if result.is_ok() {
-        for i in 0..n {
-            ws.d[i] = lanes.d[i][l];
+    status: &mut [Status],
+) {
+    macro_rules! specialised {
+        ($($k:literal)*) => {
+            match n {
+                $($k => finish_lanes($k, results, m, lanes, values, vectors, status),)*
+                _ => finish_lanes(n, results, m, lanes, values, vectors, status),
+            }
+        };
+    }
+    specialised!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+/// The body of [`chunk_finish`]; always inlined, so a constant `n` specialises it.
+#[inline(always)]
+fn finish_lanes(
+    n: usize,
+    results: &[Result<i32, Status>; QL_LANES],
+    m: usize,
+    lanes: &QlLanes,
+    values: &mut [f64],
+    mut vectors: Option<&mut [f64]>,
+    status: &mut [Status],
+) {
+    let nn = n * n;
+    let (d, zt) = (&lanes.d[..n], &lanes.zt[..nn]);
+    for l in 0..m {
+        let values = &mut values[l * n..(l + 1) * n];
+        let vecs = vectors.as_deref_mut().map(|v| &mut v[l * nn..(l + 1) * nn]);
+        let exp = match results[l] {
+            Ok(exp) => exp,
+            Err(s) => {
+                fail(values, vecs);
+                status[l] = s;
+                continue;
+            }
+        };
+        status[l] = Status::Ok;
+        // The keys of `f64::total_cmp`: the bits, negatives' magnitude bits flipped.
+        let mut key = [0i64; LOCKSTEP_MAX_N];
+        for j in 0..n {
+            let b = d[j][l].to_bits() as i64;
+            key[j] = b ^ (((b >> 63) as u64) >> 1) as i64;
         }
-        if vectors.is_some() {
-            for (w, z) in ws.zt[..n * n].iter_mut().zip(&lanes.zt[..n * n]) {
-                *w = z[l];
+        let mut order = [0usize; LOCKSTEP_MAX_N];
+        for j in 0..n {
+            let mut rank = 0;
+            for i in 0..j {
+                rank += usize::from(key[i] <= key[j]);
+            }
+            for i in j + 1..n {
+                rank += usize::from(key[i] < key[j]);
+            }
+            order[rank] = j;
+        }
+        let order = &order[..n];
+        let unscale = pow2(exp);
+        for (r, &j) in order.iter().enumerate() {
+            values[r] = d[j][l] * unscale;
+        }
+        if let Some(v) = vecs {
+            for (r, &j) in order.iter().enumerate() {
+                let z = &zt[j * n..j * n + n];
+                // The gauge of [`finish`]: the first component of largest magnitude is positive.
+                let (mut top, mut at) = (z[0][l].abs(), z[0][l]);
+                for x in &z[1..] {
+                    if x[l].abs() > top {
+                        (top, at) = (x[l].abs(), x[l]);
+                    }
+                }
+                let sign = if at < 0.0 { -1.0 } else { 1.0 };
+                for i in 0..n {
+                    v[i * n + r] = sign * z[i][l];
+                }
             }
         }
     }
-    finish(result, n, ws, values, vectors)
 }
 
-/// Picks `x[l]` where `on[l]`, else `y[l]`.
+/// [`reduce`] on the lanes of `lanes` in lockstep. A lane whose column needs no reflection
+/// (`tau = 0`) while another's does keeps its values by selection, so each lane gets exactly the
+/// arithmetic of [`reduce`].
 #[inline(always)]
-fn select(on: &[bool; QL_LANES], x: Lanes, y: Lanes) -> Lanes {
-    std::array::from_fn(|l| if on[l] { x[l] } else { y[l] })
+fn reduce_lanes(n: usize, lanes: &mut QlLanes) {
+    let a = &mut lanes.a[..n * n];
+    let (d, e, tau, p) = (
+        &mut lanes.d[..n],
+        &mut lanes.e[..n],
+        &mut lanes.tau[..n],
+        &mut lanes.p[..n],
+    );
+    for k in 0..n.saturating_sub(2) {
+        d[k] = a[k * n + k];
+        let alpha = a[k * n + k + 1];
+        let mut sigma = [0.0; QL_LANES];
+        for x in &a[k * n + k + 2..k * n + n] {
+            for l in 0..QL_LANES {
+                sigma[l] += x[l] * x[l];
+            }
+        }
+        let on = mask(sigma.map(|x| x != 0.0));
+        if on == [0; QL_LANES] {
+            e[k] = alpha;
+            tau[k] = [0.0; QL_LANES];
+            continue;
+        }
+        let (mut beta, mut t, mut scal) = ([0.0; QL_LANES], [0.0; QL_LANES], [0.0; QL_LANES]);
+        for l in 0..QL_LANES {
+            let norm = (alpha[l] * alpha[l] + sigma[l]).sqrt();
+            beta[l] = if alpha[l] > 0.0 { -norm } else { norm };
+            t[l] = (beta[l] - alpha[l]) / beta[l];
+            scal[l] = 1.0 / (alpha[l] - beta[l]);
+        }
+        e[k] = select(&on, beta, alpha);
+        tau[k] = select(&on, t, [0.0; QL_LANES]);
+        a[k * n + k + 1] = select(&on, [1.0; QL_LANES], alpha);
+        for x in &mut a[k * n + k + 2..k * n + n] {
+            *x = select(&on, std::array::from_fn(|l| x[l] * scal[l]), *x);
+        }
+        let (head, tail) = a.split_at_mut((k + 1) * n);
+        let v = &head[k * n + k + 1..k * n + n];
+        let m = n - k - 1;
+        let mut pv = [0.0; QL_LANES];
+        for i in 0..m {
+            let row = &tail[i * n + k + 1..i * n + n];
+            let mut s = [0.0; QL_LANES];
+            for j in 0..m {
+                for l in 0..QL_LANES {
+                    s[l] += row[j][l] * v[j][l];
+                }
+            }
+            for l in 0..QL_LANES {
+                p[i][l] = t[l] * s[l];
+                pv[l] += p[i][l] * v[i][l];
+            }
+        }
+        let kk: Lanes = std::array::from_fn(|l| -0.5 * t[l] * pv[l]);
+        for i in 0..m {
+            for l in 0..QL_LANES {
+                p[i][l] += kk[l] * v[i][l];
+            }
+        }
+        for i in 0..m {
+            let (vi, wi) = (v[i], p[i]);
+            let row = &mut tail[i * n + k + 1..i * n + n];
+            for j in 0..m {
+                let x = row[j];
+                let y = std::array::from_fn(|l| x[l] - (vi[l] * p[j][l] + wi[l] * v[j][l]));
+                row[j] = select(&on, y, x);
+            }
+        }
+    }
+    if n >= 2 {
+        d[n - 2] = a[(n - 2) * n + n - 2];
+        e[n - 2] = a[(n - 2) * n + n - 1];
+    }
+    d[n - 1] = a[n * n - 1];
+    e[n - 1] = [0.0; QL_LANES];
+}
+
+/// [`form_q_transposed`] on the lanes of `lanes` in lockstep (a lane with `tau = 0` keeps its
+/// rows by selection).
+#[inline(always)]
+fn form_q_transposed_lanes(n: usize, lanes: &mut QlLanes) {
+    let (a, zt, tau) = (&lanes.a[..n * n], &mut lanes.zt[..n * n], &lanes.tau[..n]);
+    for (i, z) in zt.iter_mut().enumerate() {
+        *z = [if i % (n + 1) == 0 { 1.0 } else { 0.0 }; QL_LANES];
+    }
+    for k in (0..n.saturating_sub(2)).rev() {
+        let t = tau[k];
+        let on = mask(t.map(|x| x != 0.0));
+        if on == [0; QL_LANES] {
+            continue;
+        }
+        let v = &a[k * n + k + 1..k * n + n];
+        for r in k + 1..n {
+            let row = &mut zt[r * n + k + 1..r * n + n];
+            let mut s = [0.0; QL_LANES];
+            for j in 0..row.len() {
+                for l in 0..QL_LANES {
+                    s[l] += row[j][l] * v[j][l];
+                }
+            }
+            let s: Lanes = std::array::from_fn(|l| t[l] * s[l]);
+            for j in 0..row.len() {
+                let x = row[j];
+                row[j] = select(&on, std::array::from_fn(|l| x[l] - s[l] * v[j][l]), x);
+            }
+        }
+    }
+}
+
+/// Per lane all ones or all zeros: the lanes that take a step.
+type Mask = [u64; QL_LANES];
+
+/// The [`Mask`] of the lanes where `on`.
+#[inline(always)]
+fn mask(on: [bool; QL_LANES]) -> Mask {
+    on.map(|x| u64::from(x).wrapping_neg())
+}
+
+/// Picks `x[l]` where `on[l]` is all ones, else `y[l]` (bitwise, so no branch per lane).
+#[inline(always)]
+fn select(on: &Mask, x: Lanes, y: Lanes) -> Lanes {
+    std::array::from_fn(|l| f64::from_bits((x[l].to_bits() & on[l]) | (y[l].to_bits() & !on[l])))
 }
 
 /// [`ql`] on the live lanes of `lanes` in lockstep. Each lane keeps its own block `l..=m`, shift
@@ -703,8 +890,9 @@ fn ql_lanes(
         let (mut c, mut c2, mut c3) = ([1.0; QL_LANES], [1.0; QL_LANES], [1.0; QL_LANES]);
         let (mut s, mut s2) = ([0.0; QL_LANES], [0.0; QL_LANES]);
         for i in (lo..hi).rev() {
-            let on: [bool; QL_LANES] =
-                std::array::from_fn(|l| active[l] && first[l] <= i && i < last[l]);
+            let on = mask(std::array::from_fn(|l| {
+                active[l] && first[l] <= i && i < last[l]
+            }));
             let (ei, di) = (e[i], d[i]);
             let mut r = [0.0; QL_LANES];
             let (mut g, mut h) = ([0.0; QL_LANES], [0.0; QL_LANES]);
@@ -722,27 +910,39 @@ fn ql_lanes(
                 pn[l] = cn[l] * di[l] - sn[l] * g[l];
                 d1[l] = h[l] + sn[l] * (cn[l] * g[l] + sn[l] * di[l]);
             }
-            e[i + 1] = select(&on, e1, e[i + 1]);
-            d[i + 1] = select(&on, d1, d[i + 1]);
-            c3 = select(&on, c2, c3);
-            c2 = select(&on, c, c2);
-            s2 = select(&on, s, s2);
-            c = select(&on, cn, c);
-            s = select(&on, sn, s);
-            p = select(&on, pn, p);
+            // Every lane rotating (the common case) needs no selection.
+            let all = on == [u64::MAX; QL_LANES];
+            if all {
+                (e[i + 1], d[i + 1]) = (e1, d1);
+                (c3, c2, s2) = (c2, c, s);
+                (c, s, p) = (cn, sn, pn);
+            } else {
+                e[i + 1] = select(&on, e1, e[i + 1]);
+                d[i + 1] = select(&on, d1, d[i + 1]);
+                c3 = select(&on, c2, c3);
+                c2 = select(&on, c, c2);
+                s2 = select(&on, s, s2);
+                c = select(&on, cn, c);
+                s = select(&on, sn, s);
+                p = select(&on, pn, p);
+            }
             if want_vectors {
                 let (lo_rows, hi_rows) = zt.split_at_mut((i + 1) * n);
                 let (zi, zi1) = (&mut lo_rows[i * n..i * n + n], &mut hi_rows[..n]);
-                for k in 0..n {
-                    let (x, y) = (zi[k], zi1[k]);
-                    let mut u = [0.0; QL_LANES];
-                    let mut w = [0.0; QL_LANES];
-                    for l in 0..QL_LANES {
-                        w[l] = s[l] * x[l] + c[l] * y[l];
-                        u[l] = c[l] * x[l] - s[l] * y[l];
+                let rotate = |x: Lanes, y: Lanes| -> (Lanes, Lanes) {
+                    let u = std::array::from_fn(|l| c[l] * x[l] - s[l] * y[l]);
+                    let w = std::array::from_fn(|l| s[l] * x[l] + c[l] * y[l]);
+                    (u, w)
+                };
+                if all {
+                    for (x, y) in zi.iter_mut().zip(zi1.iter_mut()) {
+                        (*x, *y) = rotate(*x, *y);
                     }
-                    zi1[k] = select(&on, w, y);
-                    zi[k] = select(&on, u, x);
+                } else {
+                    for (x, y) in zi.iter_mut().zip(zi1.iter_mut()) {
+                        let (u, w) = rotate(*x, *y);
+                        (*x, *y) = (select(&on, u, *x), select(&on, w, *y));
+                    }
                 }
             }
         }
