@@ -57,3 +57,26 @@ fn degeneracy_factor(policy: u32, delta: f32, thr: f32, eps: f32, inf: f32) -> f
     }
     return 1.0 / delta;
 }
+
+// The Jacobi rotation (c, s, t = s/c) that zeroes the off-diagonal of the symmetric 2×2 matrix
+// [[α, γ], [γ, β]] (γ ≠ 0): Golub & Van Loan sym.schur2 with the overflow-safe t ≈ 1/(2τ) branch,
+// and c² + s² = 1 to within rounding. Two-sided Jacobi takes (a_pp, a_qq, a_pq), one-sided the
+// Gram entries (‖x‖², ‖y‖², x·y).
+fn rotation(alpha: f32, beta: f32, gamma: f32) -> vec3<f32> {
+    let tau = (beta - alpha) / (2.0 * gamma);
+    var t: f32;
+    if (abs(tau) > 1e18) {
+        t = 0.5 / tau;
+    } else {
+        t = sign(tau) / (abs(tau) + sqrt(1.0 + tau * tau));
+    }
+    if (tau == 0.0) {
+        t = 1.0;
+    }
+    let c = inverseSqrt(1.0 + t * t);
+    let s = t * c;
+    // One Newton step on c² + s² = 1: inverseSqrt may be a few ulp off on GPUs, and a
+    // systematic norm error would otherwise compound over hundreds of rotations.
+    let fix = 1.5 - 0.5 * (c * c + s * s);
+    return vec3<f32>(c * fix, s * fix, t);
+}

@@ -93,27 +93,6 @@ fn at_row(q: u32, p: u32) -> vec4<bool> {
     return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(p);
 }
 
-// The rotation (c, s, t) that makes x·y = 0 for the Gram matrix [[α, γ], [γ, β]]
-// (Golub & Van Loan sym.schur2, overflow-safe), with c² + s² = 1 to within rounding.
-fn rotation(alpha: f32, beta: f32, gamma: f32) -> vec3<f32> {
-    let tau = (beta - alpha) / (2.0 * gamma);
-    var t: f32;
-    if (abs(tau) > 1e18) {
-        t = 0.5 / tau;
-    } else {
-        t = sign(tau) / (abs(tau) + sqrt(1.0 + tau * tau));
-    }
-    if (tau == 0.0) {
-        t = 1.0;
-    }
-    let c = inverseSqrt(1.0 + t * t);
-    let s = t * c;
-    // One Newton step on c² + s² = 1: inverseSqrt may be a few ulp off on GPUs, and a
-    // systematic norm error would otherwise compound over hundreds of rotations.
-    let fix = 1.5 - 0.5 * (c * c + s * s);
-    return vec3<f32>(c * fix, s * fix, t);
-}
-
 // Keeps in `best` (value, index) the largest |component| of quad v at rows 4q.., the first on
 // ties.
 fn argmax_quad(v: vec4<f32>, q: u32, best: ptr<function, vec2<f32>>) {

@@ -144,28 +144,11 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
                     let app = a_sh[a_idx(mi, pq.x, pq.x)];
                     let aqq = a_sh[a_idx(mi, pq.y, pq.y)];
                     if (abs(apq) > max(REL_THRESHOLD * sqrt(abs(app) * abs(aqq)), ROT_FLOOR)) {
-                        let tau = (aqq - app) / (2.0 * apq);
-                        var tt: f32;
-                        if (abs(tau) > 1e18) {
-                            tt = 0.5 / tau;
-                        } else {
-                            tt = sign(tau) / (abs(tau) + sqrt(1.0 + tau * tau));
-                        }
-                        if (tau == 0.0) {
-                            tt = 1.0;
-                        }
-                        var c = inverseSqrt(1.0 + tt * tt);
-                        var s = tt * c;
-                        // One Newton step on c² + s² = 1: inverseSqrt may be a few ulp off on
-                        // GPUs (NVIDIA), and a systematic norm error compounds over the
-                        // hundreds of rotations each row of Vᵀ takes at n = 64.
-                        let fix = 1.5 - 0.5 * (c * c + s * s);
-                        c *= fix;
-                        s *= fix;
-                        rot_c[slot] = c;
-                        rot_s[slot] = s;
-                        rot_dp[slot] = app - tt * apq;
-                        rot_dq[slot] = aqq + tt * apq;
+                        let cst = rotation(app, aqq, apq);
+                        rot_c[slot] = cst.x;
+                        rot_s[slot] = cst.y;
+                        rot_dp[slot] = app - cst.z * apq;
+                        rot_dq[slot] = aqq + cst.z * apq;
                         on = 1u;
                         atomicStore(&rotated[mi], 1u);
                     }
