@@ -43,15 +43,6 @@ fn mat(a: &[f64], n: usize, b: usize) -> &[f64] {
     &a[b * n * n..(b + 1) * n * n]
 }
 
-fn diagonal(d: &[f64]) -> Vec<f64> {
-    let n = d.len();
-    let mut a = vec![0.0; n * n];
-    for i in 0..n {
-        a[i * n + i] = d[i];
-    }
-    a
-}
-
 /// Checks every matrix of the batch `a` (symmetric): a valid decomposition (residual,
 /// orthogonality, order, gauge), eigenvalues within [`value_tol`] of the Jacobi reference, the
 /// eigenvalues-only path bitwise equal and the in-place path bitwise equal.

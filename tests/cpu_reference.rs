@@ -113,16 +113,6 @@ fn tied_spectrum(n: usize) -> Vec<f64> {
     (0..n).map(|i| i.max(1) as f64).collect()
 }
 
-/// `diag(d)` as a row-major matrix.
-fn diagonal(d: &[f64]) -> Vec<f64> {
-    let n = d.len();
-    let mut a = vec![0.0; n * n];
-    for i in 0..n {
-        a[i * n + i] = d[i];
-    }
-    a
-}
-
 /// Checks every matrix of `eig` against its input batch `a` (already symmetric).
 #[track_caller]
 fn assert_valid_batch(a: &[f64], eig: &Eigh<f64>, what: &str) {

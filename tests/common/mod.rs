@@ -315,3 +315,13 @@ pub fn eigen_loss_magnitude(values: &[f64], w: &[f64], c: &[f64], g: &[f64]) -> 
     let lc: f64 = c.iter().map(|x| x.abs()).sum();
     lw + lc * frobenius(g)
 }
+
+/// `diag(d)` as a row-major matrix.
+pub fn diagonal(d: &[f64]) -> Vec<f64> {
+    let n = d.len();
+    let mut a = vec![0.0; n * n];
+    for i in 0..n {
+        a[i * n + i] = d[i];
+    }
+    a
+}
