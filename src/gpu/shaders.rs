@@ -137,17 +137,6 @@ impl Kernel {
         }
     }
 
-    /// Whether this is a forward eigendecomposition kernel (same bindings, same outputs).
-    pub fn is_forward(self) -> bool {
-        matches!(
-            self,
-            Kernel::JacobiEigh
-                | Kernel::JacobiEigvalsh
-                | Kernel::HestenesEigh
-                | Kernel::HestenesEigvalsh
-        )
-    }
-
     /// The assembled WGSL module of this kernel for matrix size `n`, exchanging data through
     /// subgroup operations (`subgroups`, one-sided kernels only) or workgroup memory.
     pub fn source(self, n: u32, subgroups: bool) -> String {
