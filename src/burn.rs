@@ -18,7 +18,8 @@
 //!
 //! - the eigenvalues of [`eigh`] and [`eigvalsh`]: `Ā = V diag(λ̄) Vᵀ` ([`cpu::eigvalsh_vjp`]);
 //! - the eigenvectors of [`eigh`]: `Ā = V (F∘skew(VᵀV̄)) Vᵀ` under the default
-//!   [`Degeneracy::Mask`] policy in the precision of the computation ([`cpu::eigh_vjp`]); the
+//!   [`Degeneracy::Mask`] policy in the precision of the computation, or the policy given to
+//!   [`eigh_with`] in its [`Options`] ([`cpu::eigh_vjp`]); the
 //!   two contributions are summed by autodiff when both outputs are used, so a loss of the
 //!   eigenvalues alone never touches `1/(λ_j − λ_i)`;
 //! - [`spectral`]: the Daleckii–Krein rule `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ`
@@ -33,12 +34,15 @@
 //! - **burn's wgpu backend, on a device made by [`wgpu_device`] or [`share_wgpu_setup`]**:
 //!   eigrad's WGSL kernels run on burn's own wgpu device and queue ([`GpuContext::from_device`]).
 //!   The `wgpu::Buffer` behind each input tensor (A, and in the backward λ, V, the status and the
-//!   cotangents) is bound in place through [`GpuTensor::from_buffer`], without a copy. The results
-//!   are computed into eigrad's buffers and copied once, on the device, into tensors burn
-//!   allocates (CubeCL cannot adopt a buffer it did not allocate). Forward and backward stay on
-//!   the device: no host round trip. Computation is in f32 (other float dtypes are cast).
+//!   cotangents) is bound in place through [`GpuTensor::from_buffer`], without a copy, and the
+//!   kernels write their results straight into tensors burn allocates (the `*_resident_into`
+//!   calls of [`GpuContext`]; when burn's memory pool puts an output in the same buffer as an
+//!   input, eigrad binds both writable). Forward and backward stay on the device: no host round
+//!   trip, no device copy. Computation is in f32 (other float dtypes are cast).
 //! - **everything else** (burn's Flex CPU backend, a wgpu device burn created by itself, the
 //!   other CubeCL runtimes, burn built with its `fusion` feature, `n > 64`): the host fallback.
+//!   (A wgpu runtime burn started by itself keeps its `wgpu::Device` private to CubeCL, so
+//!   eigrad has no device to compile its kernels on; make the device with [`wgpu_device`].)
 //!   The tensor is read back, eigrad's f64 CPU reference ([`crate::cpu`]) computes, and the
 //!   results are uploaded in the tensor's dtype. The `Mask` tolerance follows the tensor's
 //!   precision (f64 tensors get f64's, every other dtype f32's).
@@ -129,18 +133,42 @@ use std::sync::{Arc, Mutex, OnceLock};
 // The user-facing functions.
 // ---------------------------------------------------------------------------------------------
 
-/// The sizes `(B, n)` of a batch `[B, n, n]`.
-///
-/// # Panics
-///
-/// When the last two dimensions differ.
-fn batch_dims(a: &Tensor<3>, op: &str) -> (usize, usize) {
+/// Options of the burn operations: the forward decomposition's options (symmetry, sweep cap,
+/// rotation threshold) and the degeneracy policy of the eigenvector gradient of [`eigh_with`].
+/// The default is the crate's default for both; a `Mask` without a tolerance masks at the
+/// default of the computation's precision (f64 for f64 tensors on the host path, f32
+/// otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Options {
+    /// Options of the forward decomposition.
+    pub eigh: EighOptions,
+    /// What the eigenvector gradient does with `1/(λ_j − λ_i)` at (near) ties. The eigenvalue
+    /// gradients and the spectral functions' Daleckii–Krein rule need no policy.
+    pub degeneracy: Degeneracy,
+}
+
+impl Options {
+    /// Checks both parts.
+    pub fn validate(&self) -> Result<()> {
+        self.eigh.validate()?;
+        self.degeneracy.validate()
+    }
+}
+
+/// The sizes `(B, n)` of a batch `[B, n, n]`, or the error naming the shape.
+fn batch_dims(a: &Tensor<3>, op: &str) -> Result<(usize, usize)> {
     let [batch, rows, cols] = a.dims();
-    assert_eq!(
-        rows, cols,
-        "eigrad::burn::{op}: expected a batch of square matrices [B, n, n], got [{batch}, {rows}, {cols}]"
-    );
-    (batch, rows)
+    if rows != cols {
+        return Err(Error::Shape(format!(
+            "eigrad::burn::{op}: expected a batch of square matrices [B, n, n], got [{batch}, {rows}, {cols}]"
+        )));
+    }
+    Ok((batch, rows))
+}
+
+/// Unwraps the result of a `*_with` function for the panicking convenience functions.
+fn or_panic<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Batched symmetric eigendecomposition of `a` (`[B, n, n]`): ascending eigenvalues `[B, n]`
@@ -149,7 +177,7 @@ fn batch_dims(a: &Tensor<3>, op: &str) -> (usize, usize) {
 ///
 /// # Panics
 ///
-/// When `a` is not a batch of square matrices.
+/// When `a` is not a batch of square matrices ([`eigh_with`] returns that as an error).
 pub fn eigh(a: Tensor<3>) -> (Tensor<2>, Tensor<3>) {
     let (values, vectors, _) = eigh_with_status(a);
     (values, vectors)
@@ -161,13 +189,28 @@ pub fn eigh(a: Tensor<3>) -> (Tensor<2>, Tensor<3>) {
 ///
 /// When `a` is not a batch of square matrices.
 pub fn eigh_with_status(a: Tensor<3>) -> (Tensor<2>, Tensor<3>, Tensor<1, Int>) {
-    batch_dims(&a, "eigh");
-    let (values, vectors, status) = <Dispatch as EigradOps>::eigh(a.into_dispatch());
-    (
+    or_panic(eigh_with(a, &Options::default()))
+}
+
+/// [`eigh_with_status`] under `options`: eigenvalues `[B, n]`, eigenvectors `[B, n, n]` and
+/// status codes `[B]`.
+///
+/// # Errors
+///
+/// [`Error::Shape`] when `a` is not a batch of square matrices, [`Error::InvalidArgument`]
+/// for invalid options.
+pub fn eigh_with(
+    a: Tensor<3>,
+    options: &Options,
+) -> Result<(Tensor<2>, Tensor<3>, Tensor<1, Int>)> {
+    batch_dims(&a, "eigh")?;
+    options.validate()?;
+    let (values, vectors, status) = <Dispatch as EigradOps>::eigh(a.into_dispatch(), *options);
+    Ok((
         Tensor::from_dispatch(values),
         Tensor::from_dispatch(vectors),
         Tensor::from_dispatch(status),
-    )
+    ))
 }
 
 /// Ascending eigenvalues `[B, n]` of the batch `a` (`[B, n, n]`), differentiable with
@@ -175,7 +218,7 @@ pub fn eigh_with_status(a: Tensor<3>) -> (Tensor<2>, Tensor<3>, Tensor<1, Int>) 
 ///
 /// # Panics
 ///
-/// When `a` is not a batch of square matrices.
+/// When `a` is not a batch of square matrices ([`eigvalsh_with`] returns that as an error).
 pub fn eigvalsh(a: Tensor<3>) -> Tensor<2> {
     eigvalsh_with_status(a).0
 }
@@ -186,9 +229,20 @@ pub fn eigvalsh(a: Tensor<3>) -> Tensor<2> {
 ///
 /// When `a` is not a batch of square matrices.
 pub fn eigvalsh_with_status(a: Tensor<3>) -> (Tensor<2>, Tensor<1, Int>) {
-    batch_dims(&a, "eigvalsh");
-    let (values, status) = <Dispatch as EigradOps>::eigvalsh(a.into_dispatch());
-    (Tensor::from_dispatch(values), Tensor::from_dispatch(status))
+    or_panic(eigvalsh_with(a, &Options::default()))
+}
+
+/// [`eigvalsh_with_status`] under `options` (its `degeneracy` is not used: the eigenvalue
+/// gradient has no `1/(λ_j − λ_i)` factor).
+///
+/// # Errors
+///
+/// As [`eigh_with`].
+pub fn eigvalsh_with(a: Tensor<3>, options: &Options) -> Result<(Tensor<2>, Tensor<1, Int>)> {
+    batch_dims(&a, "eigvalsh")?;
+    options.validate()?;
+    let (values, status) = <Dispatch as EigradOps>::eigvalsh(a.into_dispatch(), *options);
+    Ok((Tensor::from_dispatch(values), Tensor::from_dispatch(status)))
 }
 
 /// The spectral function `f(A) = V diag(f(λ)) Vᵀ` of each matrix of `a` (`[B, n, n]`), with
@@ -198,7 +252,7 @@ pub fn eigvalsh_with_status(a: Tensor<3>) -> (Tensor<2>, Tensor<1, Int>) {
 /// # Panics
 ///
 /// When `a` is not a batch of square matrices, or `function` is `Pow` with a non-finite
-/// exponent.
+/// exponent ([`spectral_with`] returns these as errors).
 pub fn spectral(a: Tensor<3>, function: SpectralFn) -> Tensor<3> {
     spectral_with_status(a, function).0
 }
@@ -209,12 +263,25 @@ pub fn spectral(a: Tensor<3>, function: SpectralFn) -> Tensor<3> {
 ///
 /// As [`spectral`].
 pub fn spectral_with_status(a: Tensor<3>, function: SpectralFn) -> (Tensor<3>, Tensor<1, Int>) {
-    batch_dims(&a, "spectral");
-    if let Err(e) = function.validate() {
-        panic!("eigrad::burn::spectral: {e}");
-    }
-    let (values, status) = <Dispatch as EigradOps>::spectral(a.into_dispatch(), function);
-    (Tensor::from_dispatch(values), Tensor::from_dispatch(status))
+    or_panic(spectral_with(a, function, &Options::default()))
+}
+
+/// [`spectral_with_status`] under `options` (its `degeneracy` is not used: the Daleckii–Krein
+/// rule is finite at ties).
+///
+/// # Errors
+///
+/// As [`eigh_with`], and [`Error::InvalidArgument`] for `Pow` with a non-finite exponent.
+pub fn spectral_with(
+    a: Tensor<3>,
+    function: SpectralFn,
+    options: &Options,
+) -> Result<(Tensor<3>, Tensor<1, Int>)> {
+    batch_dims(&a, "spectral")?;
+    options.validate()?;
+    function.validate()?;
+    let (values, status) = <Dispatch as EigradOps>::spectral(a.into_dispatch(), function, *options);
+    Ok((Tensor::from_dispatch(values), Tensor::from_dispatch(status)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,14 +396,20 @@ pub fn gpu_context(device: &Device) -> Option<Arc<GpuContext>> {
 #[backend_extension(Cube, Flex, Autodiff)]
 pub trait EigradOps: Backend {
     /// Eigenvalues `[B, n]`, eigenvectors `[B, n, n]` and status codes `[B]` of `a`.
-    fn eigh(a: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, IntTensor<Self>);
+    fn eigh(
+        a: FloatTensor<Self>,
+        options: Options,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, IntTensor<Self>);
 
     /// Eigenvalues `[B, n]` and status codes `[B]` of `a`.
-    fn eigvalsh(a: FloatTensor<Self>) -> (FloatTensor<Self>, IntTensor<Self>);
+    fn eigvalsh(a: FloatTensor<Self>, options: Options) -> (FloatTensor<Self>, IntTensor<Self>);
 
     /// `f(A)` `[B, n, n]` and status codes `[B]` of `a`.
-    fn spectral(a: FloatTensor<Self>, function: SpectralFn)
-        -> (FloatTensor<Self>, IntTensor<Self>);
+    fn spectral(
+        a: FloatTensor<Self>,
+        function: SpectralFn,
+        options: Options,
+    ) -> (FloatTensor<Self>, IntTensor<Self>);
 }
 
 /// A forward decomposition on a concrete backend: what the backward steps save.
@@ -358,9 +431,10 @@ pub type SpectralForward<B> = (FloatTensor<B>, IntTensor<B>, Option<Forward<B>>)
 /// the f64 CPU reference, upload); burn's `Cube` backend overrides them with eigrad's GPU
 /// kernels on a shared wgpu device.
 pub trait EigradKernels: Backend {
-    /// The decomposition of `a` (`[B, n, n]`), with eigenvectors when `vectors` says so.
-    fn eigh_forward(a: FloatTensor<Self>, vectors: Vectors) -> Forward<Self> {
-        host::eigh_forward::<Self>(a, vectors)
+    /// The decomposition of `a` (`[B, n, n]`) under `opts`, with eigenvectors when `vectors`
+    /// says so.
+    fn eigh_forward(a: FloatTensor<Self>, vectors: Vectors, opts: &EighOptions) -> Forward<Self> {
+        host::eigh_forward::<Self>(a, vectors, opts)
     }
 
     /// `f(A)` (`[B, n, n]`) and its status (`[B]`) for the batch `a`, with the decomposition
@@ -369,18 +443,20 @@ pub trait EigradKernels: Backend {
         a: FloatTensor<Self>,
         function: SpectralFn,
         saved: Vectors,
+        opts: &EighOptions,
     ) -> SpectralForward<Self> {
-        host::spectral_forward::<Self>(a, function, saved)
+        host::spectral_forward::<Self>(a, function, saved, opts)
     }
 
     /// `Ā = V (diag(λ̄) + F∘skew(VᵀV̄)) Vᵀ` for the forward `fwd` (with eigenvectors), each
-    /// cotangent optional, under the default `Mask` policy.
+    /// cotangent optional, under `policy`.
     fn eigh_vjp(
         fwd: &Forward<Self>,
         grad_values: Option<FloatTensor<Self>>,
         grad_vectors: Option<FloatTensor<Self>>,
+        policy: Degeneracy,
     ) -> FloatTensor<Self> {
-        host::eigh_vjp::<Self>(fwd, grad_values, grad_vectors)
+        host::eigh_vjp::<Self>(fwd, grad_values, grad_vectors, policy)
     }
 
     /// The Daleckii–Krein VJP `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` of `function` for the forward `fwd`.
@@ -426,11 +502,11 @@ fn cube_or_host<I: 'static, O: 'static, OC: 'static>(
 }
 
 impl EigradKernels for Cube {
-    fn eigh_forward(a: FloatTensor<Self>, vectors: Vectors) -> Forward<Self> {
+    fn eigh_forward(a: FloatTensor<Self>, vectors: Vectors, opts: &EighOptions) -> Forward<Self> {
         cube_or_host(
             a,
-            |a| wgpu_path::eigh_forward(as_cube(a)?, vectors),
-            |a| host::eigh_forward::<Self>(a, vectors),
+            |a| wgpu_path::eigh_forward(as_cube(a)?, vectors, opts),
+            |a| host::eigh_forward::<Self>(a, vectors, opts),
         )
     }
 
@@ -438,11 +514,12 @@ impl EigradKernels for Cube {
         a: FloatTensor<Self>,
         function: SpectralFn,
         saved: Vectors,
+        opts: &EighOptions,
     ) -> SpectralForward<Self> {
         cube_or_host(
             a,
-            |a| wgpu_path::spectral_forward(as_cube(a)?, function, saved),
-            |a| host::spectral_forward::<Self>(a, function, saved),
+            |a| wgpu_path::spectral_forward(as_cube(a)?, function, saved, opts),
+            |a| host::spectral_forward::<Self>(a, function, saved, opts),
         )
     }
 
@@ -450,6 +527,7 @@ impl EigradKernels for Cube {
         fwd: &Forward<Self>,
         grad_values: Option<FloatTensor<Self>>,
         grad_vectors: Option<FloatTensor<Self>>,
+        policy: Degeneracy,
     ) -> FloatTensor<Self> {
         cube_or_host(
             (grad_values, grad_vectors),
@@ -463,9 +541,9 @@ impl EigradKernels for Cube {
                     Some(g) => Some(as_cube(g)?),
                     None => None,
                 };
-                wgpu_path::eigh_vjp(fwd, gl, gv)
+                wgpu_path::eigh_vjp(fwd, gl, gv, policy)
             },
-            |(gl, gv)| host::eigh_vjp::<Self>(fwd, gl, gv),
+            |(gl, gv)| host::eigh_vjp::<Self>(fwd, gl, gv, policy),
         )
     }
 
@@ -497,23 +575,32 @@ macro_rules! plain_ops {
         impl EigradOps for $backend {
             fn eigh(
                 a: FloatTensor<Self>,
+                options: Options,
             ) -> (FloatTensor<Self>, FloatTensor<Self>, IntTensor<Self>) {
-                let f = <Self as EigradKernels>::eigh_forward(a, Vectors::Yes);
+                let f = <Self as EigradKernels>::eigh_forward(a, Vectors::Yes, &options.eigh);
                 let vectors = f.vectors.expect("asked for eigenvectors");
                 (f.values, vectors, f.status)
             }
 
-            fn eigvalsh(a: FloatTensor<Self>) -> (FloatTensor<Self>, IntTensor<Self>) {
-                let f = <Self as EigradKernels>::eigh_forward(a, Vectors::No);
+            fn eigvalsh(
+                a: FloatTensor<Self>,
+                options: Options,
+            ) -> (FloatTensor<Self>, IntTensor<Self>) {
+                let f = <Self as EigradKernels>::eigh_forward(a, Vectors::No, &options.eigh);
                 (f.values, f.status)
             }
 
             fn spectral(
                 a: FloatTensor<Self>,
                 function: SpectralFn,
+                options: Options,
             ) -> (FloatTensor<Self>, IntTensor<Self>) {
-                let (values, status, _) =
-                    <Self as EigradKernels>::spectral_forward(a, function, Vectors::No);
+                let (values, status, _) = <Self as EigradKernels>::spectral_forward(
+                    a,
+                    function,
+                    Vectors::No,
+                    &options.eigh,
+                );
                 (values, status)
             }
         }
@@ -538,7 +625,8 @@ impl<B: EigradKernels> Backward<B, 1> for EigenvaluesBackward {
         let grad_values = grads.consume::<B>(&ops.node);
         let [parent] = ops.parents;
         if let Some(parent) = parent {
-            let grad = B::eigh_vjp(&ops.state, Some(grad_values), None);
+            // No 1/(λ_j − λ_i) factor here: the policy does not matter.
+            let grad = B::eigh_vjp(&ops.state, Some(grad_values), None, Degeneracy::default());
             grads.register::<B>(parent.id, grad);
         }
     }
@@ -549,13 +637,14 @@ impl<B: EigradKernels> Backward<B, 1> for EigenvaluesBackward {
 struct EigenvectorsBackward;
 
 impl<B: EigradKernels> Backward<B, 1> for EigenvectorsBackward {
-    type State = Forward<B>;
+    type State = (Forward<B>, Degeneracy);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad_vectors = grads.consume::<B>(&ops.node);
         let [parent] = ops.parents;
         if let Some(parent) = parent {
-            let grad = B::eigh_vjp(&ops.state, None, Some(grad_vectors));
+            let (fwd, policy) = &ops.state;
+            let grad = B::eigh_vjp(fwd, None, Some(grad_vectors), *policy);
             grads.register::<B>(parent.id, grad);
         }
     }
@@ -580,9 +669,12 @@ impl<B: EigradKernels> Backward<B, 1> for SpectralBackward {
 }
 
 impl<B: EigradKernels, C: CheckpointStrategy> EigradOps for Autodiff<B, C> {
-    fn eigh(a: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, IntTensor<Self>) {
+    fn eigh(
+        a: FloatTensor<Self>,
+        options: Options,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, IntTensor<Self>) {
         let (values_guard, vectors_guard) = (a.node(), a.node());
-        let fwd = B::eigh_forward(a.into_primitive(), Vectors::Yes);
+        let fwd = B::eigh_forward(a.into_primitive(), Vectors::Yes, &options.eigh);
         let vectors = fwd.vectors.clone().expect("asked for eigenvectors");
         let values = match EigenvaluesBackward
             .prepare::<C>([values_guard])
@@ -598,13 +690,13 @@ impl<B: EigradKernels, C: CheckpointStrategy> EigradOps for Autodiff<B, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(fwd, vectors),
+            OpsKind::Tracked(prep) => prep.finish((fwd, options.degeneracy), vectors),
             OpsKind::UnTracked(prep) => prep.finish(vectors),
         };
         (values, vectors, status)
     }
 
-    fn eigvalsh(a: FloatTensor<Self>) -> (FloatTensor<Self>, IntTensor<Self>) {
+    fn eigvalsh(a: FloatTensor<Self>, options: Options) -> (FloatTensor<Self>, IntTensor<Self>) {
         let guard = a.node();
         let a = a.into_primitive();
         match EigenvaluesBackward
@@ -614,12 +706,12 @@ impl<B: EigradKernels, C: CheckpointStrategy> EigradOps for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 // The backward needs the eigenvectors.
-                let fwd = B::eigh_forward(a, Vectors::Yes);
+                let fwd = B::eigh_forward(a, Vectors::Yes, &options.eigh);
                 let (values, status) = (fwd.values.clone(), fwd.status.clone());
                 (prep.finish(fwd, values), status)
             }
             OpsKind::UnTracked(prep) => {
-                let fwd = B::eigh_forward(a, Vectors::No);
+                let fwd = B::eigh_forward(a, Vectors::No, &options.eigh);
                 (prep.finish(fwd.values), fwd.status)
             }
         }
@@ -628,6 +720,7 @@ impl<B: EigradKernels, C: CheckpointStrategy> EigradOps for Autodiff<B, C> {
     fn spectral(
         a: FloatTensor<Self>,
         function: SpectralFn,
+        options: Options,
     ) -> (FloatTensor<Self>, IntTensor<Self>) {
         let guard = a.node();
         let a = a.into_primitive();
@@ -637,12 +730,14 @@ impl<B: EigradKernels, C: CheckpointStrategy> EigradOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (values, status, fwd) = B::spectral_forward(a, function, Vectors::Yes);
+                let (values, status, fwd) =
+                    B::spectral_forward(a, function, Vectors::Yes, &options.eigh);
                 let fwd = fwd.expect("asked for the decomposition");
                 (prep.finish((fwd, function), values), status)
             }
             OpsKind::UnTracked(prep) => {
-                let (values, status, _) = B::spectral_forward(a, function, Vectors::No);
+                let (values, status, _) =
+                    B::spectral_forward(a, function, Vectors::No, &options.eigh);
                 (prep.finish(values), status)
             }
         }
@@ -702,15 +797,19 @@ mod host {
         B::int_from_data(TensorData::new(codes, [len]), device)
     }
 
-    /// The `Mask` policy in the precision of `dtype` (f64's for f64, f32's otherwise).
-    fn mask(dtype: DType) -> Degeneracy {
+    /// `policy` with a default `Mask` tolerance made that of `dtype`'s precision (f64's for
+    /// f64, f32's otherwise): the CPU computes in f64 whatever the tensor's dtype.
+    fn in_precision(policy: Degeneracy, dtype: DType) -> Degeneracy {
         let precision = if dtype == DType::F64 {
             Precision::F64
         } else {
             Precision::F32
         };
-        Degeneracy::Mask {
-            rel_tol: Some(precision.default_mask_rel_tol()),
+        match policy {
+            Degeneracy::Mask { rel_tol: None } => Degeneracy::Mask {
+                rel_tol: Some(precision.default_mask_rel_tol()),
+            },
+            p => p,
         }
     }
 
@@ -724,21 +823,26 @@ mod host {
     fn decompose<B: Backend>(
         a: FloatTensor<B>,
         vectors: Vectors,
+        opts: &EighOptions,
     ) -> (Option<Eigh<f64>>, usize, usize) {
         let (batch, n) = dims::<B>(&a);
         if batch == 0 || n == 0 {
             return (None, batch, n);
         }
         let data = floats::<B>(a, "the input");
-        let eig = cpu::jacobi(&data, n, &EighOptions::default(), vectors)
+        let eig = cpu::jacobi(&data, n, opts, vectors)
             .unwrap_or_else(|e| panic!("eigrad::burn::eigh: {e}"));
         (Some(eig), batch, n)
     }
 
-    pub(super) fn eigh_forward<B: Backend>(a: FloatTensor<B>, vectors: Vectors) -> Forward<B> {
+    pub(super) fn eigh_forward<B: Backend>(
+        a: FloatTensor<B>,
+        vectors: Vectors,
+        opts: &EighOptions,
+    ) -> Forward<B> {
         count(false);
         let (device, dtype) = (a.device(), a.dtype());
-        let (eig, batch, n) = decompose::<B>(a, vectors);
+        let (eig, batch, n) = decompose::<B>(a, vectors, opts);
         let eig = eig.unwrap_or(Eigh {
             n,
             batch,
@@ -759,6 +863,7 @@ mod host {
         a: FloatTensor<B>,
         function: SpectralFn,
         saved: Vectors,
+        opts: &EighOptions,
     ) -> SpectralForward<B> {
         count(false);
         let (device, dtype) = (a.device(), a.dtype());
@@ -777,7 +882,7 @@ mod host {
             }
         } else {
             let data = floats::<B>(a, "the input");
-            cpu::spectral(&data, n, function, &EighOptions::default())
+            cpu::spectral(&data, n, function, opts)
                 .unwrap_or_else(|e| panic!("eigrad::burn::spectral: {e}"))
         };
         let values = upload::<B>(s.values, Shape::new([batch, n, n]), dtype, &device);
@@ -813,6 +918,7 @@ mod host {
         fwd: &Forward<B>,
         grad_values: Option<FloatTensor<B>>,
         grad_vectors: Option<FloatTensor<B>>,
+        policy: Degeneracy,
     ) -> FloatTensor<B> {
         count(false);
         let (device, dtype) = (fwd.values.device(), fwd.values.dtype());
@@ -826,7 +932,12 @@ mod host {
         let gv = grad_vectors.map(|g| floats::<B>(g, "the eigenvector cotangent"));
         let grad = match (&gl, &gv) {
             (Some(gl), None) => cpu::eigvalsh_vjp(&eig, gl),
-            _ => cpu::eigh_vjp(&eig, gl.as_deref(), gv.as_deref(), mask(dtype)),
+            _ => cpu::eigh_vjp(
+                &eig,
+                gl.as_deref(),
+                gv.as_deref(),
+                in_precision(policy, dtype),
+            ),
         }
         .unwrap_or_else(|e| panic!("eigrad::burn::eigh backward: {e}"));
         upload::<B>(grad, shape, dtype, &device)
@@ -981,18 +1092,6 @@ mod wgpu_path {
             .ok()
     }
 
-    /// Copies eigrad's results into the bound outputs and recycles eigrad's buffers.
-    fn deliver(context: &GpuContext, pairs: Vec<(GpuTensor, &Bound)>) -> Option<()> {
-        let refs: Vec<(&GpuTensor, &GpuTensor)> = pairs.iter().map(|(s, d)| (s, &d.gpu)).collect();
-        let copied = context.copy(&refs);
-        for (src, _) in pairs {
-            context.recycle(src);
-        }
-        copied
-            .map_err(|e| log::warn!("eigrad::burn: copying results into burn's buffers: {e}"))
-            .ok()
-    }
-
     /// The dtype the caller's tensor had, for casting results back.
     fn restore(t: CubeTensor, dtype: DType) -> CubeTensor {
         if dtype == DType::F32 {
@@ -1015,7 +1114,11 @@ mod wgpu_path {
         Some((context(&a.device)?, batch, n))
     }
 
-    pub(super) fn eigh_forward(a: CubeTensor, vectors: Vectors) -> Option<Forward<CubeBackend>> {
+    pub(super) fn eigh_forward(
+        a: CubeTensor,
+        vectors: Vectors,
+        opts: &EighOptions,
+    ) -> Option<Forward<CubeBackend>> {
         let (context, batch, n) = applies(&a)?;
         let (device, dtype) = (a.device.clone(), a.dtype);
         let input = bind_input(&context, a)?;
@@ -1031,15 +1134,18 @@ mod wgpu_path {
             Vectors::No => None,
         };
         flush(&input._tensor)?;
-        let r = context
-            .eigh_resident(&input.gpu, n, &EighOptions::default(), vectors)
+        // The kernel writes straight into burn's tensors.
+        let out = GpuEigh {
+            n,
+            batch,
+            eigenvalues: values_out.gpu.clone(),
+            eigenvectors: vecs.as_ref().map(|(_, b)| b.gpu.clone()),
+            status: status_out.gpu.clone(),
+        };
+        context
+            .eigh_resident_into(&input.gpu, opts, &out)
             .map_err(|e| log::warn!("eigrad::burn: eigh on the GPU failed: {e}"))
             .ok()?;
-        let mut pairs = vec![(r.eigenvalues, &values_out), (r.status, &status_out)];
-        if let (Some(v), Some((_, out))) = (r.eigenvectors, vecs.as_ref()) {
-            pairs.push((v, out));
-        }
-        deliver(&context, pairs)?;
         Some(Forward {
             values: restore(values, dtype),
             vectors: vecs.map(|(v, _)| restore(v, dtype)),
@@ -1051,49 +1157,36 @@ mod wgpu_path {
         a: CubeTensor,
         function: SpectralFn,
         saved: Vectors,
+        opts: &EighOptions,
     ) -> Option<SpectralForward<CubeBackend>> {
         let (context, batch, n) = applies(&a)?;
         let (device, dtype) = (a.device.clone(), a.dtype);
         let input = bind_input(&context, a)?;
         let (fa, fa_out) = bind_output(&context, &device, Shape::new([batch, n, n]), false)?;
         let (status, status_out) = bind_output(&context, &device, Shape::new([batch]), true)?;
-        let kept = match saved {
-            Vectors::Yes => Some((
-                bind_output(&context, &device, Shape::new([batch, n]), false)?,
-                bind_output(&context, &device, Shape::new([batch, n, n]), false)?,
-            )),
-            Vectors::No => None,
-        };
+        // The decomposition lands in burn tensors too; they are dropped when the backward does
+        // not need them.
+        let (values, values_out) = bind_output(&context, &device, Shape::new([batch, n]), false)?;
+        let (vecs, vecs_out) = bind_output(&context, &device, Shape::new([batch, n, n]), false)?;
         flush(&input._tensor)?;
-        let r = context
-            .spectral_resident(&input.gpu, n, function, &EighOptions::default())
+        let out = GpuSpectral {
+            function,
+            values: fa_out.gpu.clone(),
+            eig: GpuEigh {
+                n,
+                batch,
+                eigenvalues: values_out.gpu.clone(),
+                eigenvectors: Some(vecs_out.gpu.clone()),
+                status: status_out.gpu.clone(),
+            },
+        };
+        context
+            .spectral_resident_into(&input.gpu, opts, &out)
             .map_err(|e| log::warn!("eigrad::burn: spectral on the GPU failed: {e}"))
             .ok()?;
-        let GpuSpectral {
-            values: rv, eig, ..
-        } = r;
-        let GpuEigh {
-            eigenvalues,
-            eigenvectors,
-            status: rs,
-            ..
-        } = eig;
-        let mut pairs = vec![(rv, &fa_out), (rs, &status_out)];
-        let mut unused = Vec::new();
-        match (&kept, eigenvectors) {
-            (Some(((_, lo), (_, vo))), Some(v)) => {
-                pairs.push((eigenvalues, lo));
-                pairs.push((v, vo));
-            }
-            (_, v) => unused.extend(std::iter::once(eigenvalues).chain(v)),
-        }
-        deliver(&context, pairs)?;
-        for t in unused {
-            context.recycle(t);
-        }
-        let fwd = kept.map(|((l, _), (v, _))| Forward {
-            values: restore(l, dtype),
-            vectors: Some(restore(v, dtype)),
+        let fwd = (saved == Vectors::Yes).then(|| Forward {
+            values: restore(values, dtype),
+            vectors: Some(restore(vecs, dtype)),
             status: status.clone(),
         });
         Some((restore(fa, dtype), status, fwd))
@@ -1122,6 +1215,7 @@ mod wgpu_path {
         fwd: &Forward<CubeBackend>,
         grad_values: Option<CubeTensor>,
         grad_vectors: Option<CubeTensor>,
+        policy: Degeneracy,
     ) -> Option<CubeTensor> {
         let (context, batch, n) = applies(fwd.vectors.as_ref()?)?;
         let (device, dtype) = (fwd.values.device.clone(), fwd.values.dtype);
@@ -1136,16 +1230,16 @@ mod wgpu_path {
         };
         let (grad, grad_out) = bind_output(&context, &device, Shape::new([batch, n, n]), false)?;
         flush(&grad)?;
-        let r = context
-            .eigh_vjp_resident(
+        context
+            .eigh_vjp_resident_into(
                 &eig,
                 gl.as_ref().map(|b| &b.gpu),
                 gv.as_ref().map(|b| &b.gpu),
-                Degeneracy::default(),
+                policy,
+                &grad_out.gpu,
             )
             .map_err(|e| log::warn!("eigrad::burn: the eigh VJP on the GPU failed: {e}"))
             .ok()?;
-        deliver(&context, vec![(r, &grad_out)])?;
         Some(restore(grad, dtype))
     }
 
@@ -1165,11 +1259,10 @@ mod wgpu_path {
             values: eig.eigenvalues.clone(),
             eig,
         };
-        let r = context
-            .spectral_vjp_resident(&s, &g.gpu)
+        context
+            .spectral_vjp_resident_into(&s, &g.gpu, &out_bound.gpu)
             .map_err(|e| log::warn!("eigrad::burn: the spectral VJP on the GPU failed: {e}"))
             .ok()?;
-        deliver(&context, vec![(r, &out_bound)])?;
         Some(restore(out, dtype))
     }
 }

@@ -8,6 +8,7 @@
 mod gpu_support;
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
+use eigrad::burn::Options;
 use eigrad::samples::{self, Rng};
 use eigrad::spectral::SpectralFn;
 use eigrad::{cpu, Degeneracy, EighOptions, Status, Vectors};
@@ -452,4 +453,216 @@ fn wgpu_bad_matrices_get_nan_outputs_and_their_status() {
     let Some(device) = wgpu() else { return };
     check_status(&device);
     check_status(&device.autodiff());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options.
+// ---------------------------------------------------------------------------------------------
+
+/// Two 3×3 matrices: `diag(1, 1, 3)` (an exact tie, whose eigenvectors every solver returns as
+/// the identity) and a well separated one.
+fn tie_and_separated() -> Vec<f64> {
+    let mut a = vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0];
+    a.extend(separated_spd(3, 1, 77));
+    a
+}
+
+/// `Ā` of `Σ G∘V` through burn's autodiff under `options` (V̄ = G exactly).
+fn vector_grad(device: &Device, dtype: DType, a: &[f64], g: &[f64], options: &Options) -> Vec<f64> {
+    let (batch, n) = (2, 3);
+    let at = tensor(a, [batch, n, n], device, dtype).require_grad();
+    let gt = tensor(g, [batch, n, n], device, dtype);
+    let (_, vectors, _) = eigrad::burn::eigh_with(at.clone(), options).unwrap();
+    let grads = (vectors * gt).sum().backward();
+    values(at.grad(&grads).expect("the input requires grad"))
+}
+
+/// The policies the options test runs, with a mask tolerance given explicitly too.
+const POLICIES: [Degeneracy; 4] = [
+    Degeneracy::Mask { rel_tol: None },
+    Degeneracy::Mask {
+        rel_tol: Some(1e-3),
+    },
+    Degeneracy::Lorentzian { eps: 0.1 },
+    Degeneracy::Propagate,
+];
+
+/// The options reach both passes on `device`: each policy's eigenvector gradient equals
+/// `reference(policy)` (eigrad's own VJP), `Propagate` is non-finite at the tie and the others
+/// finite, a one-sweep cap gives `expected_capped` statuses, and reading the lower triangle
+/// ignores the upper one.
+fn check_options(
+    device: &Device,
+    dtype: DType,
+    reference: impl Fn(Degeneracy) -> Vec<f64>,
+    capped: impl Fn(&[f64]) -> Vec<i64>,
+    lower_values: impl Fn(&[f64]) -> Vec<f64>,
+) {
+    let a = tie_and_separated();
+    let g = normals(2 * 9, 5);
+    for policy in POLICIES {
+        let options = Options {
+            degeneracy: policy,
+            ..Options::default()
+        };
+        let grad = vector_grad(&device.clone().autodiff(), dtype, &a, &g, &options);
+        let want = reference(policy);
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        assert_eq!(
+            finite(&grad[..9]),
+            policy != Degeneracy::Propagate,
+            "{policy:?}"
+        );
+        assert!(finite(&grad[9..]), "{policy:?}: the separated matrix");
+        let (tie, rest): (Vec<_>, Vec<_>) = if finite(&grad) {
+            (grad.clone(), want.clone())
+        } else {
+            (grad[9..].to_vec(), want[9..].to_vec())
+        };
+        let scale = fro(rest.iter().copied());
+        assert_close(
+            &format!("{policy:?} gradient"),
+            &tie,
+            &rest,
+            1e-12 * scale.max(1.0),
+        );
+    }
+    // The sweep cap: one sweep leaves a random 8×8 matrix unconverged.
+    let n = 8;
+    let a = separated_spd(n, 2, 78);
+    let options = Options {
+        eigh: EighOptions {
+            max_sweeps: 1,
+            ..EighOptions::default()
+        },
+        ..Options::default()
+    };
+    let at = tensor(&a, [2, n, n], device, dtype);
+    let (values_t, status) = eigrad::burn::eigvalsh_with(at, &options).unwrap();
+    let want = capped(&a);
+    assert!(
+        want.contains(&(Status::NotConverged.code() as i64)),
+        "{want:?}"
+    );
+    assert_eq!(codes(status), want);
+    assert!(values(values_t)[..n].iter().all(|x| x.is_nan()) == (want[0] != 0));
+    // The lower triangle only: garbage above the diagonal changes nothing.
+    let mut scrambled = a.clone();
+    for m in 0..2 {
+        for i in 0..n {
+            for j in i + 1..n {
+                scrambled[m * n * n + i * n + j] = 100.0 + (i * j) as f64;
+            }
+        }
+    }
+    let options = Options {
+        eigh: EighOptions {
+            symmetry: eigrad::Symmetry::Lower,
+            ..EighOptions::default()
+        },
+        ..Options::default()
+    };
+    let at = tensor(&scrambled, [2, n, n], device, dtype);
+    let (values_t, _) = eigrad::burn::eigvalsh_with(at, &options).unwrap();
+    assert_eq!(values(values_t), lower_values(&a));
+}
+
+#[test]
+fn flex_options_reach_the_forward_and_the_backward() {
+    let a = tie_and_separated();
+    let g = normals(2 * 9, 5);
+    let reference = |policy: Degeneracy| {
+        let eig = cpu::jacobi_eigh(&a, 3, &EighOptions::default()).unwrap();
+        // f64 tensors: a default mask tolerance is f64's.
+        let policy = match policy {
+            Degeneracy::Mask { rel_tol: None } => Degeneracy::Mask {
+                rel_tol: Some(eigrad::Precision::F64.default_mask_rel_tol()),
+            },
+            p => p,
+        };
+        cpu::eigh_vjp(&eig, None, Some(&g), policy).unwrap()
+    };
+    let capped = |a: &[f64]| {
+        let opts = EighOptions {
+            max_sweeps: 1,
+            ..EighOptions::default()
+        };
+        let eig = cpu::jacobi(a, 8, &opts, Vectors::No).unwrap();
+        eig.status.iter().map(|s| s.code() as i64).collect()
+    };
+    let lower = |a: &[f64]| {
+        let eig = cpu::jacobi(a, 8, &EighOptions::default(), Vectors::No).unwrap();
+        eig.eigenvalues
+    };
+    check_options(&Device::flex(), DType::F64, reference, capped, lower);
+}
+
+#[test]
+fn wgpu_options_reach_the_forward_and_the_backward() {
+    let Some(device) = wgpu() else { return };
+    let ctx = eigrad::burn::gpu_context(&device).expect("the device is shared with eigrad");
+    let a32 = gpu_support::to_f32(&tie_and_separated());
+    let g32 = gpu_support::to_f32(&normals(2 * 9, 5));
+    let to64 = |v: Vec<f32>| v.into_iter().map(|x| x as f64).collect::<Vec<_>>();
+    let opts = EighOptions::default();
+    let reference = |policy: Degeneracy| {
+        let eig = ctx.eigh(&a32, 3, &opts, Vectors::Yes).unwrap();
+        to64(ctx.eigh_vjp(&eig, None, Some(&g32), policy).unwrap())
+    };
+    let capped = |a: &[f64]| {
+        let opts = EighOptions {
+            max_sweeps: 1,
+            ..opts
+        };
+        let eig = ctx
+            .eigh(&gpu_support::to_f32(a), 8, &opts, Vectors::No)
+            .unwrap();
+        eig.status.iter().map(|s| s.code() as i64).collect()
+    };
+    let lower = |a: &[f64]| {
+        let eig = ctx
+            .eigh(&gpu_support::to_f32(a), 8, &opts, Vectors::No)
+            .unwrap();
+        to64(eig.eigenvalues)
+    };
+    let calls = counted(|| check_options(&device, DType::F32, reference, capped, lower));
+    assert_eq!(calls.host, 0, "{calls:?}");
+}
+
+#[test]
+fn bad_shapes_and_options_are_errors_not_panics() {
+    let device = Device::flex();
+    let a = tensor(&separated_spd(3, 2, 1), [2, 3, 3], &device, DType::F32);
+    let wide = tensor(&[0.0; 12], [2, 2, 3], &device, DType::F32);
+    let shape = eigrad::burn::eigh_with(wide.clone(), &Options::default());
+    assert!(matches!(shape, Err(eigrad::Error::Shape(m)) if m.contains("[2, 2, 3]")));
+    assert!(eigrad::burn::eigvalsh_with(wide, &Options::default()).is_err());
+    let bad = [
+        Options {
+            eigh: EighOptions {
+                max_sweeps: 0,
+                ..EighOptions::default()
+            },
+            ..Options::default()
+        },
+        Options {
+            degeneracy: Degeneracy::Lorentzian { eps: -1.0 },
+            ..Options::default()
+        },
+        Options {
+            degeneracy: Degeneracy::Mask {
+                rel_tol: Some(f64::NAN),
+            },
+            ..Options::default()
+        },
+    ];
+    for options in bad {
+        let r = eigrad::burn::eigh_with(a.clone(), &options);
+        assert!(
+            matches!(r, Err(eigrad::Error::InvalidArgument(_))),
+            "{options:?}"
+        );
+    }
+    let pow = eigrad::burn::spectral_with(a, SpectralFn::Pow(f64::INFINITY), &Options::default());
+    assert!(matches!(pow, Err(eigrad::Error::InvalidArgument(_))));
 }

@@ -4,7 +4,9 @@
 
 mod gpu_support;
 
+use eigrad::gpu::{GpuEigh, GpuJvp, GpuSpectral};
 use eigrad::samples::{self, Rng};
+use eigrad::spectral::SpectralFn;
 use eigrad::{cpu, Degeneracy, Eigh, EighOptions, Vectors};
 use gpu_support::*;
 
@@ -295,4 +297,238 @@ fn tensors_at_offsets_inside_shared_buffers_are_used_in_place() {
         ctx.eigh_resident(&bad, n, &opts, Vectors::Yes),
         Err(eigrad::Error::InvalidArgument(_))
     ));
+}
+
+/// Regions of one storage buffer, each at an offset aligned for storage bindings, as a
+/// framework's memory pool lays tensors out.
+struct Arena {
+    buffer: wgpu::Buffer,
+    next: u64,
+    align: u64,
+}
+
+impl Arena {
+    fn new(ctx: &eigrad::gpu::GpuContext, bytes: u64) -> Self {
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("arena"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let align = ctx.device().limits().min_storage_buffer_offset_alignment as u64;
+        // Start past the first alignment unit, so no region sits at offset 0.
+        Arena {
+            buffer,
+            next: align,
+            align,
+        }
+    }
+
+    /// The next `len` words, filled with NaN so an unwritten result shows.
+    fn take(&mut self, ctx: &eigrad::gpu::GpuContext, len: usize) -> eigrad::gpu::GpuTensor {
+        let t = eigrad::gpu::GpuTensor::from_buffer(self.buffer.clone(), self.next, len).unwrap();
+        ctx.queue().write_buffer(
+            &self.buffer,
+            self.next,
+            bytemuck::cast_slice(&vec![f32::NAN; len]),
+        );
+        self.next = (self.next + 4 * len as u64).next_multiple_of(self.align);
+        t
+    }
+
+    /// The next region, holding `data`.
+    fn put(&mut self, ctx: &eigrad::gpu::GpuContext, data: &[f32]) -> eigrad::gpu::GpuTensor {
+        let t = self.take(ctx, data.len());
+        ctx.queue()
+            .write_buffer(&self.buffer, t.offset(), bytemuck::cast_slice(data));
+        t
+    }
+}
+
+#[test]
+fn results_written_into_the_inputs_buffer_equal_fresh_results() {
+    let Some(ctx) = gpu() else { return };
+    let (n, batch) = (6, 150);
+    let nn = n * n;
+    let opts = EighOptions::default();
+    let policy = Degeneracy::default();
+    let a = to_f32(&separated(n, batch, 31));
+    let mut rng = Rng::new(32);
+    let gl = to_f32(&normal(&mut rng, batch * n));
+    let gv = to_f32(&normal(&mut rng, batch * nn));
+    let tangent = to_f32(&normal(&mut rng, batch * nn));
+
+    // The reference: eigrad's own fresh tensors.
+    let (a_dev, gl_dev, gv_dev, t_dev) = (
+        ctx.upload(&a),
+        ctx.upload(&gl),
+        ctx.upload(&gv),
+        ctx.upload(&tangent),
+    );
+    let fwd = ctx.eigh_resident(&a_dev, n, &opts, Vectors::Yes).unwrap();
+    let bwd = ctx
+        .eigh_vjp_resident(&fwd, Some(&gl_dev), Some(&gv_dev), policy)
+        .unwrap();
+    let jvp = ctx.eigh_jvp_resident(&fwd, &t_dev, policy).unwrap();
+    let spec = ctx
+        .spectral_resident(&a_dev, n, SpectralFn::Exp, &opts)
+        .unwrap();
+    let spec_bwd = ctx.spectral_vjp_resident(&spec, &gv_dev).unwrap();
+    let values_only = ctx.eigh_resident(&a_dev, n, &opts, Vectors::No).unwrap();
+
+    // Everything, inputs and results, in one buffer: the kernels then bind it writable.
+    let mut arena = Arena::new(ctx, 16 * 4 * (batch * nn) as u64 + 64 * 1024);
+    let (a_in, gl_in, gv_in, t_in) = (
+        arena.put(ctx, &a),
+        arena.put(ctx, &gl),
+        arena.put(ctx, &gv),
+        arena.put(ctx, &tangent),
+    );
+    let fwd_into = GpuEigh {
+        n,
+        batch,
+        eigenvalues: arena.take(ctx, batch * n),
+        eigenvectors: Some(arena.take(ctx, batch * nn)),
+        status: arena.take(ctx, batch),
+    };
+    ctx.eigh_resident_into(&a_in, &opts, &fwd_into).unwrap();
+    let bwd_into = arena.take(ctx, batch * nn);
+    ctx.eigh_vjp_resident_into(&fwd_into, Some(&gl_in), Some(&gv_in), policy, &bwd_into)
+        .unwrap();
+    let jvp_into = GpuJvp {
+        values_dot: arena.take(ctx, batch * n),
+        vectors_dot: arena.take(ctx, batch * nn),
+    };
+    ctx.eigh_jvp_resident_into(&fwd_into, &t_in, policy, &jvp_into)
+        .unwrap();
+    let spec_into = GpuSpectral {
+        function: SpectralFn::Exp,
+        values: arena.take(ctx, batch * nn),
+        eig: GpuEigh {
+            n,
+            batch,
+            eigenvalues: arena.take(ctx, batch * n),
+            eigenvectors: Some(arena.take(ctx, batch * nn)),
+            status: arena.take(ctx, batch),
+        },
+    };
+    ctx.spectral_resident_into(&a_in, &opts, &spec_into)
+        .unwrap();
+    let spec_bwd_into = arena.take(ctx, batch * nn);
+    ctx.spectral_vjp_resident_into(&spec_into, &gv_in, &spec_bwd_into)
+        .unwrap();
+    let values_only_into = GpuEigh {
+        n,
+        batch,
+        eigenvalues: arena.take(ctx, batch * n),
+        eigenvectors: None,
+        status: arena.take(ctx, batch),
+    };
+    ctx.eigh_resident_into(&a_in, &opts, &values_only_into)
+        .unwrap();
+
+    let same = |x: &eigrad::gpu::GpuTensor, y: &eigrad::gpu::GpuTensor, what: &str| {
+        let (x, y) = (ctx.download(x).unwrap(), ctx.download(y).unwrap());
+        assert!(x.iter().all(|v| v.is_finite()), "{what}: not written");
+        assert_eq!(x, y, "{what}");
+    };
+    let vectors = |e: &GpuEigh| e.eigenvectors.clone().unwrap();
+    same(&fwd_into.eigenvalues, &fwd.eigenvalues, "eigenvalues");
+    same(&vectors(&fwd_into), &vectors(&fwd), "eigenvectors");
+    same(&fwd_into.status, &fwd.status, "status");
+    same(&bwd_into, &bwd, "VJP");
+    same(&jvp_into.values_dot, &jvp.values_dot, "JVP values");
+    same(&jvp_into.vectors_dot, &jvp.vectors_dot, "JVP vectors");
+    same(&spec_into.values, &spec.values, "exp(A)");
+    same(
+        &spec_into.eig.eigenvalues,
+        &spec.eig.eigenvalues,
+        "spectral eigenvalues",
+    );
+    same(
+        &vectors(&spec_into.eig),
+        &vectors(&spec.eig),
+        "spectral eigenvectors",
+    );
+    same(&spec_into.eig.status, &spec.eig.status, "spectral status");
+    same(&spec_bwd_into, &spec_bwd, "spectral VJP");
+    same(
+        &values_only_into.eigenvalues,
+        &values_only.eigenvalues,
+        "eigenvalues only",
+    );
+    // The inputs are untouched.
+    assert_eq!(ctx.download(&a_in).unwrap(), a);
+    assert_eq!(ctx.download(&gv_in).unwrap(), gv);
+}
+
+#[test]
+fn overlapping_or_missized_destinations_are_clear_errors() {
+    let Some(ctx) = gpu() else { return };
+    let (n, batch) = (4, 70);
+    let opts = EighOptions::default();
+    let a = to_f32(&separated(n, batch, 33));
+    let mut arena = Arena::new(ctx, 4 * 8 * (batch * n * n) as u64 + 16 * 1024);
+    let a_in = arena.put(ctx, &a);
+    let values = arena.take(ctx, batch * n);
+    let status = arena.take(ctx, batch);
+    // Eigenvectors written over the input.
+    let over_input = GpuEigh {
+        n,
+        batch,
+        eigenvalues: values.clone(),
+        eigenvectors: Some(a_in.clone()),
+        status: status.clone(),
+    };
+    let err = ctx
+        .eigh_resident_into(&a_in, &opts, &over_input)
+        .unwrap_err();
+    assert!(
+        matches!(&err, eigrad::Error::InvalidArgument(m) if m.contains("eigenvectors destination") && m.contains("overlaps the input")),
+        "{err}"
+    );
+    // Two destinations sharing bytes.
+    let clash =
+        eigrad::gpu::GpuTensor::from_buffer(values.buffer().clone(), values.offset(), batch)
+            .unwrap();
+    let two = GpuEigh {
+        n,
+        batch,
+        eigenvalues: values.clone(),
+        eigenvectors: None,
+        status: clash,
+    };
+    let err = ctx.eigh_resident_into(&a_in, &opts, &two).unwrap_err();
+    assert!(
+        matches!(&err, eigrad::Error::InvalidArgument(m) if m.contains("overlaps the eigenvalues destination")),
+        "{err}"
+    );
+    // A destination of the wrong size.
+    let short = GpuEigh {
+        n,
+        batch,
+        eigenvalues: status.clone(),
+        eigenvectors: None,
+        status: status.clone(),
+    };
+    let err = ctx.eigh_resident_into(&a_in, &opts, &short).unwrap_err();
+    assert!(
+        matches!(&err, eigrad::Error::Shape(m) if m.contains("eigenvalues destination")),
+        "{err}"
+    );
+    // A VJP written over its own cotangent.
+    let fwd = ctx.eigh_resident(&a_in, n, &opts, Vectors::Yes).unwrap();
+    let g = arena.put(ctx, &vec![1.0; batch * n * n]);
+    let err = ctx
+        .eigh_vjp_resident_into(&fwd, None, Some(&g), Degeneracy::default(), &g)
+        .unwrap_err();
+    assert!(
+        matches!(&err, eigrad::Error::InvalidArgument(m) if m.contains("overlaps the grad_vectors")),
+        "{err}"
+    );
+    // Nothing was written by the failed calls.
+    assert!(ctx.download(&values).unwrap().iter().all(|v| v.is_nan()));
+    assert_eq!(ctx.download(&a_in).unwrap(), a);
 }

@@ -112,3 +112,16 @@ fn every_policy_and_option_validates() {
         validate(&p).unwrap();
     }
 }
+
+#[test]
+fn writable_variants_validate_and_declare_no_read_only_binding() {
+    // The variant for destinations that share a buffer with an input.
+    for kernel in Kernel::ALL {
+        let mut p = plan(kernel, 7, 32768, Some(KNOBS), 0, 0).unwrap();
+        p.writable = true;
+        let source = p.source();
+        assert!(!source.contains("var<storage, read>"), "{kernel:?}");
+        assert!(source.contains("var<storage, read_write>"), "{kernel:?}");
+        validate(&p).unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
+    }
+}

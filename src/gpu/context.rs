@@ -220,7 +220,10 @@ impl Inner {
 
     /// The compiled pipeline for a plan (compiled once, then cached by kernel and constants).
     pub fn pipeline(&self, plan: Plan) -> Result<Arc<Pipeline>> {
-        let key = format!("{:?}{:?}{}", plan.kernel, plan.constants, plan.subgroups);
+        let key = format!(
+            "{:?}{:?}{}{}",
+            plan.kernel, plan.constants, plan.subgroups, plan.writable
+        );
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
@@ -240,7 +243,7 @@ impl Inner {
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Storage {
-                        read_only: *access == Access::Read,
+                        read_only: *access == Access::Read && !plan.writable,
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,

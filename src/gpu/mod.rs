@@ -191,6 +191,15 @@ pub struct GpuEigh {
     pub status: GpuTensor,
 }
 
+impl GpuEigh {
+    /// The decomposition's tensors, named, as the inputs of a derivative.
+    fn inputs(&self) -> Vec<(&'static str, &GpuTensor)> {
+        let mut v = vec![("eigenvalues", &self.eigenvalues), ("status", &self.status)];
+        v.extend(self.eigenvectors.iter().map(|t| ("eigenvectors", t)));
+        v
+    }
+}
+
 /// Device-resident tangents of the eigendecomposition.
 #[derive(Clone, Debug)]
 pub struct GpuJvp {
@@ -224,6 +233,31 @@ fn policy_tol(policy: Degeneracy) -> f32 {
         Degeneracy::Lorentzian { eps } => eps as f32,
         Degeneracy::Propagate => 0.0,
     }
+}
+
+/// Checks that no destination overlaps an input or another destination of one dispatch, and
+/// says whether a destination shares a buffer with an input (the dispatch then needs the
+/// all-`read_write` pipeline: wgpu forbids binding one buffer read-only and writable at once).
+fn check_outputs(inputs: &[(&str, &GpuTensor)], outputs: &[(&str, &GpuTensor)]) -> Result<bool> {
+    let bytes = |t: &GpuTensor| t.offset..t.offset + t.len as u64 * WORD;
+    let mut shares_input = false;
+    for (i, (name, out)) in outputs.iter().enumerate() {
+        let earlier = outputs[..i].iter().map(|&(o, t)| (o, t, false));
+        for (other, t, is_input) in inputs.iter().map(|&(o, t)| (o, t, true)).chain(earlier) {
+            if out.buffer != t.buffer {
+                continue;
+            }
+            let (a, b) = (bytes(out), bytes(t));
+            if a.start < b.end && b.start < a.end && !out.is_empty() && !t.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "the {name} (bytes {}..{} of its buffer) overlaps the {other} (bytes {}..{})",
+                    a.start, a.end, b.start, b.end
+                )));
+            }
+            shares_input |= is_input;
+        }
+    }
+    Ok(shares_input)
 }
 
 /// Writes host data as f32 into `dst` (mapped staging memory): one bulk copy when it already is
@@ -462,7 +496,8 @@ impl GpuContext {
 
     /// Device-resident batched eigendecomposition of `a` (`[B][n][n]` f32 on the device):
     /// ascending eigenvalues, eigenvectors (columns, sign gauge; when `vectors` is
-    /// [`Vectors::Yes`]) and a status per matrix, all left on the device.
+    /// [`Vectors::Yes`]) and a status per matrix, all left on the device in new tensors.
+    /// [`GpuContext::eigh_resident_into`] writes into the caller's tensors instead.
     pub fn eigh_resident(
         &self,
         a: &GpuTensor,
@@ -480,6 +515,59 @@ impl GpuContext {
             )));
         }
         let batch = a.len / nn;
+        let out = GpuEigh {
+            n,
+            batch,
+            eigenvalues: self.new_tensor(batch * n),
+            eigenvectors: (vectors == Vectors::Yes).then(|| self.new_tensor(batch * nn)),
+            status: self.new_tensor(batch),
+        };
+        match self.eigh_resident_into(a, opts, &out) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.recycle_eigh(out);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`GpuContext::eigh_resident`] into the caller's tensors: decomposes `a` (`out.batch`
+    /// matrices of size `out.n`) into `out.eigenvalues`, `out.eigenvectors` (computed only when
+    /// present) and `out.status`. The destinations may be regions of any buffers with
+    /// `STORAGE` usage, the input's buffer included, at offsets that are multiples of the
+    /// device's `min_storage_buffer_offset_alignment`; they must not overlap each other or the
+    /// input (an [`Error::InvalidArgument`] says which do).
+    pub fn eigh_resident_into(
+        &self,
+        a: &GpuTensor,
+        opts: &EighOptions,
+        out: &GpuEigh,
+    ) -> Result<()> {
+        opts.validate()?;
+        let (n, batch) = (out.n, out.batch);
+        check_n(n)?;
+        let nn = n * n;
+        check_len(a.len, batch * nn, "input")?;
+        check_len(out.eigenvalues.len, batch * n, "eigenvalues destination")?;
+        check_len(out.status.len, batch, "status destination")?;
+        if let Some(v) = &out.eigenvectors {
+            check_len(v.len, batch * nn, "eigenvectors destination")?;
+        }
+        let mut outputs = vec![
+            ("eigenvalues destination", &out.eigenvalues),
+            ("status destination", &out.status),
+        ];
+        outputs.extend(
+            out.eigenvectors
+                .iter()
+                .map(|v| ("eigenvectors destination", v)),
+        );
+        let writable = check_outputs(&[("input", a)], &outputs)?;
+        let vectors = if out.eigenvectors.is_some() {
+            Vectors::Yes
+        } else {
+            Vectors::No
+        };
         let forward = self.forward_kernel().for_size(n);
         let kernel = match (forward, vectors) {
             (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::Yes) => {
@@ -502,13 +590,7 @@ impl GpuContext {
                 _ => 0,
             },
         };
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe = self
-            .inner
-            .pipeline(plan(kernel, n as u32, limit, Some(knobs), 0, 0)?)?;
-        let values = self.new_tensor(batch * n);
-        let status = self.new_tensor(batch);
-        let vecs = (vectors == Vectors::Yes).then(|| self.new_tensor(batch * nn));
+        let pipe = self.pipeline(kernel, n, Some(knobs), (0, 0), writable)?;
         // Vᵀ scratch when it does not fit in workgroup memory: one chunk's worth, reused.
         let scratch = (vectors == Vectors::Yes && !pipe.plan.second_shared).then(|| {
             let chunk = self
@@ -521,9 +603,11 @@ impl GpuContext {
         });
         let slots = [
             a.slot(nn),
-            values.slot(n),
-            vecs.as_ref().map_or(Slot::Placeholder, |v| v.slot(nn)),
-            status.slot(1),
+            out.eigenvalues.slot(n),
+            out.eigenvectors
+                .as_ref()
+                .map_or(Slot::Placeholder, |v| v.slot(nn)),
+            out.status.slot(1),
             match &scratch {
                 // The scratch is indexed from each dispatch's first matrix, so it is bound
                 // whole at offset 0 for every chunk.
@@ -539,14 +623,23 @@ impl GpuContext {
         if let Some(s) = scratch {
             self.inner.give(s);
         }
-        result?;
-        Ok(GpuEigh {
-            n,
-            batch,
-            eigenvalues: values,
-            eigenvectors: vecs,
-            status,
-        })
+        result
+    }
+
+    /// The pipeline of `kernel` for size `n` (`codes`: the plan's two function/policy codes),
+    /// in its all-`read_write` variant when `writable`.
+    fn pipeline(
+        &self,
+        kernel: Kernel,
+        n: usize,
+        knobs: Option<JacobiKnobs>,
+        codes: (u32, u32),
+        writable: bool,
+    ) -> Result<std::sync::Arc<context::Pipeline>> {
+        let limit = self.inner.limits().max_compute_workgroup_storage_size;
+        let mut p = plan(kernel, n as u32, limit, knobs, codes.0, codes.1)?;
+        p.writable = writable;
+        self.inner.pipeline(p)
     }
 
     /// Device-resident reverse rule: `Ā = V (diag(λ̄) + F∘skew(VᵀV̄)) Vᵀ` for the forward `fwd`
@@ -559,6 +652,27 @@ impl GpuContext {
         grad_vectors: Option<&GpuTensor>,
         policy: Degeneracy,
     ) -> Result<GpuTensor> {
+        let out = self.new_tensor(fwd.batch * fwd.n * fwd.n);
+        match self.eigh_vjp_resident_into(fwd, grad_values, grad_vectors, policy, &out) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.recycle(out);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`GpuContext::eigh_vjp_resident`] into the caller's tensor `out` (`[B][n][n]`), under the
+    /// rules of [`GpuContext::eigh_resident_into`]: `out` must not overlap the forward's tensors
+    /// or the cotangents.
+    pub fn eigh_vjp_resident_into(
+        &self,
+        fwd: &GpuEigh,
+        grad_values: Option<&GpuTensor>,
+        grad_vectors: Option<&GpuTensor>,
+        policy: Degeneracy,
+        out: &GpuTensor,
+    ) -> Result<()> {
         policy.validate()?;
         let (n, batch) = (fwd.n, fwd.batch);
         let nn = n * n;
@@ -571,16 +685,12 @@ impl GpuContext {
         if let Some(g) = grad_vectors {
             check_len(g.len, batch * nn, "grad_vectors")?;
         }
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe = self.inner.pipeline(plan(
-            Kernel::EighVjp,
-            n as u32,
-            limit,
-            None,
-            0,
-            policy.code(),
-        )?)?;
-        let out = self.new_tensor(batch * nn);
+        check_len(out.len, batch * nn, "gradient destination")?;
+        let mut inputs = fwd.inputs();
+        inputs.extend(grad_values.map(|g| ("grad_values", g)));
+        inputs.extend(grad_vectors.map(|g| ("grad_vectors", g)));
+        let writable = check_outputs(&inputs, &[("gradient destination", out)])?;
+        let pipe = self.pipeline(Kernel::EighVjp, n, None, (0, policy.code()), writable)?;
         let slots = [
             fwd.eigenvalues.slot(n),
             vecs.slot(nn),
@@ -594,8 +704,7 @@ impl GpuContext {
             flags: grad_values.is_some() as u32 | (grad_vectors.is_some() as u32) << 1,
             ..Params::default()
         };
-        self.inner.dispatch(&pipe, batch, &slots, params)?;
-        Ok(out)
+        self.inner.dispatch(&pipe, batch, &slots, params)
     }
 
     /// Device-resident forward rule: for the tangent `Ȧ` (`[B][n][n]`, symmetrised),
@@ -606,6 +715,30 @@ impl GpuContext {
         tangent: &GpuTensor,
         policy: Degeneracy,
     ) -> Result<GpuJvp> {
+        let (n, batch) = (fwd.n, fwd.batch);
+        let out = GpuJvp {
+            values_dot: self.new_tensor(batch * n),
+            vectors_dot: self.new_tensor(batch * n * n),
+        };
+        match self.eigh_jvp_resident_into(fwd, tangent, policy, &out) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.recycle(out.values_dot);
+                self.recycle(out.vectors_dot);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`GpuContext::eigh_jvp_resident`] into the caller's tensors, under the rules of
+    /// [`GpuContext::eigh_resident_into`].
+    pub fn eigh_jvp_resident_into(
+        &self,
+        fwd: &GpuEigh,
+        tangent: &GpuTensor,
+        policy: Degeneracy,
+        out: &GpuJvp,
+    ) -> Result<()> {
         policy.validate()?;
         let (n, batch) = (fwd.n, fwd.batch);
         let nn = n * n;
@@ -613,34 +746,31 @@ impl GpuContext {
             Error::InvalidArgument("the JVP needs the eigenvectors (use Vectors::Yes)".into())
         })?;
         check_len(tangent.len, batch * nn, "tangent")?;
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe = self.inner.pipeline(plan(
-            Kernel::EighJvp,
-            n as u32,
-            limit,
-            None,
-            0,
-            policy.code(),
-        )?)?;
-        let values_dot = self.new_tensor(batch * n);
-        let vectors_dot = self.new_tensor(batch * nn);
+        check_len(out.values_dot.len, batch * n, "values_dot destination")?;
+        check_len(out.vectors_dot.len, batch * nn, "vectors_dot destination")?;
+        let mut inputs = fwd.inputs();
+        inputs.push(("tangent", tangent));
+        let writable = check_outputs(
+            &inputs,
+            &[
+                ("values_dot destination", &out.values_dot),
+                ("vectors_dot destination", &out.vectors_dot),
+            ],
+        )?;
+        let pipe = self.pipeline(Kernel::EighJvp, n, None, (0, policy.code()), writable)?;
         let slots = [
             fwd.eigenvalues.slot(n),
             vecs.slot(nn),
             tangent.slot(nn),
             fwd.status.slot(1),
-            values_dot.slot(n),
-            vectors_dot.slot(nn),
+            out.values_dot.slot(n),
+            out.vectors_dot.slot(nn),
         ];
         let params = Params {
             tol: policy_tol(policy),
             ..Params::default()
         };
-        self.inner.dispatch(&pipe, batch, &slots, params)?;
-        Ok(GpuJvp {
-            values_dot,
-            vectors_dot,
-        })
+        self.inner.dispatch(&pipe, batch, &slots, params)
     }
 
     /// Matrices per upload–run–readback round of the host-memory calls.

@@ -61,7 +61,7 @@ impl Func {
 
 impl GpuContext {
     /// Decomposes `a` and applies `func` to its spectrum; returns `f(A)` and the decomposition
-    /// (with the function's status) on the device.
+    /// (with the function's status) on the device, in new tensors.
     fn apply_resident(
         &self,
         a: &GpuTensor,
@@ -69,81 +69,117 @@ impl GpuContext {
         func: Func,
         opts: &EighOptions,
     ) -> Result<(GpuTensor, GpuEigh)> {
-        let eig = self.eigh_resident(a, n, opts, Vectors::Yes)?;
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe = self.inner.pipeline(plan(
-            Kernel::SpectralApply,
-            n as u32,
-            limit,
-            None,
-            func.code,
-            0,
-        )?)?;
+        check_n(n)?;
         let nn = n * n;
-        let values = self.new_tensor(eig.batch * nn);
-        let status = self.new_tensor(eig.batch);
-        let vecs = eig.eigenvectors.as_ref().expect("computed with vectors");
-        let slots = [
-            eig.eigenvalues.slot(n),
-            vecs.slot(nn),
-            eig.status.slot(1),
-            values.slot(nn),
-            status.slot(1),
-        ];
-        let params = Params {
-            tol: func.param,
-            extra: func.k,
-            ..Params::default()
-        };
-        self.inner.dispatch(&pipe, eig.batch, &slots, params)?;
-        // The function's status replaces the decomposition's (it adds out-of-domain).
-        let GpuEigh {
+        if !a.len.is_multiple_of(nn) {
+            return Err(Error::Shape(format!(
+                "input has {} elements, which is not a whole number of {n}×{n} matrices",
+                a.len
+            )));
+        }
+        let batch = a.len / nn;
+        let values = self.new_tensor(batch * nn);
+        let eig = GpuEigh {
+            n,
             batch,
-            eigenvalues,
-            eigenvectors,
-            status: forward_status,
-            ..
-        } = eig;
-        self.inner.give(forward_status.buffer);
-        Ok((
-            values,
-            GpuEigh {
-                n,
-                batch,
-                eigenvalues,
-                eigenvectors,
-                status,
-            },
-        ))
+            eigenvalues: self.new_tensor(batch * n),
+            eigenvectors: Some(self.new_tensor(batch * nn)),
+            status: self.new_tensor(batch),
+        };
+        match self.apply_resident_into(a, func, opts, &values, &eig) {
+            Ok(()) => Ok((values, eig)),
+            Err(e) => {
+                self.recycle(values);
+                self.recycle_eigh(eig);
+                Err(e)
+            }
+        }
     }
 
-    /// `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` on the device for `func`; `policy` applies to projector
-    /// pairs tied across the cut.
-    fn apply_vjp_resident(
+    /// [`GpuContext::apply_resident`] into the caller's tensors: `f(A)` into `values`, the
+    /// decomposition into `eig` (which needs eigenvectors), the function's status into
+    /// `eig.status`.
+    fn apply_resident_into(
+        &self,
+        a: &GpuTensor,
+        func: Func,
+        opts: &EighOptions,
+        values: &GpuTensor,
+        eig: &GpuEigh,
+    ) -> Result<()> {
+        let (n, batch) = (eig.n, eig.batch);
+        check_n(n)?;
+        let nn = n * n;
+        check_len(values.len, batch * nn, "function destination")?;
+        let vecs = eig.eigenvectors.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("a spectral function keeps the eigenvectors".into())
+        })?;
+        // The decomposition's own status goes to scratch: the function's status replaces it
+        // (it adds out-of-domain).
+        let forward_status = self.new_tensor(batch);
+        let decomposition = GpuEigh {
+            status: forward_status.clone(),
+            ..eig.clone()
+        };
+        let result = self
+            .eigh_resident_into(a, opts, &decomposition)
+            .and_then(|()| {
+                let writable = super::check_outputs(
+                    &decomposition.inputs(),
+                    &[
+                        ("function destination", values),
+                        ("status destination", &eig.status),
+                    ],
+                )?;
+                let pipe =
+                    self.pipeline(Kernel::SpectralApply, n, None, (func.code, 0), writable)?;
+                let slots = [
+                    eig.eigenvalues.slot(n),
+                    vecs.slot(nn),
+                    forward_status.slot(1),
+                    values.slot(nn),
+                    eig.status.slot(1),
+                ];
+                let params = Params {
+                    tol: func.param,
+                    extra: func.k,
+                    ..Params::default()
+                };
+                self.inner.dispatch(&pipe, batch, &slots, params)
+            });
+        self.recycle(forward_status);
+        result
+    }
+
+    /// `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` on the device for `func` into `out`; `policy` applies to
+    /// projector pairs tied across the cut.
+    fn apply_vjp_resident_into(
         &self,
         eig: &GpuEigh,
         grad: &GpuTensor,
         func: Func,
         policy: Degeneracy,
-    ) -> Result<GpuTensor> {
+        out: &GpuTensor,
+    ) -> Result<()> {
         policy.validate()?;
         let (n, batch) = (eig.n, eig.batch);
         let nn = n * n;
         check_len(grad.len, batch * nn, "grad")?;
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        let pipe = self.inner.pipeline(plan(
-            Kernel::SpectralVjp,
-            n as u32,
-            limit,
-            None,
-            func.code,
-            policy.code(),
-        )?)?;
+        check_len(out.len, batch * nn, "gradient destination")?;
         let vecs = eig
             .eigenvectors
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("this VJP needs the eigenvectors".into()))?;
-        let out = self.new_tensor(batch * nn);
+        let mut inputs = eig.inputs();
+        inputs.push(("grad", grad));
+        let writable = super::check_outputs(&inputs, &[("gradient destination", out)])?;
+        let pipe = self.pipeline(
+            Kernel::SpectralVjp,
+            n,
+            None,
+            (func.code, policy.code()),
+            writable,
+        )?;
         let slots = [
             eig.eigenvalues.slot(n),
             vecs.slot(nn),
@@ -161,8 +197,25 @@ impl GpuContext {
             extra: func.k,
             ..Params::default()
         };
-        self.inner.dispatch(&pipe, batch, &slots, params)?;
-        Ok(out)
+        self.inner.dispatch(&pipe, batch, &slots, params)
+    }
+
+    /// [`GpuContext::apply_vjp_resident_into`] into a new tensor.
+    fn apply_vjp_resident(
+        &self,
+        eig: &GpuEigh,
+        grad: &GpuTensor,
+        func: Func,
+        policy: Degeneracy,
+    ) -> Result<GpuTensor> {
+        let out = self.new_tensor(eig.batch * eig.n * eig.n);
+        match self.apply_vjp_resident_into(eig, grad, func, policy, &out) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.recycle(out);
+                Err(e)
+            }
+        }
     }
 
     /// [`GpuContext::apply_resident`] for host data, in rounds of bounded size.
@@ -256,12 +309,39 @@ impl GpuContext {
         })
     }
 
+    /// [`GpuContext::spectral_resident`] into the caller's tensors: evaluates `out.function`
+    /// of `a` into `out.values`, and keeps the decomposition in `out.eig` (which needs
+    /// eigenvectors; its status is the function's). Same rules for the destinations as
+    /// [`GpuContext::eigh_resident_into`].
+    pub fn spectral_resident_into(
+        &self,
+        a: &GpuTensor,
+        opts: &EighOptions,
+        out: &GpuSpectral,
+    ) -> Result<()> {
+        out.function.validate()?;
+        opts.validate()?;
+        self.apply_resident_into(a, Func::spectral(out.function), opts, &out.values, &out.eig)
+    }
+
     /// Device-resident Daleckii–Krein VJP: `Ā = V (L∘(Vᵀ sym(Ḡ) V)) Vᵀ` with the divided
     /// differences `L` of the spectral function, evaluated without cancellation near ties so
     /// it stays finite and accurate at repeated eigenvalues. NaN where the status is not ok.
     pub fn spectral_vjp_resident(&self, s: &GpuSpectral, grad: &GpuTensor) -> Result<GpuTensor> {
         let func = Func::spectral(s.function);
         self.apply_vjp_resident(&s.eig, grad, func, Degeneracy::default())
+    }
+
+    /// [`GpuContext::spectral_vjp_resident`] into the caller's tensor `out` (`[B][n][n]`),
+    /// which must not overlap the decomposition or `grad`.
+    pub fn spectral_vjp_resident_into(
+        &self,
+        s: &GpuSpectral,
+        grad: &GpuTensor,
+        out: &GpuTensor,
+    ) -> Result<()> {
+        let func = Func::spectral(s.function);
+        self.apply_vjp_resident_into(&s.eig, grad, func, Degeneracy::default(), out)
     }
 
     /// Batched spectral function on the GPU for host data, the contract of

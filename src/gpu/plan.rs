@@ -34,12 +34,21 @@ pub struct Plan {
     pub workgroup_bytes: u32,
     /// Whether the kernel exchanges data through subgroup operations (one-sided Jacobi).
     pub subgroups: bool,
+    /// Whether every storage binding is declared `read_write`, inputs included: needed when an
+    /// output lives in the same buffer as an input (wgpu forbids binding one buffer both
+    /// read-only and writable in a dispatch), for example in a framework's memory pool.
+    pub writable: bool,
 }
 
 impl Plan {
     /// The kernel's WGSL source for this plan.
     pub fn source(&self) -> String {
-        self.kernel.source(self.n, self.subgroups)
+        let source = self.kernel.source(self.n, self.subgroups);
+        if self.writable {
+            source.replace("var<storage, read>", "var<storage, read_write>")
+        } else {
+            source
+        }
     }
 
     /// Invocations per workgroup.
@@ -155,6 +164,7 @@ pub fn plan(
                 constants,
                 workgroup_bytes: bytes,
                 subgroups: false,
+                writable: false,
             })
         }
         Kernel::HestenesEigh | Kernel::HestenesEigvalsh => {
@@ -211,6 +221,7 @@ pub fn plan(
                 constants,
                 workgroup_bytes: bytes,
                 subgroups,
+                writable: false,
             })
         }
         Kernel::EighVjp | Kernel::EighJvp | Kernel::SpectralApply | Kernel::SpectralVjp => {
@@ -271,6 +282,7 @@ pub fn plan(
                 constants,
                 workgroup_bytes: bytes,
                 subgroups: false,
+                writable: false,
             })
         }
         Kernel::PowerIteration | Kernel::PowerIterationVjp => {
@@ -302,6 +314,7 @@ pub fn plan(
                 constants,
                 workgroup_bytes: bytes,
                 subgroups: false,
+                writable: false,
             })
         }
     }
