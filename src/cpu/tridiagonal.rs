@@ -394,7 +394,7 @@ fn ql(n: usize, ws: &mut TridiagonalWorkspace, want_vectors: bool, max_iteration
     true
 }
 
-/// Matrices solved in lockstep (reduction, `Q` and QL) in [`tridiagonal_eigh_chunk`].
+/// Matrices solved in lockstep (reduction, `Q` and QL) in `tridiagonal_eigh_chunk`.
 pub const QL_LANES: usize = 4;
 
 /// The largest `n` solved in lockstep. Above it the eigenvector rotations (length `n`) dominate
