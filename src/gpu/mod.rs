@@ -508,13 +508,7 @@ impl GpuContext {
         opts.validate()?;
         check_n(n)?;
         let nn = n * n;
-        if !a.len.is_multiple_of(nn) {
-            return Err(Error::Shape(format!(
-                "input has {} elements, which is not a whole number of {n}×{n} matrices",
-                a.len
-            )));
-        }
-        let batch = a.len / nn;
+        let batch = crate::cpu::batch_of(a.len, n, "input")?;
         let out = GpuEigh {
             n,
             batch,

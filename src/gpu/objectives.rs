@@ -71,13 +71,7 @@ impl GpuContext {
     ) -> Result<(GpuTensor, GpuEigh)> {
         check_n(n)?;
         let nn = n * n;
-        if !a.len.is_multiple_of(nn) {
-            return Err(Error::Shape(format!(
-                "input has {} elements, which is not a whole number of {n}×{n} matrices",
-                a.len
-            )));
-        }
-        let batch = a.len / nn;
+        let batch = crate::cpu::batch_of(a.len, n, "input")?;
         let values = self.new_tensor(batch * nn);
         let eig = GpuEigh {
             n,
