@@ -155,20 +155,20 @@ impl Options {
     }
 }
 
-/// The sizes `(B, n)` of a batch `[B, n, n]`, or the error naming the shape.
-fn batch_dims(a: &Tensor<3>, op: &str) -> Result<(usize, usize)> {
+/// Fails, naming the shape, unless `a` is a batch of square matrices `[B, n, n]`.
+fn check_square(a: &Tensor<3>) -> Result<()> {
     let [batch, rows, cols] = a.dims();
     if rows != cols {
         return Err(Error::Shape(format!(
-            "eigrad::burn::{op}: expected a batch of square matrices [B, n, n], got [{batch}, {rows}, {cols}]"
+            "expected a batch of square matrices [B, n, n], got [{batch}, {rows}, {cols}]"
         )));
     }
-    Ok((batch, rows))
+    Ok(())
 }
 
-/// Unwraps the result of a `*_with` function for the panicking convenience functions.
-fn or_panic<T>(r: Result<T>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+/// Unwraps the result of a `*_with` function for the panicking convenience function `op`.
+fn or_panic<T>(op: &str, r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("eigrad::burn::{op}: {e}"))
 }
 
 /// Batched symmetric eigendecomposition of `a` (`[B, n, n]`): ascending eigenvalues `[B, n]`
@@ -189,7 +189,7 @@ pub fn eigh(a: Tensor<3>) -> (Tensor<2>, Tensor<3>) {
 ///
 /// When `a` is not a batch of square matrices.
 pub fn eigh_with_status(a: Tensor<3>) -> (Tensor<2>, Tensor<3>, Tensor<1, Int>) {
-    or_panic(eigh_with(a, &Options::default()))
+    or_panic("eigh", eigh_with(a, &Options::default()))
 }
 
 /// [`eigh_with_status`] under `options`: eigenvalues `[B, n]`, eigenvectors `[B, n, n]` and
@@ -203,7 +203,7 @@ pub fn eigh_with(
     a: Tensor<3>,
     options: &Options,
 ) -> Result<(Tensor<2>, Tensor<3>, Tensor<1, Int>)> {
-    batch_dims(&a, "eigh")?;
+    check_square(&a)?;
     options.validate()?;
     let (values, vectors, status) = <Dispatch as EigradOps>::eigh(a.into_dispatch(), *options);
     Ok((
@@ -229,7 +229,7 @@ pub fn eigvalsh(a: Tensor<3>) -> Tensor<2> {
 ///
 /// When `a` is not a batch of square matrices.
 pub fn eigvalsh_with_status(a: Tensor<3>) -> (Tensor<2>, Tensor<1, Int>) {
-    or_panic(eigvalsh_with(a, &Options::default()))
+    or_panic("eigvalsh", eigvalsh_with(a, &Options::default()))
 }
 
 /// [`eigvalsh_with_status`] under `options` (its `degeneracy` is not used: the eigenvalue
@@ -239,7 +239,7 @@ pub fn eigvalsh_with_status(a: Tensor<3>) -> (Tensor<2>, Tensor<1, Int>) {
 ///
 /// As [`eigh_with`].
 pub fn eigvalsh_with(a: Tensor<3>, options: &Options) -> Result<(Tensor<2>, Tensor<1, Int>)> {
-    batch_dims(&a, "eigvalsh")?;
+    check_square(&a)?;
     options.validate()?;
     let (values, status) = <Dispatch as EigradOps>::eigvalsh(a.into_dispatch(), *options);
     Ok((Tensor::from_dispatch(values), Tensor::from_dispatch(status)))
@@ -263,7 +263,7 @@ pub fn spectral(a: Tensor<3>, function: SpectralFn) -> Tensor<3> {
 ///
 /// As [`spectral`].
 pub fn spectral_with_status(a: Tensor<3>, function: SpectralFn) -> (Tensor<3>, Tensor<1, Int>) {
-    or_panic(spectral_with(a, function, &Options::default()))
+    or_panic("spectral", spectral_with(a, function, &Options::default()))
 }
 
 /// [`spectral_with_status`] under `options` (its `degeneracy` is not used: the Daleckii–Krein
@@ -277,7 +277,7 @@ pub fn spectral_with(
     function: SpectralFn,
     options: &Options,
 ) -> Result<(Tensor<3>, Tensor<1, Int>)> {
-    batch_dims(&a, "spectral")?;
+    check_square(&a)?;
     options.validate()?;
     function.validate()?;
     let (values, status) = <Dispatch as EigradOps>::spectral(a.into_dispatch(), function, *options);
