@@ -379,7 +379,7 @@ fn results_written_into_the_inputs_buffer_equal_fresh_results() {
     let values_only = ctx.eigh_resident(&a_dev, n, &opts, Vectors::No).unwrap();
 
     // Everything, inputs and results, in one buffer: the kernels then bind it writable.
-    let mut arena = Arena::new(ctx, 16 * 4 * (batch * nn) as u64 + 64 * 1024);
+    let mut arena = Arena::new(ctx, 20 * 4 * (batch * nn) as u64 + 64 * 1024);
     let (a_in, gl_in, gv_in, t_in) = (
         arena.put(ctx, &a),
         arena.put(ctx, &gl),
@@ -462,6 +462,25 @@ fn results_written_into_the_inputs_buffer_equal_fresh_results() {
     // The inputs are untouched.
     assert_eq!(ctx.download(&a_in).unwrap(), a);
     assert_eq!(ctx.download(&gv_in).unwrap(), gv);
+    // Split into dispatches of 64 matrices, each bound at its offset inside the arena.
+    let chunked = GpuEigh {
+        n,
+        batch,
+        eigenvalues: arena.take(ctx, batch * n),
+        eigenvectors: Some(arena.take(ctx, batch * nn)),
+        status: arena.take(ctx, batch),
+    };
+    let chunked_bwd = arena.take(ctx, batch * nn);
+    ctx.set_max_chunk(64);
+    let runs = ctx
+        .eigh_resident_into(&a_in, &opts, &chunked)
+        .and_then(|()| {
+            ctx.eigh_vjp_resident_into(&chunked, Some(&gl_in), Some(&gv_in), policy, &chunked_bwd)
+        });
+    ctx.set_max_chunk(0);
+    runs.unwrap();
+    same(&vectors(&chunked), &vectors(&fwd), "eigenvectors, chunked");
+    same(&chunked_bwd, &bwd, "VJP, chunked");
 }
 
 #[test]
