@@ -548,13 +548,7 @@ fn check_options(
     assert!(values(values_t)[..n].iter().all(|x| x.is_nan()) == (want[0] != 0));
     // The lower triangle only: garbage above the diagonal changes nothing.
     let mut scrambled = a.clone();
-    for m in 0..2 {
-        for i in 0..n {
-            for j in i + 1..n {
-                scrambled[m * n * n + i * n + j] = 100.0 + (i * j) as f64;
-            }
-        }
-    }
+    gpu_support::fill_upper(&mut scrambled, n, |i, j| 100.0 + (i * j) as f64);
     let options = Options {
         eigh: EighOptions {
             symmetry: eigrad::Symmetry::Lower,

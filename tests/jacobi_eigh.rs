@@ -243,13 +243,7 @@ fn lower_symmetry_reads_only_the_lower_triangle() {
         let n = 5;
         let sym = to_f32(&samples::random_symmetric(&mut Rng::new(17), n, 3));
         let mut garbage_upper = sym.clone();
-        for b in 0..3 {
-            for i in 0..n {
-                for j in i + 1..n {
-                    garbage_upper[b * n * n + i * n + j] = 1e3 + (i * j) as f32;
-                }
-            }
-        }
+        fill_upper(&mut garbage_upper, n, |i, j| 1e3 + (i * j) as f32);
         let lower = EighOptions {
             symmetry: Symmetry::Lower,
             ..EighOptions::default()

@@ -108,3 +108,15 @@ pub fn orthogonality(n: usize, v: &[f32]) -> f64 {
 pub fn norm2(w: &[f64]) -> f64 {
     w.iter().fold(0.0f64, |m, x| m.max(x.abs()))
 }
+
+/// Overwrites the strict upper triangle of each `n×n` matrix of the batch `a` with `value(i, j)`
+/// (garbage a lower-triangle read must ignore).
+pub fn fill_upper<T>(a: &mut [T], n: usize, value: impl Fn(usize, usize) -> T) {
+    for m in a.chunks_exact_mut(n * n) {
+        for i in 0..n {
+            for j in i + 1..n {
+                m[i * n + j] = value(i, j);
+            }
+        }
+    }
+}
