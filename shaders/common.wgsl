@@ -33,6 +33,14 @@ fn exponent_of(x: f32) -> i32 {
     return e - 126;
 }
 
+// v with component c (< 4) replaced by s. Kernels set components this way rather than by
+// `v[c] = s` with a run-time c: indexing a function-local variable at run time makes it
+// addressable (an OpAccessChain in SPIR-V), which a driver may answer by keeping the variable in
+// memory instead of registers (tests/shader_validation.rs checks that no kernel does it).
+fn with_component(v: vec4<f32>, c: u32, s: f32) -> vec4<f32> {
+    return select(v, vec4<f32>(s), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(c));
+}
+
 // The linear workgroup index of a 2-D dispatch.
 fn workgroup_index(wid: vec3<u32>, groups_x: u32) -> u32 {
     return wid.x + wid.y * groups_x;

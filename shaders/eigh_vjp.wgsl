@@ -22,19 +22,20 @@
 // skew(X)_ji = −skew(X)_ij exactly.
 fn vjp_row(x: Ctx, r: u32, xr: vec4<f32>, has_gl: bool, has_gv: bool, thr: f32) -> vec4<f32> {
     let i = x.ti + r * T;
-    var xt = vec4<f32>(0.0);
+    var xt_var = vec4<f32>(0.0);
     if (has_gv) {
-        xt = transposed_row(x, r);
+        xt_var = transposed_row(x, r);
     }
+    let xt = xt_var;
     var m = vec4<f32>(0.0);
     for (var c = 0u; c < 4u; c++) {
         let j = x.tj + c * T;
         if (i == j) {
             if (has_gl && x.live && i < N) {
-                m[c] = grad_values[x.g * N + i];
+                m = with_component(m, c, grad_values[x.g * N + i]);
             }
         } else if (has_gv) {
-            m[c] = factor(x, i, j, thr) * (0.5 * (xr[c] - xt[c]));
+            m = with_component(m, c, factor(x, i, j, thr) * (0.5 * (xr[c] - xt[c])));
         }
     }
     return m;

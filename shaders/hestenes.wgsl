@@ -77,7 +77,7 @@ fn load_quad(base: u32, q: u32, p: u32, live: bool) -> Quad {
         if (live && p < N && i < N) {
             let x = stored_entry(base, i, p);
             if (is_finite_f32(x)) {
-                out.v[c] = x;
+                out.v = with_component(out.v, c, x);
                 out.max_abs = max(out.max_abs, abs(x));
                 out.off = out.off || (i != p && x != 0.0);
             } else {
@@ -199,19 +199,23 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
     var sweeping = true;
     for (var sweep = 0u; sweep < MAX_SWEEPS && sweeping; sweep++) {
         var any = false;
-        var alpha = 0.0;
-        var beta = 0.0;
+        var a4 = vec4<f32>(0.0);
+        var b4 = vec4<f32>(0.0);
         //@for q
-        alpha += dot(x$q, x$q);
-        beta += dot(y$q, y$q);
+        a4 = fma(x$q, x$q, a4);
+        b4 = fma(y$q, y$q, b4);
         //@end
+        var alpha = (a4.x + a4.y) + (a4.z + a4.w);
+        var beta = (b4.x + b4.y) + (b4.z + b4.w);
         for (var r = 0u; r < M_PAD; r += 2u) {
             // Even round: rotate (X, Y); Y goes to k − 1, the next Y comes from k + 1.
             {
-                var gamma = 0.0;
+                // Four independent partial sums, added pairwise: ⌈N/4⌉ + 2 dependent operations.
+                var g = vec4<f32>(0.0);
                 //@for q
-                gamma += dot(x$q, y$q);
+                g = fma(x$q, y$q, g);
                 //@end
+                let gamma = (g.x + g.y) + (g.z + g.w);
                 let norms = sqrt(alpha) * sqrt(beta);
                 if (abs(gamma) > ROT_TOL * norms) {
                     let cst = rotation(alpha, beta, gamma);
@@ -255,10 +259,12 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
                 alpha = beta;
                 beta = t;
             } else {
-                var gamma = 0.0;
+                // Four independent partial sums, added pairwise: ⌈N/4⌉ + 2 dependent operations.
+                var g = vec4<f32>(0.0);
                 //@for q
-                gamma += dot(x$q, y$q);
+                g = fma(x$q, y$q, g);
                 //@end
+                let gamma = (g.x + g.y) + (g.z + g.w);
                 let norms = sqrt(alpha) * sqrt(beta);
                 if (abs(gamma) > ROT_TOL * norms) {
                     let cst = rotation(alpha, beta, gamma);
@@ -313,7 +319,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
         for (var c = 0u; c < 4u; c++) {
             let j = 4u * q + c;
             if (ok && j < N) {
-                v[c] = ldexp(stored_entry(base, i, j), -scale_exp);
+                v = with_component(v, c, ldexp(stored_entry(base, i, j), -scale_exp));
             }
         }
         xbuf[region + i * SLOT + q] = v;
@@ -351,8 +357,11 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
         ax += dot(row$q, x$q);
         ay += dot(row$q, y$q);
         if (i / 4u == $qu) {
-            vxi = x$q[i % 4u];
-            vyi = y$q[i % 4u];
+            // Through values: a run-time index into x$q itself would make it addressable.
+            let xv$q = x$q;
+            let yv$q = y$q;
+            vxi = xv$q[i % 4u];
+            vyi = yv$q[i % 4u];
         }
         //@end
         lam += vec2<f32>(vxi * ax, vyi * ay);
@@ -381,10 +390,12 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
         var sgx = 1.0;
         var sgy = 1.0;
         //@for q
-        if (tx / 4u == $qu && x$q[tx % 4u] < 0.0) {
+        let gx$q = x$q;
+        let gy$q = y$q;
+        if (tx / 4u == $qu && gx$q[tx % 4u] < 0.0) {
             sgx = -1.0;
         }
-        if (ty / 4u == $qu && y$q[ty % 4u] < 0.0) {
+        if (ty / 4u == $qu && gy$q[ty % 4u] < 0.0) {
             sgy = -1.0;
         }
         //@end

@@ -40,7 +40,7 @@ fn weigh_projected(x: Ctx, p: Tile, thr: f32) {
         let pr = 0.5 * (tile_row(p, r) + transposed_row(x, r));
         var row = vec4<f32>(0.0);
         for (var c = 0u; c < 4u; c++) {
-            row[c] = weigh(x, i, x.tj + c * T, pr[c], thr);
+            row = with_component(row, c, weigh(x, i, x.tj + c * T, pr[c], thr));
         }
         m = with_row(m, r, row);
     }

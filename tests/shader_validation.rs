@@ -1,5 +1,6 @@
 //! Every assembled shader parses and validates with naga, for every supported size and both
-//! memory layouts, and translates to SPIR-V: no GPU needed.
+//! memory layouts, indexes no function-local memory at run time, and translates to SPIR-V: no
+//! GPU needed.
 
 use eigrad::gpu::plan::{plan, JacobiKnobs, Plan};
 use eigrad::gpu::shaders::Kernel;
@@ -28,6 +29,7 @@ fn validate(plan: &Plan) -> Result<(), String> {
         &map,
     )
     .map_err(|e| format!("{kernel:?}: overrides {constants:?}: {e}"))?;
+    no_run_time_indexed_locals(&module, &info, &source).map_err(|e| format!("{kernel:?}: {e}"))?;
     naga::back::spv::write_vec(
         &module,
         &info,
@@ -39,6 +41,59 @@ fn validate(plan: &Plan) -> Result<(), String> {
     )
     .map_err(|e| format!("{kernel:?}: SPIR-V: {e}"))?;
     Ok(())
+}
+
+/// Fails on any run-time index into function-local memory: `v[i]` with a non-constant `i` where
+/// `v` is a `var` (a pointer in the `function` address space), or where `v` is an array or
+/// matrix value (naga copies those into a function-local variable to index them). Either makes
+/// the variable addressable in SPIR-V (`OpAccessChain`), and a driver may then keep it in memory
+/// rather than in registers, which in a Jacobi sweep would put every access to the columns
+/// behind a memory round trip. Vectors held by value are fine (`OpVectorExtractDynamic`).
+fn no_run_time_indexed_locals(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    source: &str,
+) -> Result<(), String> {
+    let functions = module.functions.iter().map(|(h, f)| (f, &info[h])).chain(
+        (module.entry_points.iter().enumerate())
+            .map(|(i, ep)| (&ep.function, info.get_entry_point(i))),
+    );
+    let mut found = Vec::new();
+    for (function, function_info) in functions {
+        for (handle, expression) in function.expressions.iter() {
+            let naga::Expression::Access { base, .. } = *expression else {
+                continue;
+            };
+            let local = match *function_info[base].ty.inner_with(&module.types) {
+                naga::TypeInner::Pointer { space, .. }
+                | naga::TypeInner::ValuePointer { space, .. } => {
+                    space == naga::AddressSpace::Function
+                }
+                naga::TypeInner::Array { .. } | naga::TypeInner::Matrix { .. } => true,
+                _ => false,
+            };
+            if local {
+                let line = function
+                    .expressions
+                    .get_span(handle)
+                    .location(source)
+                    .line_number;
+                let text = source.lines().nth(line as usize - 1).unwrap_or("").trim();
+                found.push(format!(
+                    "{}, line {line}: {text}",
+                    function.name.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "run-time index into function-local memory:\n{}",
+            found.join("\n")
+        ))
+    }
 }
 
 const KNOBS: JacobiKnobs = JacobiKnobs {
