@@ -31,7 +31,10 @@
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
 # GPU_COMPARE_FORWARD (one-sided,one-sided-subgroup,two-sided: the forward kernels to check and time, through
-# EIGRAD_GPU_FORWARD), GPU_COMPARE_BUDGET (540 s for the whole script).
+# EIGRAD_GPU_FORWARD), GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
+# path of a second eigrad binary, e.g. an earlier commit's carried in .device/: its one-sided kernel
+# is benchmarked too, as kernel `baseline-one-sided`, so two kernel versions are compared on the
+# same card in the same run).
 #
 # Expected duration on an H200: about 2 to 4 minutes (the eigrad kernels take milliseconds per call
 # at these batches by the prior measurements in ../shared/JACOBI.md; most of the time goes to
@@ -48,6 +51,7 @@ BATCH=${GPU_COMPARE_BATCH:-65536}
 NS=${GPU_COMPARE_N:-4,8,16,32,64}
 FORWARD=${GPU_COMPARE_FORWARD:-one-sided,one-sided-subgroup,two-sided}
 BUDGET=${GPU_COMPARE_BUDGET:-540}
+BASELINE=${GPU_COMPARE_BASELINE:-}
 START=$SECONDS
 
 die() {
@@ -57,6 +61,7 @@ die() {
 
 [ -x "$BIN" ] || die "no $BIN: build it with 'cargo build --release' on an x86-64 machine and carry target/release/eigrad"
 compgen -G ".gl/*.deb" >/dev/null || die "no .gl/*.deb: download the Vulkan loader packages into .gl/ (see this script's header) and carry .gl"
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "GPU_COMPARE_BASELINE=$BASELINE is not an executable file"
 [ -f "$ANCHOR" ] || die "no $ANCHOR: copy ../shared/anchors/jax_eigh_bench.py to .device/ and carry .device"
 command -v python3 >/dev/null || die "no python3 on this machine (the anchor and the ratio table need it)"
 mkdir -p "$OUT" || die "cannot create $OUT"
@@ -96,21 +101,29 @@ main() {
         echo "(no nvidia-smi)"
     fi
 
-    local n b fk
+    # Runs to make: "label binary forward-kernel" (the label names the kernel in the tables).
+    local runs=() n b fk label bin
     for fk in ${FORWARD//,/ }; do
-        echo "== EIGRAD_GPU_FORWARD=$fk eigrad check --device gpu (f32 GPU results against the f64 CPU reference)"
-        EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 60 330)" "$BIN" check --device gpu
-        echo "check $fk: exit $?"
+        runs+=("$fk $BIN $fk")
+    done
+    [ -n "$BASELINE" ] && runs+=("baseline-one-sided $BASELINE one-sided")
+
+    for run in "${runs[@]}"; do
+        read -r label bin fk <<<"$run"
+        echo "== $label: EIGRAD_GPU_FORWARD=$fk $bin check --device gpu (f32 GPU results against the f64 CPU reference)"
+        EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 60 330)" "$bin" check --device gpu
+        echo "check $label: exit $?"
     done
 
-    for fk in ${FORWARD//,/ }; do
+    for run in "${runs[@]}"; do
+        read -r label bin fk <<<"$run"
         for n in ${NS//,/ }; do
             b=$BATCH
             ((n > 32)) && b=$((BATCH / 8))
-            echo "== EIGRAD_GPU_FORWARD=$fk eigrad bench --device gpu --n $n --batch $b"
-            EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 120 160)" "$BIN" bench --device gpu \
-                --n "$n" --batch "$b" --json "$SCRATCH/eigrad_${fk}_n$n.json"
-            echo "bench $fk n = $n: exit $?"
+            echo "== $label: EIGRAD_GPU_FORWARD=$fk $bin bench --device gpu --n $n --batch $b"
+            EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 120 160)" "$bin" bench --device gpu \
+                --n "$n" --batch "$b" --json "$SCRATCH/eigrad_${label}_n$n.json"
+            echo "bench $label n = $n: exit $?"
         done
     done
 

@@ -551,3 +551,29 @@ fn overlapping_or_missized_destinations_are_clear_errors() {
     assert!(ctx.download(&values).unwrap().iter().all(|v| v.is_nan()));
     assert_eq!(ctx.download(&a_in).unwrap(), a);
 }
+
+#[test]
+fn large_uploads_split_over_threads_round_trip_exactly() {
+    let Some(ctx) = gpu() else { return };
+    // Over 2 MiB, so the write into the staging buffer is split into 1 MiB pieces on several
+    // threads: five whole pieces and a remainder of three words.
+    let len = 5 * (1 << 18) + 3;
+    let exact: Vec<f32> = (0..len)
+        .map(|i| (i as f32 * 0.37 - 1000.0) * if i % 3 == 0 { -1.0 } else { 1.0 })
+        .collect();
+    let t = ctx.upload(&exact);
+    assert_eq!(ctx.download(&t).unwrap(), exact);
+    ctx.recycle(t);
+    // Converted on the way (f64 and f16 to f32), piece by piece.
+    let wide: Vec<f64> = (0..len).map(|i| i as f64 / 7.0 - 3e4).collect();
+    let t = ctx.upload(&wide);
+    let want: Vec<f32> = wide.iter().map(|&x| x as f32).collect();
+    assert_eq!(ctx.download(&t).unwrap(), want);
+    ctx.recycle(t);
+    let narrow: Vec<half::f16> = (0..len)
+        .map(|i| half::f16::from_f32((i % 4093) as f32 - 2000.0))
+        .collect();
+    let t = ctx.upload(&narrow);
+    let want: Vec<f32> = narrow.iter().map(|x| x.to_f32()).collect();
+    assert_eq!(ctx.download(&t).unwrap(), want);
+}

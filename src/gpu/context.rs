@@ -28,6 +28,8 @@ const POOL_CAPACITY: usize = 48;
 /// Elements per task of a parallel copy in or out of mapped memory (1 MiB of words): smaller
 /// copies run on the calling thread.
 const COPY_GRAIN: usize = 1 << 18;
+/// Bytes per task of a parallel write into mapped memory (1 MiB).
+const WRITE_GRAIN: usize = 1 << 20;
 /// Usage of the upload staging buffers.
 const UPLOAD_STAGING: wgpu::BufferUsages =
     wgpu::BufferUsages::MAP_WRITE.union(wgpu::BufferUsages::COPY_SRC);
@@ -123,12 +125,60 @@ pub(crate) fn par_copy<T: Copy + Send + Sync>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// `dst.copy_from_slice(src)` into mapped memory, split over rayon's threads when large (see
+/// [`write_map`]).
+pub(crate) fn par_write(dst: wgpu::WriteOnly<'_, [u8]>, src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "par_write: lengths differ");
+    for_each_piece(dst, |mut d, at| d.copy_from_slice(&src[at..at + d.len()]));
+}
+
 /// Writes `f(x)` for each `x` of `src` into mapped memory `dst` (of exactly that many bytes),
-/// converting blocks into a small buffer first so the mapped memory only sees bulk writes.
-pub(crate) fn write_map<T, W: bytemuck::Pod>(
+/// converting blocks into a small buffer first so the mapped memory only sees bulk writes; large
+/// writes are split over rayon's threads (mapped staging memory may be write-combined, where one
+/// thread's stores fall well short of what the memory takes).
+pub(crate) fn write_map<T: Sync, W: bytemuck::Pod>(
+    dst: wgpu::WriteOnly<'_, [u8]>,
+    src: &[T],
+    f: impl Fn(&T) -> W + Sync,
+) {
+    let size = std::mem::size_of::<W>();
+    assert_eq!(dst.len(), src.len() * size, "write_map: lengths differ");
+    assert_eq!(WRITE_GRAIN % size, 0, "write_map: element size");
+    for_each_piece(dst, |d, at| {
+        let (from, len) = (at / size, d.len() / size);
+        write_map_serial(d, &src[from..from + len], &f)
+    });
+}
+
+/// Calls `f(piece, byte offset)` on consecutive pieces of `dst` of [`WRITE_GRAIN`] bytes (the
+/// last shorter), on rayon's threads when there are several.
+fn for_each_piece(
+    dst: wgpu::WriteOnly<'_, [u8]>,
+    f: impl Fn(wgpu::WriteOnly<'_, [u8]>, usize) + Sync,
+) {
+    if dst.len() <= 2 * WRITE_GRAIN {
+        f(dst, 0);
+        return;
+    }
+    // Whole pieces as fixed-size arrays (a `WriteOnly` of an array can cross threads, one of a
+    // slice cannot), the remainder on this thread.
+    let (whole, rest) = dst.into_chunks::<WRITE_GRAIN>();
+    let pieces: Vec<wgpu::WriteOnly<'_, [u8; WRITE_GRAIN]>> = whole.into_iter().collect();
+    let at = pieces.len() * WRITE_GRAIN;
+    pieces
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, d)| f(d.into(), i * WRITE_GRAIN));
+    if !rest.is_empty() {
+        f(rest, at);
+    }
+}
+
+/// [`write_map`] on the calling thread.
+fn write_map_serial<T, W: bytemuck::Pod>(
     mut dst: wgpu::WriteOnly<'_, [u8]>,
     src: &[T],
-    f: impl Fn(&T) -> W,
+    f: &impl Fn(&T) -> W,
 ) {
     const BLOCK: usize = 1024;
     let size = std::mem::size_of::<W>();
@@ -535,10 +585,8 @@ impl Inner {
         extra_usage: wgpu::BufferUsages,
     ) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        self.upload_with(bytes.len() as u64, extra_usage, |mut dst| {
-            dst.copy_from_slice(bytes)
-        })
-        .unwrap_or_else(|e| panic!("eigrad upload of {} bytes: {e}", bytes.len()))
+        self.upload_with(bytes.len() as u64, extra_usage, |dst| par_write(dst, bytes))
+            .unwrap_or_else(|e| panic!("eigrad upload of {} bytes: {e}", bytes.len()))
     }
 
     /// A new storage buffer of `bytes` bytes (a multiple of 4) that `fill` writes: `fill` gets

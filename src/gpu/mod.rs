@@ -16,7 +16,9 @@ pub mod shaders;
 use crate::{
     Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
 };
-use context::{par_copy, write_map, Inner, Params, Phases, Readback, Slot, CHUNK_QUANTUM, WORD};
+use context::{
+    par_copy, par_write, write_map, Inner, Params, Phases, Readback, Slot, CHUNK_QUANTUM, WORD,
+};
 use plan::{plan, JacobiKnobs};
 use shaders::Kernel;
 use std::ops::Range;
@@ -262,9 +264,9 @@ fn check_outputs(inputs: &[(&str, &GpuTensor)], outputs: &[(&str, &GpuTensor)]) 
 
 /// Writes host data as f32 into `dst` (mapped staging memory): one bulk copy when it already is
 /// f32, else a blockwise conversion.
-fn fill_f32<S: Scalar>(mut dst: wgpu::WriteOnly<'_, [u8]>, src: &[S]) {
+fn fill_f32<S: Scalar>(dst: wgpu::WriteOnly<'_, [u8]>, src: &[S]) {
     if S::NAME == f32::NAME {
-        dst.copy_from_slice(bytemuck::cast_slice(src));
+        par_write(dst, bytemuck::cast_slice(src));
     } else {
         write_map(dst, src, |x| x.to_f32());
     }
