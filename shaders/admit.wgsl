@@ -1,21 +1,9 @@
-// Reading the input matrices of the forward kernels (jacobi.wgsl, power_iteration.wgsl), which
-// declare `a_in` [batch][N][N]: the symmetric form of each matrix, its largest magnitude (for
+// Admitting the input matrices of the forward kernels (jacobi.wgsl, hestenes.wgsl,
+// power_iteration.wgsl; entries read through stored.wgsl): each matrix's largest magnitude (for
 // exact power-of-two prescaling) and whether it had a non-finite entry.
-
-override LOWER: bool;  // read only the lower triangle (else symmetrise)
 
 var<workgroup> max_bits: array<atomic<u32>, MATS>;   // max |a| per matrix, as bits
 var<workgroup> bad_input: array<atomic<u32>, MATS>;  // non-finite entry seen
-
-// Entry (r, c) of the symmetric matrix stored from `base`: (A + Aᵀ)/2, or the lower triangle.
-fn stored_entry(base: u32, r: u32, c: u32) -> f32 {
-    let upper = a_in[base + c * N + r];
-    let lower = a_in[base + r * N + c];
-    if (LOWER) {
-        return select(upper, lower, r >= c);
-    }
-    return 0.5 * lower + 0.5 * upper;
-}
 
 // Clears matrix mi's record (before a barrier and the first `admit`).
 fn admit_reset(mi: u32) {

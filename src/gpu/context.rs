@@ -28,6 +28,9 @@ const POOL_CAPACITY: usize = 48;
 /// Elements per task of a parallel copy in or out of mapped memory (1 MiB of words): smaller
 /// copies run on the calling thread.
 const COPY_GRAIN: usize = 1 << 18;
+/// How long a readback waits for its mapping callback after its copy has finished before it
+/// reports an error.
+const MAP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bytes per task of a parallel write into mapped memory (1 MiB).
 const WRITE_GRAIN: usize = 1 << 20;
 /// Usage of the upload staging buffers.
@@ -720,10 +723,15 @@ impl Inner {
         };
         let t = Instant::now();
         self.poll_until(Some(rb.submission))?;
+        // The mapping callback runs in some thread's poll: when another thread sharing the
+        // device polled at the same time, it may have taken the callback and not have run it
+        // yet when this poll returns. So poll again (and let that thread run) until the callback
+        // has run, within a deadline.
+        let deadline = Instant::now() + MAP_DEADLINE;
         let mut state = rb.mapped.lock().unwrap().take();
-        if state.is_none() {
-            // The callback runs in a poll; one more that waits for everything resolves it.
+        while state.is_none() && Instant::now() < deadline {
             self.poll_until(None)?;
+            std::thread::yield_now();
             state = rb.mapped.lock().unwrap().take();
         }
         match state {
@@ -783,6 +791,8 @@ pub(crate) fn bindings(kernel: Kernel) -> &'static [Access] {
         | Kernel::JacobiEigvalsh
         | Kernel::HestenesEigh
         | Kernel::HestenesEigvalsh => &[Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+        // a_in, values_in, vectors_in, status_in, vectors_out
+        Kernel::EighRefine => &[Read, Read, Read, Read, ReadWrite],
         // values_in, vectors_in, grad_values, grad_vectors, status_in, grad_out
         Kernel::EighVjp => &[Read, Read, Read, Read, Read, ReadWrite],
         // values_in, vectors_in, tangent, status_in, values_dot, vectors_dot

@@ -50,21 +50,26 @@ pub struct GpuContext {
     subgroup_size: u32,
 }
 
+/// Matrix sizes above which the one-sided kernel's eigenvectors get one step of first-order
+/// refinement with the original matrix (`shaders/eigh_refine.wgsl`): there the shift σ of its
+/// `A + σI` would otherwise cost the derivative check its tolerance.
+pub const ONE_SIDED_REFINE_ABOVE: usize = 48;
+
 /// The algorithm of the GPU eigendecomposition kernels (`eigh_resident` and everything built on
 /// it). Both give the same contract (ascending eigenvalues, sign gauge, status, NaN outputs);
 /// they differ in speed and in rounding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKernel {
-    /// Per matrix size, the kernel that measured fastest on an NVIDIA H200 without missing an
-    /// accuracy check there (benches/README.md): one-sided for n ≤ 48, two-sided above (the
-    /// one-sided kernel's VJP check at n = 64 came out at 1.03e-4 against its 1e-4 tolerance).
-    /// The default.
+    /// The kernel that measured fastest on an NVIDIA H200 at every size (benches/README.md):
+    /// one-sided. The default.
     Auto,
     /// One-sided (Hestenes) Jacobi on `A + σI` (`shaders/hestenes.wgsl`): each invocation keeps
     /// two columns in registers and passes one on per round through workgroup memory, with one
-    /// barrier per round. Its eigenvectors are less accurate than the two-sided kernel's (about
-    /// 3× the residual: the shift σ scales their rounding), its eigenvalues (Rayleigh
-    /// quotients) and orthogonality more.
+    /// barrier per round. Its eigenvalues (Rayleigh quotients) and orthogonality are more
+    /// accurate than the two-sided kernel's; its eigenvectors' residual is about 3× larger up to
+    /// n = [`ONE_SIDED_REFINE_ABOVE`] (the shift σ scales their rounding), and above that one
+    /// step of refinement with the original matrix brings it to the two-sided kernel's (and
+    /// the derivatives' error below it).
     OneSided,
     /// The one-sided kernel passing columns on by subgroup shuffles instead (no barrier), where
     /// the device has subgroup operations of one fixed size that the invocations per matrix
@@ -105,10 +110,9 @@ impl ForwardKernel {
     }
 
     /// The kernel this choice runs for matrices of size `n` (never `Auto`).
-    pub fn for_size(self, n: usize) -> ForwardKernel {
+    pub fn for_size(self, _n: usize) -> ForwardKernel {
         match self {
-            ForwardKernel::Auto if n <= 48 => ForwardKernel::OneSided,
-            ForwardKernel::Auto => ForwardKernel::TwoSided,
+            ForwardKernel::Auto => ForwardKernel::OneSided,
             k => k,
         }
     }
@@ -587,6 +591,10 @@ impl GpuContext {
             },
         };
         let pipe = self.pipeline(kernel, n, Some(knobs), (0, 0), writable)?;
+        // Above ONE_SIDED_REFINE_ABOVE the one-sided kernel's eigenvectors go to a scratch
+        // tensor, from which the refinement writes the destination.
+        let unrefined = (kernel == Kernel::HestenesEigh && n > ONE_SIDED_REFINE_ABOVE)
+            .then(|| self.new_tensor(batch * nn));
         // Vᵀ scratch when it does not fit in workgroup memory: one chunk's worth, reused.
         let scratch = (vectors == Vectors::Yes && !pipe.plan.second_shared).then(|| {
             let chunk = self
@@ -600,9 +608,10 @@ impl GpuContext {
         let slots = [
             a.slot(nn),
             out.eigenvalues.slot(n),
-            out.eigenvectors
-                .as_ref()
-                .map_or(Slot::Placeholder, |v| v.slot(nn)),
+            match (&unrefined, &out.eigenvectors) {
+                (Some(v), _) | (None, Some(v)) => v.slot(nn),
+                (None, None) => Slot::Placeholder,
+            },
             out.status.slot(1),
             match &scratch {
                 // The scratch is indexed from each dispatch's first matrix, so it is bound
@@ -615,11 +624,52 @@ impl GpuContext {
                 None => Slot::Placeholder,
             },
         ];
-        let result = self.inner.dispatch(&pipe, batch, &slots, Params::default());
+        let mut result = self.inner.dispatch(&pipe, batch, &slots, Params::default());
         if let Some(s) = scratch {
             self.inner.give(s);
         }
+        if let (Some(u), Some(v)) = (&unrefined, &out.eigenvectors) {
+            if result.is_ok() {
+                result = self.refine(a, out, u, v, knobs);
+            }
+        }
+        // The queue runs in order: later calls may reuse the scratch.
+        if let Some(u) = unrefined {
+            self.recycle(u);
+        }
         result
+    }
+
+    /// Dispatches `shaders/eigh_refine.wgsl`: from the input `a` and the one-sided kernel's
+    /// results (`out`'s eigenvalues and status, eigenvectors in `unrefined`), the refined
+    /// eigenvectors into `vectors`.
+    fn refine(
+        &self,
+        a: &GpuTensor,
+        out: &GpuEigh,
+        unrefined: &GpuTensor,
+        vectors: &GpuTensor,
+        knobs: JacobiKnobs,
+    ) -> Result<()> {
+        let (n, nn) = (out.n, out.n * out.n);
+        let writable = check_outputs(
+            &[
+                ("input", a),
+                ("eigenvalues destination", &out.eigenvalues),
+                ("status destination", &out.status),
+            ],
+            &[("eigenvectors destination", vectors)],
+        )?;
+        let pipe = self.pipeline(Kernel::EighRefine, n, Some(knobs), (0, 0), writable)?;
+        let slots = [
+            a.slot(nn),
+            out.eigenvalues.slot(n),
+            unrefined.slot(nn),
+            out.status.slot(1),
+            vectors.slot(nn),
+        ];
+        self.inner
+            .dispatch(&pipe, out.batch, &slots, Params::default())
     }
 
     /// The pipeline of `kernel` for size `n` (`codes`: the plan's two function/policy codes),

@@ -224,7 +224,11 @@ pub fn plan(
                 writable: false,
             })
         }
-        Kernel::EighVjp | Kernel::EighJvp | Kernel::SpectralApply | Kernel::SpectralVjp => {
+        Kernel::EighRefine
+        | Kernel::EighVjp
+        | Kernel::EighJvp
+        | Kernel::SpectralApply
+        | Kernel::SpectralVjp => {
             // T×T invocations per matrix, each owning a 4×4 register tile of every product
             // (shaders/dense.wgsl); several matrices per workgroup at small n.
             let tiles = n.div_ceil(4);
@@ -243,9 +247,10 @@ pub fn plan(
             // W in workgroup memory with as many matrices per workgroup as fit (up to the
             // target); spectral_apply needs no second buffer.
             let second = kernel != Kernel::SpectralApply;
-            let bytes_for = |mats: u32, w: bool| {
-                WORD * ((1 + w as u32) * mats * mstride(mats) + mats * n + mats)
-            };
+            // Per matrix: λ, the ok flag, and the refinement's prescaling exponent.
+            let small = n + 1 + u32::from(kernel == Kernel::EighRefine);
+            let bytes_for =
+                |mats: u32, w: bool| WORD * ((1 + w as u32) * mats * mstride(mats) + mats * small);
             let mut mats = (TARGET_WORKGROUP / tpm).max(1);
             while mats > 1 && bytes_for(mats, second) > workgroup_limit {
                 mats /= 2;
@@ -272,6 +277,10 @@ pub fn plan(
             ];
             if spectral {
                 constants.push(("FUNC", func as f64));
+            }
+            if kernel == Kernel::EighRefine {
+                let lower = knobs.is_some_and(|k| k.lower);
+                constants.push(("LOWER", if lower { 1.0 } else { 0.0 }));
             }
             Ok(Plan {
                 kernel,

@@ -8,6 +8,7 @@ use super::MAX_N;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ADMIT: &str = include_str!("../../shaders/admit.wgsl");
+const STORED: &str = include_str!("../../shaders/stored.wgsl");
 const JACOBI: &str = include_str!("../../shaders/jacobi.wgsl");
 const HESTENES: &str = include_str!("../../shaders/hestenes.wgsl");
 const SWEEPS: &str = include_str!("../../shaders/sweeps.wgsl");
@@ -27,6 +28,9 @@ pub enum Kernel {
     HestenesEigh,
     /// Eigenvalues and status only by one-sided Jacobi (`shaders/hestenes_eigvalsh.wgsl`).
     HestenesEigvalsh,
+    /// First-order refinement of the one-sided kernel's eigenvectors with the original matrix
+    /// (`shaders/eigh_refine.wgsl`).
+    EighRefine,
     /// The reverse rule (`shaders/eigh_vjp.wgsl`).
     EighVjp,
     /// The forward rule (`shaders/eigh_jvp.wgsl`).
@@ -43,11 +47,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
         Kernel::HestenesEigh,
         Kernel::HestenesEigvalsh,
+        Kernel::EighRefine,
         Kernel::EighVjp,
         Kernel::EighJvp,
         Kernel::SpectralApply,
@@ -63,6 +68,7 @@ impl Kernel {
             Kernel::JacobiEigvalsh => "jacobi_eigvalsh",
             Kernel::HestenesEigh => "hestenes_eigh",
             Kernel::HestenesEigvalsh => "hestenes_eigvalsh",
+            Kernel::EighRefine => "eigh_refine",
             Kernel::EighVjp => "eigh_vjp",
             Kernel::EighJvp => "eigh_jvp",
             Kernel::SpectralApply => "spectral_apply",
@@ -77,6 +83,7 @@ impl Kernel {
         match self {
             Kernel::JacobiEigh => &[
                 COMMON,
+                STORED,
                 ADMIT,
                 SWEEPS,
                 JACOBI,
@@ -84,6 +91,7 @@ impl Kernel {
             ],
             Kernel::JacobiEigvalsh => &[
                 COMMON,
+                STORED,
                 ADMIT,
                 SWEEPS,
                 JACOBI,
@@ -91,6 +99,7 @@ impl Kernel {
             ],
             Kernel::HestenesEigh => &[
                 COMMON,
+                STORED,
                 ADMIT,
                 SWEEPS,
                 HESTENES,
@@ -98,10 +107,17 @@ impl Kernel {
             ],
             Kernel::HestenesEigvalsh => &[
                 COMMON,
+                STORED,
                 ADMIT,
                 SWEEPS,
                 HESTENES,
                 include_str!("../../shaders/hestenes_eigvalsh.wgsl"),
+            ],
+            Kernel::EighRefine => &[
+                COMMON,
+                STORED,
+                DENSE,
+                include_str!("../../shaders/eigh_refine.wgsl"),
             ],
             Kernel::EighVjp => &[COMMON, DENSE, include_str!("../../shaders/eigh_vjp.wgsl")],
             Kernel::EighJvp => &[
@@ -126,6 +142,7 @@ impl Kernel {
             Kernel::PowerIteration => &[
                 COMMON,
                 POWER,
+                STORED,
                 ADMIT,
                 include_str!("../../shaders/power_iteration.wgsl"),
             ],
