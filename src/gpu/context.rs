@@ -105,6 +105,16 @@ impl Phases {
     }
 }
 
+/// What makes two plans the same pipeline: the kernel, its constants (as bits) and its
+/// variants. Looked up on every dispatch, so no text is formatted for it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    kernel: Kernel,
+    constants: Vec<(&'static str, u64)>,
+    subgroups: bool,
+    writable: bool,
+}
+
 /// A readback in flight: regions copied into one staging buffer whose read mapping resolves
 /// after `submission`.
 pub(crate) struct Readback {
@@ -241,7 +251,7 @@ pub(crate) struct Inner {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter_name: String,
-    pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     pool: Mutex<Vec<Pooled>>,
     placeholder: wgpu::Buffer,
     /// Forced cap on matrices per dispatch (0 = none): tests use it to exercise chunking.
@@ -273,10 +283,14 @@ impl Inner {
 
     /// The compiled pipeline for a plan (compiled once, then cached by kernel and constants).
     pub fn pipeline(&self, plan: Plan) -> Result<Arc<Pipeline>> {
-        let key = format!(
-            "{:?}{:?}{}{}",
-            plan.kernel, plan.constants, plan.subgroups, plan.writable
-        );
+        let key = PipelineKey {
+            kernel: plan.kernel,
+            constants: (plan.constants.iter())
+                .map(|&(name, value)| (name, value.to_bits()))
+                .collect(),
+            subgroups: plan.subgroups,
+            writable: plan.writable,
+        };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
