@@ -276,6 +276,44 @@ fn eigh_on_cpu_writes_eigenvalues_eigenvectors_and_int32_status_with_the_batch_s
 }
 
 #[test]
+fn eigh_of_a_file_above_the_mapped_buffer_size_matches_the_library() {
+    // Over 4 MiB of float64 and float32 data: read into (and, for float64, decomposed in) a
+    // mapped buffer rather than a vector.
+    let dir = tempfile::tempdir().unwrap();
+    let (n, batch) = (8, 8200);
+    let a = samples::random_symmetric(&mut Rng::new(5), n, batch);
+    let want = cpu::tridiagonal_eigh(&a, n, &EighOptions::default()).unwrap();
+    let a32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+    let want32 = cpu::tridiagonal_eigh(&a32, n, &EighOptions::default()).unwrap();
+    let wide = dir.path().join("a64.npy");
+    let narrow = dir.path().join("a32.npy");
+    write_npy(&wide, &[batch as u64, n as u64, n as u64], &a);
+    write_npy(&narrow, &[batch as u64, n as u64, n as u64], &a32);
+    for (input, want) in [(&wide, &want), (&narrow, &want32)] {
+        let out = dir.path().join("out");
+        cli(&[
+            "eigh",
+            "--input",
+            &p(input),
+            "--out-dir",
+            &p(&out),
+            "--device",
+            "cpu",
+        ])
+        .assert_ok();
+        let w = read_floats(&out.join("eigenvalues.npy"));
+        assert_close(&w.data, &want.eigenvalues, 0.0, "eigenvalues");
+        let v = read_floats(&out.join("eigenvectors.npy"));
+        assert_close(
+            &v.data,
+            want.eigenvectors.as_ref().unwrap(),
+            0.0,
+            "eigenvectors",
+        );
+    }
+}
+
+#[test]
 fn eigh_reads_float16_and_float32_inputs_and_honours_the_output_dtype() {
     let dir = tempfile::tempdir().unwrap();
     let a = samples::random_symmetric(&mut Rng::new(2), N, 3);

@@ -68,9 +68,9 @@ pub fn demo(args: &DemoArgs) -> CliResult<ExitCode> {
     // the steady state.
     pb.set_message(format!("eigh + VJP on the {}", engine.kind()));
     let few = batch.min(64);
-    let head = Floats::F32(a.to_f32()[..few * nn].to_vec());
+    let head = Floats::from(a.to_f32()[..few * nn].to_vec());
     let warm = engine.eigh(&head, n, &opts, Vectors::Yes)?;
-    let head_gw = Floats::F32(gw.to_f32()[..few * n].to_vec());
+    let head_gw = Floats::from(gw.to_f32()[..few * n].to_vec());
     engine.vjp(&warm, Some(&head_gw), None, policy)?;
     let (dev, t_dev_eigh) = timed(|| engine.eigh(&a, n, &opts, Vectors::Yes))?;
     let dev_vectors = as_f32_outputs(&dev).eigenvectors.unwrap_or_default();

@@ -158,16 +158,16 @@ impl Eig {
     /// The eigenvalues, `[B][n]`.
     pub fn eigenvalues(&self) -> Floats {
         match self {
-            Eig::F32(e) => Floats::F32(e.eigenvalues.clone()),
-            Eig::F64(e) => Floats::F64(e.eigenvalues.clone()),
+            Eig::F32(e) => Floats::from(e.eigenvalues.clone()),
+            Eig::F64(e) => Floats::from(e.eigenvalues.clone()),
         }
     }
 
     /// The eigenvectors, `[B][n][n]`, when computed.
     pub fn eigenvectors(&self) -> Option<Floats> {
         match self {
-            Eig::F32(e) => e.eigenvectors.clone().map(Floats::F32),
-            Eig::F64(e) => e.eigenvectors.clone().map(Floats::F64),
+            Eig::F32(e) => e.eigenvectors.clone().map(Floats::from),
+            Eig::F64(e) => e.eigenvectors.clone().map(Floats::from),
         }
     }
 
@@ -200,8 +200,8 @@ impl Spec {
     /// `f(A)`, `[B][n][n]`.
     pub fn values(&self) -> Floats {
         match self {
-            Spec::F32(s) => Floats::F32(s.values.clone()),
-            Spec::F64(s) => Floats::F64(s.values.clone()),
+            Spec::F32(s) => Floats::from(s.values.clone()),
+            Spec::F64(s) => Floats::from(s.values.clone()),
         }
     }
 
@@ -290,7 +290,7 @@ impl Engine<'_> {
                 let e = eig.to_f64();
                 let gw = grad_values.map(Floats::to_f64);
                 let gv = grad_vectors.map(Floats::to_f64);
-                Floats::F64(match (&gw, &gv) {
+                Floats::from(match (&gw, &gv) {
                     (Some(gw), None) => cpu::eigvalsh_vjp(&e, gw)?,
                     _ => cpu::eigh_vjp(&e, gw.as_deref(), gv.as_deref(), policy)?,
                 })
@@ -299,7 +299,7 @@ impl Engine<'_> {
                 let e = eig.to_f32();
                 let gw = grad_values.map(Floats::to_f32);
                 let gv = grad_vectors.map(Floats::to_f32);
-                Floats::F32(match (&gw, &gv) {
+                Floats::from(match (&gw, &gv) {
                     (Some(gw), None) => ctx.eigvalsh_vjp(&e, gw)?,
                     _ => ctx.eigh_vjp(&e, gw.as_deref(), gv.as_deref(), policy)?,
                 })
@@ -317,11 +317,11 @@ impl Engine<'_> {
         Ok(match self {
             Engine::Cpu => {
                 let j = cpu::eigh_jvp(&eig.to_f64(), &tangent.to_f64(), policy)?;
-                (Floats::F64(j.values_dot), Floats::F64(j.vectors_dot))
+                (Floats::from(j.values_dot), Floats::from(j.vectors_dot))
             }
             Engine::Gpu(ctx) => {
                 let j = ctx.eigh_jvp(&eig.to_f32(), &tangent.to_f32(), policy)?;
-                (Floats::F32(j.values_dot), Floats::F32(j.vectors_dot))
+                (Floats::from(j.values_dot), Floats::from(j.vectors_dot))
             }
         })
     }
@@ -343,8 +343,8 @@ impl Engine<'_> {
     /// The Daleckii–Krein VJP of `spec` for the cotangent `Ḡ` (`[B][n][n]`).
     pub fn spectral_vjp(&self, spec: &Spec, grad: &Floats) -> CliResult<Floats> {
         Ok(match (self, spec) {
-            (Engine::Cpu, Spec::F64(s)) => Floats::F64(cpu::spectral_vjp(s, &grad.to_f64())?),
-            (Engine::Gpu(ctx), Spec::F32(s)) => Floats::F32(ctx.spectral_vjp(s, &grad.to_f32())?),
+            (Engine::Cpu, Spec::F64(s)) => Floats::from(cpu::spectral_vjp(s, &grad.to_f64())?),
+            (Engine::Gpu(ctx), Spec::F32(s)) => Floats::from(ctx.spectral_vjp(s, &grad.to_f32())?),
             // A result is only ever handed back to the engine that produced it.
             _ => fail!("internal error: spectral result from another device"),
         })

@@ -4,6 +4,7 @@
 use super::args::{DegeneracyArg, EighArgs, JvpArgs, SpectralArgs, VjpArgs};
 use super::device::{warn_status, Devices, Engine};
 use super::error::{fail, CliResult};
+use super::hostbuf::HostBuf;
 use super::npy::{self, with_slice, Dtype, Floats, Matrices, Outputs};
 use super::progress;
 use eigrad::{cpu, Degeneracy, EighOptions, Vectors};
@@ -87,7 +88,7 @@ fn eigh_cpu(args: &EighArgs, a: Matrices, opts: &EighOptions, vectors: Vectors) 
         }
         (data, vectors) => {
             let e = with_slice!(&data, s => cpu::tridiagonal(s, n, opts, vectors))?;
-            (e.eigenvalues, e.eigenvectors, e.status)
+            (e.eigenvalues, e.eigenvectors.map(HostBuf::from), e.status)
         }
     };
     pb.finish_and_clear();

@@ -1,7 +1,8 @@
 //! The command line (DESIGN §5), binary-only.
 //!
 //! - [`args`]: the grammar (clap).
-//! - [`npy`]: `.npy` reading and transactional writing.
+//! - [`npy`]: `.npy` reading and transactional writing; [`hostbuf`]: the buffers files are read
+//!   into.
 //! - [`device`]: `--device auto|gpu|cpu` and one engine over the CPU and GPU paths.
 //! - [`files`]: `eigh`, `vjp`, `jvp`, `spectral` on files.
 //! - [`demo`], [`check`], [`bench`]: generated workloads against the CPU reference.
@@ -13,6 +14,7 @@ mod demo;
 mod device;
 mod error;
 mod files;
+mod hostbuf;
 mod metrics;
 mod npy;
 mod progress;

@@ -7,6 +7,7 @@
 //! output has been written, so a failed command leaves no partial output behind.
 
 use super::error::{fail, CliError, CliResult};
+use super::hostbuf::HostBuf;
 use eigrad::Scalar;
 use half::f16;
 use npyz::{DType, Endianness, NpyHeader, Order, TypeChar, WriterBuilder};
@@ -43,11 +44,11 @@ impl Dtype {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Floats {
     /// float16 data.
-    F16(Vec<f16>),
+    F16(HostBuf<f16>),
     /// float32 data.
-    F32(Vec<f32>),
+    F32(HostBuf<f32>),
     /// float64 data.
-    F64(Vec<f64>),
+    F64(HostBuf<f64>),
 }
 
 /// Evaluates `$body` with `$s` bound to the slice inside a [`Floats`], whatever its dtype (the
@@ -62,6 +63,17 @@ macro_rules! with_slice {
     };
 }
 pub(crate) use with_slice;
+
+macro_rules! floats_from_vec {
+    ($($t:ty => $variant:ident),*) => {$(
+        impl From<Vec<$t>> for Floats {
+            fn from(v: Vec<$t>) -> Self {
+                Floats::$variant(v.into())
+            }
+        }
+    )*};
+}
+floats_from_vec!(f16 => F16, f32 => F32, f64 => F64);
 
 impl Floats {
     /// The element type.
@@ -91,7 +103,7 @@ impl Floats {
 
     /// f32 data rounded from f64 values (what an f32 device sees of generated f64 data).
     pub fn rounded_f32(x: &[f64]) -> Floats {
-        Floats::F32(x.iter().map(|&v| v as f32).collect())
+        Floats::from(x.iter().map(|&v| v as f32).collect::<Vec<_>>())
     }
 }
 
@@ -222,8 +234,12 @@ pub fn read(path: &Path) -> CliResult<Array> {
 
 /// Reads `count` values with one `read_exact` into a fresh buffer (allocated zeroed, so its pages
 /// are first touched by the read itself), swapping each value's bytes when `swap`.
-fn read_values<T: bytemuck::Pod>(file: &mut File, count: usize, swap: bool) -> io::Result<Vec<T>> {
-    let mut values: Vec<T> = bytemuck::zeroed_vec(count);
+fn read_values<T: bytemuck::Pod>(
+    file: &mut File,
+    count: usize,
+    swap: bool,
+) -> io::Result<HostBuf<T>> {
+    let mut values = HostBuf::<T>::zeroed(count);
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values);
     file.read_exact(bytes)?;
     if swap {
@@ -551,7 +567,7 @@ mod tests {
     fn written_files_read_back_with_their_dtype_and_shape() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("x.npy");
-        let data = Floats::F64(vec![1.0, 2.5, -3.0, 0.125, 7.0, 8.0]);
+        let data = Floats::from(vec![1.0f64, 2.5, -3.0, 0.125, 7.0, 8.0]);
         for dtype in [Dtype::F16, Dtype::F32, Dtype::F64] {
             let mut out = Outputs::new();
             out.floats(&dest, &[1, 2, 3], &data, dtype).unwrap();
