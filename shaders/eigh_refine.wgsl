@@ -19,11 +19,13 @@ const TOL: f32 = 0.000244140625;
 @group(0) @binding(0) var<storage, read> a_in: array<f32>;
 // Eigenvalues [batch][N] from the forward.
 @group(0) @binding(1) var<storage, read> values_in: array<f32>;
-// Eigenvectors [batch][N][N] from the forward.
+// Eigenvectors [batch][N][N] from the forward: the host binds the tensor of binding 4 here too
+// (all bindings read_write), and each workgroup stages its matrices' vectors before anything
+// writes to them.
 @group(0) @binding(2) var<storage, read> vectors_in: array<f32>;
 // Forward status [batch].
 @group(0) @binding(3) var<storage, read> status_in: array<u32>;
-// Refined eigenvectors [batch][N][N] (also the work matrix W when W_SHARED is false).
+// Refined eigenvectors [batch][N][N], in place (also the work matrix W when W_SHARED is false).
 @group(0) @binding(4) var<storage, read_write> nn_out: array<f32>;
 // Dispatch parameters.
 @group(0) @binding(5) var<uniform> params: Params;
@@ -56,6 +58,8 @@ fn w_elem(x: Ctx, e: u32) -> f32 {
 fn eigh_refine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let x = context(lid, wid);
     load_eigh(x);
+    // Every read of vectors_in before any write to nn_out, the same memory.
+    storageBarrier();
     workgroupBarrier();
     for (var m = lid; m < MATS; m += WG) {
         var big = 0.0;

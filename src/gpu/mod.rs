@@ -591,10 +591,6 @@ impl GpuContext {
             },
         };
         let pipe = self.pipeline(kernel, n, Some(knobs), (0, 0), writable)?;
-        // Above ONE_SIDED_REFINE_ABOVE the one-sided kernel's eigenvectors go to a scratch
-        // tensor, from which the refinement writes the destination.
-        let unrefined = (kernel == Kernel::HestenesEigh && n > ONE_SIDED_REFINE_ABOVE)
-            .then(|| self.new_tensor(batch * nn));
         // Vᵀ scratch when it does not fit in workgroup memory: one chunk's worth, reused.
         let scratch = (vectors == Vectors::Yes && !pipe.plan.second_shared).then(|| {
             let chunk = self
@@ -608,10 +604,9 @@ impl GpuContext {
         let slots = [
             a.slot(nn),
             out.eigenvalues.slot(n),
-            match (&unrefined, &out.eigenvectors) {
-                (Some(v), _) | (None, Some(v)) => v.slot(nn),
-                (None, None) => Slot::Placeholder,
-            },
+            out.eigenvectors
+                .as_ref()
+                .map_or(Slot::Placeholder, |v| v.slot(nn)),
             out.status.slot(1),
             match &scratch {
                 // The scratch is indexed from each dispatch's first matrix, so it is bound
@@ -628,43 +623,32 @@ impl GpuContext {
         if let Some(s) = scratch {
             self.inner.give(s);
         }
-        if let (Some(u), Some(v)) = (&unrefined, &out.eigenvectors) {
-            if result.is_ok() {
-                result = self.refine(a, out, u, v, knobs);
+        // Above ONE_SIDED_REFINE_ABOVE the one-sided kernel's eigenvectors are refined in place.
+        if let Some(v) = &out.eigenvectors {
+            if result.is_ok() && kernel == Kernel::HestenesEigh && n > ONE_SIDED_REFINE_ABOVE {
+                result = self.refine(a, out, v, knobs);
             }
-        }
-        // The queue runs in order: later calls may reuse the scratch.
-        if let Some(u) = unrefined {
-            self.recycle(u);
         }
         result
     }
 
     /// Dispatches `shaders/eigh_refine.wgsl`: from the input `a` and the one-sided kernel's
-    /// results (`out`'s eigenvalues and status, eigenvectors in `unrefined`), the refined
-    /// eigenvectors into `vectors`.
+    /// results in `out`, refines the eigenvectors `vectors` in place. The tensor is bound twice,
+    /// as the kernel's input and its output, so every binding is `read_write` (the writable
+    /// variant); each workgroup stages its matrices' eigenvectors before it writes any of them.
     fn refine(
         &self,
         a: &GpuTensor,
         out: &GpuEigh,
-        unrefined: &GpuTensor,
         vectors: &GpuTensor,
         knobs: JacobiKnobs,
     ) -> Result<()> {
         let (n, nn) = (out.n, out.n * out.n);
-        let writable = check_outputs(
-            &[
-                ("input", a),
-                ("eigenvalues destination", &out.eigenvalues),
-                ("status destination", &out.status),
-            ],
-            &[("eigenvectors destination", vectors)],
-        )?;
-        let pipe = self.pipeline(Kernel::EighRefine, n, Some(knobs), (0, 0), writable)?;
+        let pipe = self.pipeline(Kernel::EighRefine, n, Some(knobs), (0, 0), true)?;
         let slots = [
             a.slot(nn),
             out.eigenvalues.slot(n),
-            unrefined.slot(nn),
+            vectors.slot(nn),
             out.status.slot(1),
             vectors.slot(nn),
         ];
