@@ -4,7 +4,7 @@
 
 mod gpu_support;
 
-use eigrad::gpu::GpuContext;
+use eigrad::gpu::{ForwardKernel, GpuContext};
 use eigrad::samples::{self, Rng};
 use eigrad::{cpu, EighOptions, Error, Status, Symmetry, Vectors};
 use gpu_support::*;
@@ -294,4 +294,40 @@ fn zero_identity_and_diagonal_inputs_are_exact() {
             assert!(v.iter().all(|&x| x == 0.0 || x == 1.0), "matrix {b}: {v:?}");
         }
     }
+}
+
+#[test]
+fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
+    if gpu().is_none() {
+        return;
+    }
+    // A device with wgpu's default limits (16 KiB of workgroup memory), as an application that
+    // shares its own device might make.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    assert_eq!(
+        device.limits().max_compute_workgroup_storage_size,
+        16 * 1024
+    );
+    let ctx = GpuContext::from_device(device, queue).unwrap();
+    // At n = 60 the one-sided kernel needs more than 16 KiB, the two-sided one does not.
+    let n = 60;
+    let fam = Family {
+        name: "random",
+        data: round_f32(&samples::random_symmetric(&mut Rng::new(60), n, 2)),
+    };
+    ctx.set_forward_kernel(ForwardKernel::Auto);
+    check_family(&ctx, n, &fam);
+    ctx.set_forward_kernel(ForwardKernel::OneSided);
+    let a = to_f32(&fam.data);
+    let err = ctx.eigh(&a, n, &EighOptions::default(), Vectors::Yes);
+    assert!(
+        matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
+        "{err:?}"
+    );
 }

@@ -61,7 +61,8 @@ pub const ONE_SIDED_REFINE_ABOVE: usize = 48;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKernel {
     /// The kernel that measured fastest on an NVIDIA H200 at every size (benches/README.md):
-    /// one-sided. The default.
+    /// one-sided, except on a device whose workgroup memory is too small for it (n ≥ 59 under
+    /// wgpu's default 16 KiB), where the two-sided kernel runs instead. The default.
     Auto,
     /// One-sided (Hestenes) Jacobi on `A + σI` (`shaders/hestenes.wgsl`): each invocation keeps
     /// two columns in registers and passes one on per round through workgroup memory, with one
@@ -109,7 +110,8 @@ impl ForwardKernel {
         }
     }
 
-    /// The kernel this choice runs for matrices of size `n` (never `Auto`).
+    /// The kernel this choice runs for matrices of size `n` (never `Auto`) on a device with
+    /// enough workgroup memory for it (see [`ForwardKernel::Auto`]).
     pub fn for_size(self, _n: usize) -> ForwardKernel {
         match self {
             ForwardKernel::Auto => ForwardKernel::OneSided,
@@ -568,7 +570,27 @@ impl GpuContext {
         } else {
             Vectors::No
         };
-        let forward = self.forward_kernel().for_size(n);
+        let eps = Precision::F32.eps() as f32;
+        let mut knobs = JacobiKnobs {
+            max_sweeps: opts.max_sweeps,
+            rel_threshold: opts.threshold(Precision::F32) as f32,
+            rot_floor: eps * eps,
+            lower: opts.symmetry == crate::Symmetry::Lower,
+            subgroup_size: 0,
+        };
+        let mut forward = self.forward_kernel().for_size(n);
+        // Auto's one-sided kernel needs more workgroup memory than the two-sided one at the
+        // largest sizes: on a device that cannot give it (n ≥ 59 under wgpu's default 16 KiB),
+        // Auto takes the two-sided kernel.
+        let limit = self.inner.limits().max_compute_workgroup_storage_size;
+        if self.forward_kernel() == ForwardKernel::Auto
+            && plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_err()
+        {
+            forward = ForwardKernel::TwoSided;
+        }
+        if forward == ForwardKernel::OneSidedSubgroup {
+            knobs.subgroup_size = self.subgroup_size;
+        }
         let kernel = match (forward, vectors) {
             (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::Yes) => {
                 Kernel::HestenesEigh
@@ -578,17 +600,6 @@ impl GpuContext {
             }
             (_, Vectors::Yes) => Kernel::JacobiEigh,
             (_, Vectors::No) => Kernel::JacobiEigvalsh,
-        };
-        let eps = Precision::F32.eps() as f32;
-        let knobs = JacobiKnobs {
-            max_sweeps: opts.max_sweeps,
-            rel_threshold: opts.threshold(Precision::F32) as f32,
-            rot_floor: eps * eps,
-            lower: opts.symmetry == crate::Symmetry::Lower,
-            subgroup_size: match forward {
-                ForwardKernel::OneSidedSubgroup => self.subgroup_size,
-                _ => 0,
-            },
         };
         let pipe = self.pipeline(kernel, n, Some(knobs), (0, 0), writable)?;
         // Vᵀ scratch when it does not fit in workgroup memory: one chunk's worth, reused.
