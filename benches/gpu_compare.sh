@@ -160,7 +160,9 @@ for fk in sorted({p.split("/")[-1].split("_")[1] for p in glob.glob(f"{scratch}/
     res = {(r["n"], r["op"], r["mode"]): r for r in results if r["device"] == "gpu"}
     cp = {(t["n"], t["op"]): t for t in transfers}
     ns = sorted({k[0] for k in res} | {k[0] for k in jax})
+    used = sorted({(r["n"], r.get("kernel")) for r in results if r["device"] == "gpu"})
     print(f"== forward kernel {fk}: eigrad on {', '.join(sorted(adapters)) or '(no eigrad results)'}; device-resident medians")
+    print("kernel per n: " + ", ".join(f"n = {n}: {k}" for n, k in used))
     print()
     print("JAX ms / eigrad ms (above 1: eigrad faster); target from the performance issue")
     print(f"{'n':>3} {'batch':>6} {'op':<9} {'JAX ms':>9} {'eigrad ms':>10} {'ratio':>7} {'target':>7}")

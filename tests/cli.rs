@@ -1483,6 +1483,19 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
         return;
     }
     let e2e = bench_rows(&report, "gpu", "end_to_end");
+    // GPU rows name the eigendecomposition kernel (the default's, resolved), CPU rows none.
+    for row in report["results"].as_array().unwrap() {
+        let want = if row["device"] == "gpu" {
+            // Auto is the one-sided kernel on any adapter at these sizes.
+            match std::env::var("EIGRAD_GPU_FORWARD") {
+                Ok(k) if k != "auto" => serde_json::json!(k),
+                _ => serde_json::json!("one-sided"),
+            }
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(row["kernel"], want, "{row}");
+    }
     assert_eq!(
         ops(&e2e),
         [

@@ -67,6 +67,9 @@ struct Sample {
     device: &'static str,
     /// The GPU adapter's name, if on the GPU.
     adapter: Option<String>,
+    /// The GPU eigendecomposition kernel at this size (`one-sided`, refined above
+    /// `ONE_SIDED_REFINE_ABOVE`, or `two-sided`; see `ForwardKernel`), if on the GPU.
+    kernel: Option<&'static str>,
     /// Matrix size.
     n: usize,
     /// Matrices per call.
@@ -208,11 +211,12 @@ fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
         .iter()
         .map(|s| {
             format!(
-                "    {{\"device\": {}, \"adapter\": {}, \"n\": {}, \"batch\": {}, \"op\": {}, \
-                 \"mode\": {}, \"reps\": {}, \"median_seconds\": {:e}, \
+                "    {{\"device\": {}, \"adapter\": {}, \"kernel\": {}, \"n\": {}, \"batch\": {}, \
+                 \"op\": {}, \"mode\": {}, \"reps\": {}, \"median_seconds\": {:e}, \
                  \"matrices_per_second\": {:e}}}",
                 json_str(s.device),
                 s.adapter.as_deref().map_or("null".into(), json_str),
+                s.kernel.map_or("null".into(), json_str),
                 s.n,
                 s.batch,
                 json_str(s.op),
@@ -299,6 +303,10 @@ impl Inputs {
             device: engine.kind(),
             adapter: match engine {
                 Engine::Gpu(ctx) => Some(ctx.adapter_name().to_string()),
+                Engine::Cpu => None,
+            },
+            kernel: match engine {
+                Engine::Gpu(ctx) => Some(ctx.forward_kernel_for(self.n).name()),
                 Engine::Cpu => None,
             },
             n: self.n,

@@ -97,16 +97,25 @@ impl ForwardKernel {
     fn from_env() -> Result<Self> {
         match std::env::var(Self::ENV) {
             Err(_) => Ok(ForwardKernel::Auto),
-            Ok(v) => match v.as_str() {
-                "auto" => Ok(ForwardKernel::Auto),
-                "one-sided" => Ok(ForwardKernel::OneSided),
-                "one-sided-subgroup" => Ok(ForwardKernel::OneSidedSubgroup),
-                "two-sided" => Ok(ForwardKernel::TwoSided),
-                other => Err(Error::InvalidArgument(format!(
-                    "{}={other:?}: expected auto, one-sided, one-sided-subgroup or two-sided",
-                    Self::ENV
-                ))),
-            },
+            Ok(v) => Self::ALL
+                .into_iter()
+                .find(|k| k.name() == v)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "{}={v:?}: expected auto, one-sided, one-sided-subgroup or two-sided",
+                        Self::ENV
+                    ))
+                }),
+        }
+    }
+
+    /// The name `EIGRAD_GPU_FORWARD` takes for this choice (`auto`, `one-sided`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardKernel::Auto => "auto",
+            ForwardKernel::OneSided => "one-sided",
+            ForwardKernel::OneSidedSubgroup => "one-sided-subgroup",
+            ForwardKernel::TwoSided => "two-sided",
         }
     }
 
@@ -390,6 +399,29 @@ impl GpuContext {
             .unwrap_or(ForwardKernel::Auto)
     }
 
+    /// The kernel the eigendecomposition of `n×n` matrices runs on this device (never
+    /// [`ForwardKernel::Auto`]): the choice in use, with `Auto` resolved. Auto's one-sided kernel
+    /// needs more workgroup memory than the two-sided one at the largest sizes; on a device that
+    /// cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto` takes the two-sided kernel.
+    pub fn forward_kernel_for(&self, n: usize) -> ForwardKernel {
+        let chosen = self.forward_kernel();
+        let limit = self.inner.limits().max_compute_workgroup_storage_size;
+        // The workgroup memory a plan needs does not depend on these knobs.
+        let knobs = JacobiKnobs {
+            max_sweeps: 1,
+            rel_threshold: f32::EPSILON,
+            rot_floor: 0.0,
+            lower: false,
+            subgroup_size: 0,
+        };
+        if chosen == ForwardKernel::Auto
+            && plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_err()
+        {
+            return ForwardKernel::TwoSided;
+        }
+        chosen.for_size(n)
+    }
+
     /// Uploads host data (any [`Scalar`], converted to f32) into a new device tensor.
     ///
     /// The data is written (converted) straight into a pooled staging buffer and its copy to the
@@ -578,16 +610,7 @@ impl GpuContext {
             lower: opts.symmetry == crate::Symmetry::Lower,
             subgroup_size: 0,
         };
-        let mut forward = self.forward_kernel().for_size(n);
-        // Auto's one-sided kernel needs more workgroup memory than the two-sided one at the
-        // largest sizes: on a device that cannot give it (n ≥ 59 under wgpu's default 16 KiB),
-        // Auto takes the two-sided kernel.
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        if self.forward_kernel() == ForwardKernel::Auto
-            && plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_err()
-        {
-            forward = ForwardKernel::TwoSided;
-        }
+        let forward = self.forward_kernel_for(n);
         if forward == ForwardKernel::OneSidedSubgroup {
             knobs.subgroup_size = self.subgroup_size;
         }
