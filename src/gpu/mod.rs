@@ -118,15 +118,6 @@ impl ForwardKernel {
             ForwardKernel::TwoSided => "two-sided",
         }
     }
-
-    /// The kernel this choice runs for matrices of size `n` (never `Auto`) on a device with
-    /// enough workgroup memory for it (see [`ForwardKernel::Auto`]).
-    pub fn for_size(self, _n: usize) -> ForwardKernel {
-        match self {
-            ForwardKernel::Auto => ForwardKernel::OneSided,
-            k => k,
-        }
-    }
 }
 
 /// A region of a device buffer holding f32 (or u32) elements: `len` elements from byte `offset`.
@@ -414,12 +405,15 @@ impl GpuContext {
             lower: false,
             subgroup_size: 0,
         };
-        if chosen == ForwardKernel::Auto
-            && plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_err()
-        {
-            return ForwardKernel::TwoSided;
+        match chosen {
+            ForwardKernel::Auto
+                if plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_err() =>
+            {
+                ForwardKernel::TwoSided
+            }
+            ForwardKernel::Auto => ForwardKernel::OneSided,
+            k => k,
         }
-        chosen.for_size(n)
     }
 
     /// Uploads host data (any [`Scalar`], converted to f32) into a new device tensor.
