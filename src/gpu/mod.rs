@@ -48,6 +48,8 @@ pub struct GpuContext {
     /// The adapter's subgroup size when the device has subgroup operations of one fixed size
     /// (0 otherwise, and for devices eigrad did not create).
     subgroup_size: u32,
+    /// The largest n up to which the one-sided kernel fits the device's workgroup memory.
+    one_sided_max_n: usize,
 }
 
 /// Matrix sizes above which the one-sided kernel's eigenvectors get one step of first-order
@@ -268,6 +270,24 @@ fn check_outputs(inputs: &[(&str, &GpuTensor)], outputs: &[(&str, &GpuTensor)]) 
     Ok(shares_input)
 }
 
+/// The largest n (up to [`MAX_N`]) such that the one-sided kernel's plan fits the device's
+/// workgroup memory at every size up to it; 0 when none does.
+fn one_sided_max_n(inner: &Inner) -> usize {
+    let limit = inner.limits().max_compute_workgroup_storage_size;
+    // The workgroup memory a plan needs does not depend on these knobs.
+    let knobs = JacobiKnobs {
+        max_sweeps: 1,
+        rel_threshold: f32::EPSILON,
+        rot_floor: 0.0,
+        lower: false,
+        subgroup_size: 0,
+    };
+    (1..=MAX_N)
+        .take_while(|&n| plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_ok())
+        .last()
+        .unwrap_or(0)
+}
+
 /// Writes host data as f32 into `dst` (mapped staging memory): one bulk copy when it already is
 /// f32, else a blockwise conversion.
 fn fill_f32<S: Scalar>(dst: wgpu::WriteOnly<'_, [u8]>, src: &[S]) {
@@ -334,9 +354,12 @@ impl GpuContext {
         device.on_uncaptured_error(std::sync::Arc::new(|e| {
             log::error!("uncaptured wgpu error: {e}")
         }));
+        let subgroup_size = subgroup_size(adapter.features(), &info);
+        let inner = Inner::new(device, queue, info.name);
         Ok(GpuContext {
-            subgroup_size: subgroup_size(adapter.features(), &info),
-            inner: Inner::new(device, queue, info.name),
+            subgroup_size,
+            one_sided_max_n: one_sided_max_n(&inner),
+            inner,
             forward: AtomicU8::new(forward as u8),
         })
     }
@@ -346,10 +369,12 @@ impl GpuContext {
     /// device's limits. The device's uncaptured-error handler is left to its owner; eigrad's
     /// own errors come back through error scopes.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        let inner = Inner::new(device, queue, "external wgpu device".into());
         Ok(GpuContext {
-            inner: Inner::new(device, queue, "external wgpu device".into()),
             forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
             subgroup_size: 0,
+            one_sided_max_n: one_sided_max_n(&inner),
+            inner,
         })
     }
 
@@ -395,22 +420,8 @@ impl GpuContext {
     /// needs more workgroup memory than the two-sided one at the largest sizes; on a device that
     /// cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto` takes the two-sided kernel.
     pub fn forward_kernel_for(&self, n: usize) -> ForwardKernel {
-        let chosen = self.forward_kernel();
-        let limit = self.inner.limits().max_compute_workgroup_storage_size;
-        // The workgroup memory a plan needs does not depend on these knobs.
-        let knobs = JacobiKnobs {
-            max_sweeps: 1,
-            rel_threshold: f32::EPSILON,
-            rot_floor: 0.0,
-            lower: false,
-            subgroup_size: 0,
-        };
-        match chosen {
-            ForwardKernel::Auto
-                if plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_err() =>
-            {
-                ForwardKernel::TwoSided
-            }
+        match self.forward_kernel() {
+            ForwardKernel::Auto if n > self.one_sided_max_n => ForwardKernel::TwoSided,
             ForwardKernel::Auto => ForwardKernel::OneSided,
             k => k,
         }
