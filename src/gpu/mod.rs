@@ -607,18 +607,18 @@ impl GpuContext {
         } else {
             Vectors::No
         };
+        let forward = self.forward_kernel_for(n);
         let eps = Precision::F32.eps() as f32;
-        let mut knobs = JacobiKnobs {
+        let knobs = JacobiKnobs {
             max_sweeps: opts.max_sweeps,
             rel_threshold: opts.threshold(Precision::F32) as f32,
             rot_floor: eps * eps,
             lower: opts.symmetry == crate::Symmetry::Lower,
-            subgroup_size: 0,
+            subgroup_size: match forward {
+                ForwardKernel::OneSidedSubgroup => self.subgroup_size,
+                _ => 0,
+            },
         };
-        let forward = self.forward_kernel_for(n);
-        if forward == ForwardKernel::OneSidedSubgroup {
-            knobs.subgroup_size = self.subgroup_size;
-        }
         let kernel = match (forward, vectors) {
             (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::Yes) => {
                 Kernel::HestenesEigh
