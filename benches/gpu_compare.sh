@@ -31,7 +31,8 @@
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
 # GPU_COMPARE_FORWARD (one-sided,one-sided-subgroup,two-sided: the forward kernels to check and time, through
-# EIGRAD_GPU_FORWARD), GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
+# EIGRAD_GPU_FORWARD; `kernel:eigvalsh` also sets EIGRAD_GPU_EIGVALSH for that run, e.g. `one-sided:jacobi`
+# times eigenvalues only through the one-sided sweeps instead of the default tridiagonal kernel), GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
 # path of a second eigrad binary, e.g. an earlier commit's carried in .device/: its one-sided kernel
 # is benchmarked too, as kernel `baseline-one-sided`, so two kernel versions are compared on the
 # same card in the same run).
@@ -108,20 +109,26 @@ main() {
     done
     [ -n "$BASELINE" ] && runs+=("baseline-one-sided $BASELINE one-sided")
 
+    # "kernel:eigvalsh" runs `kernel` with EIGRAD_GPU_EIGVALSH=eigvalsh (auto otherwise).
+    local ev
     for run in "${runs[@]}"; do
         read -r label bin fk <<<"$run"
-        echo "== $label: EIGRAD_GPU_FORWARD=$fk $bin check --device gpu (f32 GPU results against the f64 CPU reference)"
-        EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 60 330)" "$bin" check --device gpu
+        ev=auto
+        [[ $fk == *:* ]] && ev=${fk#*:} && fk=${fk%%:*}
+        echo "== $label: EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev $bin check --device gpu (f32 GPU results against the f64 CPU reference)"
+        EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev timeout "$(step_timeout 60 330)" "$bin" check --device gpu
         echo "check $label: exit $?"
     done
 
     for run in "${runs[@]}"; do
         read -r label bin fk <<<"$run"
+        ev=auto
+        [[ $fk == *:* ]] && ev=${fk#*:} && fk=${fk%%:*}
         for n in ${NS//,/ }; do
             b=$BATCH
             ((n > 32)) && b=$((BATCH / 8))
-            echo "== $label: EIGRAD_GPU_FORWARD=$fk $bin bench --device gpu --n $n --batch $b"
-            EIGRAD_GPU_FORWARD=$fk timeout "$(step_timeout 120 160)" "$bin" bench --device gpu \
+            echo "== $label: EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev $bin bench --device gpu --n $n --batch $b"
+            EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev timeout "$(step_timeout 120 160)" "$bin" bench --device gpu \
                 --n "$n" --batch "$b" --json "$SCRATCH/eigrad_${label}_n$n.json"
             echo "bench $label n = $n: exit $?"
         done

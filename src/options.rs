@@ -123,7 +123,8 @@ pub struct EighOptions {
     /// How the symmetric matrix is formed from the input.
     pub symmetry: Symmetry,
     /// Hard cap on Jacobi sweeps; a matrix still rotating after it gets
-    /// [`crate::Status::NotConverged`] and NaN outputs.
+    /// [`crate::Status::NotConverged`] and NaN outputs. (The GPU's tridiagonal eigenvalues-only
+    /// kernel, `gpu::EigvalshKernel::Tridiagonal`, has no sweeps and ignores it.)
     pub max_sweeps: u32,
     /// Relative rotation threshold `c`: the pair (p, q) is rotated only while
     /// `|a_pq| > c · √(|a_pp|·|a_qq|)` (Demmel–Veselić). `None` means the compute precision's eps.

@@ -4,7 +4,7 @@
 
 mod gpu_support;
 
-use eigrad::gpu::{ForwardKernel, GpuContext};
+use eigrad::gpu::{EigvalshKernel, ForwardKernel, GpuContext};
 use eigrad::samples::{self, Rng};
 use eigrad::{cpu, EighOptions, Error, Status, Symmetry, Vectors};
 use gpu_support::*;
@@ -51,6 +51,24 @@ fn families(n: usize, batch: usize, seed: u64) -> Vec<Family> {
     .collect()
 }
 
+/// Checks eigenvalues `gw` against the reference's `cw`: error ≤ 8·n·eps·‖A‖₂, ascending.
+fn check_values(what: &str, gw: &[f32], cw: &[f64]) {
+    let n = cw.len();
+    let tol = 8.0 * n as f64 * EPS * norm2(cw);
+    for i in 0..n {
+        let err = (gw[i] as f64 - cw[i]).abs();
+        assert!(
+            err <= tol,
+            "{what}: eigenvalue {i}: gpu {} cpu {} |diff| {err:e} > tol {tol:e}",
+            gw[i],
+            cw[i]
+        );
+        if i > 0 {
+            assert!(gw[i - 1] <= gw[i], "{what}: not ascending at {i}");
+        }
+    }
+}
+
 /// Checks one family at size n: eigenvalue error ≤ 8·n·eps·‖A‖₂, residual and orthogonality
 /// ≤ 16·n·eps, and the sign of each eigenvector whose direction is well determined.
 fn check_family(ctx: &GpuContext, n: usize, fam: &Family) {
@@ -66,20 +84,8 @@ fn check_family(ctx: &GpuContext, n: usize, fam: &Family) {
         assert_eq!(g.status[b], Status::Ok, "{what}");
         let a = &fam.data[b * n * n..(b + 1) * n * n];
         let (gw, cw) = (g.values(b), c.values(b));
+        check_values(&what, gw, cw);
         let scale = norm2(cw);
-        let tol = 8.0 * n as f64 * EPS * scale;
-        for i in 0..n {
-            let err = (gw[i] as f64 - cw[i]).abs();
-            assert!(
-                err <= tol,
-                "{what}: eigenvalue {i}: gpu {} cpu {} |diff| {err:e} > tol {tol:e}",
-                gw[i],
-                cw[i]
-            );
-            if i > 0 {
-                assert!(gw[i - 1] <= gw[i], "{what}: not ascending at {i}");
-            }
-        }
         let v = &gv[b * n * n..(b + 1) * n * n];
         let res = residual(n, a, gw, v);
         let orth = orthogonality(n, v);
@@ -136,6 +142,126 @@ fn eigenvalues_only_kernel_gives_the_same_eigenvalues() {
             assert_eq!(full.status, vals.status);
         }
     }
+}
+
+#[test]
+fn eigenvalues_only_kernels_match_cpu_reference_for_every_size_and_family() {
+    for (kernel, ctx) in gpu_eigvalsh_kernels() {
+        for n in SIZES {
+            let batch = if n >= 48 { 3 } else { 6 };
+            for fam in families(n, batch, 200 + n as u64) {
+                let opts = EighOptions::default();
+                let g = ctx.eigh(&to_f32(&fam.data), n, &opts, Vectors::No).unwrap();
+                let c = cpu::jacobi_eigvalsh(&fam.data, n, &opts).unwrap();
+                for b in 0..batch {
+                    let what = format!("{kernel:?} {} n={n} matrix {b}", fam.name);
+                    assert_eq!(g.status[b], Status::Ok, "{what}");
+                    check_values(&what, g.values(b), c.values(b));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tridiagonal_eigenvalues_handle_exact_and_nearly_diagonal_inputs() {
+    for (kernel, ctx) in gpu_eigvalsh_kernels() {
+        for n in [1usize, 2, 7, 20] {
+            let nn = n * n;
+            // Zero, identity, a diagonal with ties out of order, and that diagonal with
+            // off-diagonal entries far below its rounding (1e-20: below the reflection
+            // threshold) and at its rounding (1e-7).
+            let mut a = vec![0f32; 5 * nn];
+            let diag: Vec<f32> = (0..n).map(|i| ((i * 7) % 5) as f32 * 0.5 - 1.0).collect();
+            for i in 0..n {
+                a[nn + i * n + i] = 1.0;
+                for m in 2..5 {
+                    a[m * nn + i * n + i] = diag[i];
+                }
+                for j in 0..i {
+                    for (m, x) in [(3, 1e-20f32), (4, 1e-7)] {
+                        a[m * nn + i * n + j] = x;
+                        a[m * nn + j * n + i] = x;
+                    }
+                }
+            }
+            let r = ctx
+                .eigh(&a, n, &EighOptions::default(), Vectors::No)
+                .unwrap();
+            let what = format!("{kernel:?} n={n}");
+            assert!(r.all_ok(), "{what}");
+            let mut sorted = diag.clone();
+            sorted.sort_by(f32::total_cmp);
+            assert_eq!(r.values(0), &vec![0f32; n][..], "{what}: zero");
+            assert_eq!(r.values(1), &vec![1f32; n][..], "{what}: identity");
+            assert_eq!(r.values(2), &sorted[..], "{what}: diagonal");
+            let exact: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+            let c = cpu::jacobi_eigvalsh(&exact, n, &EighOptions::default()).unwrap();
+            for m in 3..5 {
+                check_values(&format!("{what}: matrix {m}"), r.values(m), c.values(m));
+            }
+        }
+    }
+}
+
+#[test]
+fn eigenvalues_only_kernels_report_poisoned_matrices_and_keep_neighbours() {
+    for (kernel, ctx) in gpu_eigvalsh_kernels() {
+        for n in [4usize, 33] {
+            let nn = n * n;
+            let clean = to_f32(&samples::random_symmetric(&mut Rng::new(4), n, 6));
+            let mut poisoned = clean.clone();
+            poisoned[nn + 1] = f32::NAN;
+            poisoned[4 * nn + nn - 1] = f32::NEG_INFINITY;
+            let opts = EighOptions::default();
+            let a = ctx.eigh(&clean, n, &opts, Vectors::No).unwrap();
+            let b = ctx.eigh(&poisoned, n, &opts, Vectors::No).unwrap();
+            for m in 0..6 {
+                let what = format!("{kernel:?} n={n} matrix {m}");
+                if m == 1 || m == 4 {
+                    assert_eq!(b.status[m], Status::NonFiniteInput, "{what}");
+                    assert!(b.values(m).iter().all(|x| x.is_nan()), "{what}");
+                } else {
+                    assert_eq!(b.status[m], Status::Ok, "{what}");
+                    assert_eq!(a.values(m), b.values(m), "{what} was disturbed");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tridiagonal_eigenvalues_chunk_read_the_lower_triangle_and_ignore_the_sweep_cap() {
+    let Some((_, ctx)) = gpu_eigvalsh_kernels()
+        .into_iter()
+        .find(|(k, _)| *k == EigvalshKernel::Tridiagonal)
+    else {
+        return;
+    };
+    let n = 17;
+    let a = to_f32(&samples::random_symmetric(&mut Rng::new(21), n, 150));
+    let opts = EighOptions::default();
+    let whole = ctx.eigh(&a, n, &opts, Vectors::No).unwrap();
+    ctx.set_max_chunk(64);
+    let chunked = ctx.eigh(&a, n, &opts, Vectors::No);
+    ctx.set_max_chunk(0);
+    assert_eq!(whole, chunked.unwrap());
+    let mut garbage_upper = a.clone();
+    fill_upper(&mut garbage_upper, n, |i, j| 1e3 + (i * j) as f32);
+    let lower = EighOptions {
+        symmetry: Symmetry::Lower,
+        ..EighOptions::default()
+    };
+    assert_eq!(
+        whole,
+        ctx.eigh(&garbage_upper, n, &lower, Vectors::No).unwrap()
+    );
+    // No sweeps: a sweep cap that the Jacobi kernels cannot meet changes nothing.
+    let capped = EighOptions {
+        max_sweeps: 1,
+        ..EighOptions::default()
+    };
+    assert_eq!(whole, ctx.eigh(&a, n, &capped, Vectors::No).unwrap());
 }
 
 #[test]
@@ -330,4 +456,43 @@ fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
         matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
         "{err:?}"
     );
+    // Eigenvalues only: the tridiagonal kernel fits up to n = 62 there, the two-sided kernel's
+    // eigenvalues-only variant up to 61, so `Auto` takes the tridiagonal kernel at 62 (where
+    // the Jacobi kernels would fail) and the Jacobi kernels below and above.
+    ctx.set_forward_kernel(ForwardKernel::Auto);
+    assert_eq!(ctx.eigvalsh_kernel_for(61), EigvalshKernel::Jacobi);
+    assert_eq!(ctx.eigvalsh_kernel_for(62), EigvalshKernel::Tridiagonal);
+    assert_eq!(ctx.eigvalsh_kernel_for(63), EigvalshKernel::Jacobi);
+    let n = 62;
+    let data = round_f32(&samples::random_symmetric(&mut Rng::new(62), n, 2));
+    let opts = EighOptions::default();
+    let g = ctx.eigh(&to_f32(&data), n, &opts, Vectors::No).unwrap();
+    let c = cpu::jacobi_eigvalsh(&data, n, &opts).unwrap();
+    for b in 0..2 {
+        check_values(
+            &format!("default limits, n=62, matrix {b}"),
+            g.values(b),
+            c.values(b),
+        );
+    }
+    ctx.set_eigvalsh_kernel(EigvalshKernel::Tridiagonal);
+    let data = samples::random_symmetric(&mut Rng::new(63), 63, 1);
+    let err = ctx.eigh(&to_f32(&data), 63, &opts, Vectors::No);
+    assert!(
+        matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn auto_eigenvalues_take_the_jacobi_variant_where_it_fits() {
+    let Some(ctx) = gpu() else { return };
+    if std::env::var_os(EigvalshKernel::ENV).is_some() {
+        return;
+    }
+    assert_eq!(ctx.eigvalsh_kernel(), EigvalshKernel::Auto);
+    // Mesa's llvmpipe and the GPUs eigrad is benchmarked on fit every size.
+    for n in 1..=64 {
+        assert_eq!(ctx.eigvalsh_kernel_for(n), EigvalshKernel::Jacobi, "n={n}");
+    }
 }

@@ -29,7 +29,7 @@ use super::device::{Devices, Eig, Engine};
 use super::error::{fail, CliResult};
 use super::npy::{Floats, Outputs};
 use super::progress;
-use eigrad::gpu::{GpuContext, GpuTensor, MAX_N};
+use eigrad::gpu::{EigvalshKernel, GpuContext, GpuTensor, MAX_N};
 use eigrad::samples::{self, Rng};
 use eigrad::{Degeneracy, EighOptions, Vectors};
 use std::path::Path;
@@ -68,7 +68,8 @@ struct Sample {
     /// The GPU adapter's name, if on the GPU.
     adapter: Option<String>,
     /// The GPU eigendecomposition kernel at this size (`one-sided`, refined above
-    /// `ONE_SIDED_REFINE_ABOVE`, or `two-sided`; see `ForwardKernel`), if on the GPU.
+    /// `ONE_SIDED_REFINE_ABOVE`, or `two-sided`; see `ForwardKernel`), or `tridiagonal` for an
+    /// eigenvalues-only row that ran that kernel (`EigvalshKernel`), if on the GPU.
     kernel: Option<&'static str>,
     /// Matrix size.
     n: usize,
@@ -306,6 +307,12 @@ impl Inputs {
                 Engine::Cpu => None,
             },
             kernel: match engine {
+                Engine::Gpu(ctx)
+                    if op == "eigvalsh"
+                        && ctx.eigvalsh_kernel_for(self.n) == EigvalshKernel::Tridiagonal =>
+                {
+                    Some(EigvalshKernel::Tridiagonal.name())
+                }
                 Engine::Gpu(ctx) => Some(ctx.forward_kernel_for(self.n).name()),
                 Engine::Cpu => None,
             },

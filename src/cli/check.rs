@@ -91,6 +91,8 @@ fn align_signs(reference: &mut eigrad::Eigh<f64>, device: &eigrad::Eigh<f64>) {
 struct Row {
     /// Forward measures.
     forward: Forward,
+    /// Worst eigenvalue error of the eigenvalues-only path.
+    values_only: f64,
     /// Worst VJP relative error.
     vjp: f64,
 }
@@ -107,6 +109,9 @@ fn check_size(engine: Engine<'_>, n: usize, batch: usize, seed: u64) -> CliResul
     let reference = cpu::jacobi_eigh(&a_exact, n, &opts)?;
     let dev = engine.eigh(&a, n, &opts, Vectors::Yes)?;
     let forward = metrics::forward(&a_exact, &reference, &as_f32_outputs(&dev));
+    // The eigenvalues-only path (on the GPU possibly a kernel of its own) of the same matrices.
+    let dev = engine.eigh(&a, n, &opts, Vectors::No)?;
+    let values_only = metrics::eigenvalues(&reference, &as_f32_outputs(&dev));
 
     // VJP on well separated spectra, with random f32 cotangents for both outputs.
     let s = Floats::rounded_f32(&separated_matrices(&mut rng, n, batch));
@@ -124,7 +129,11 @@ fn check_size(engine: Engine<'_>, n: usize, batch: usize, seed: u64) -> CliResul
     let got = engine.vjp(&dev, Some(&gw), Some(&gv), Degeneracy::default())?;
     let got: Vec<f64> = got.to_f32().iter().map(|&x| x as f64).collect();
     let vjp = metrics::relative(&got, &expected, nn);
-    Ok(Row { forward, vjp })
+    Ok(Row {
+        forward,
+        values_only,
+        vjp,
+    })
 }
 
 /// The names of the measures of `row` that exceed their tolerance.
@@ -136,6 +145,9 @@ fn failures(row: &Row, tol: &Tolerances) -> Vec<&'static str> {
     }
     if !metrics::within(f.eigenvalue, tol.eigenvalue) {
         out.push("eigenvalues");
+    }
+    if !metrics::within(row.values_only, tol.eigenvalue) {
+        out.push("eigenvalues only");
     }
     if !metrics::within(f.residual, tol.residual) {
         out.push("residual");
@@ -157,6 +169,7 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
         args.batch, args.seed
     );
     println!("  eig.err  = max|Δλ|/‖A‖₂      ≤ 8·n·eps    (tol.eig)");
+    println!("  val.err  = the same for the eigenvalues-only path");
     println!("  residual = ‖AV − VΛ‖_F/‖A‖₂  ≤ 16·n·eps   (tol.vec)");
     println!("  orthog.  = ‖VᵀV − I‖_F       ≤ 16·n·eps   (tol.vec)");
     println!("  vjp.err  = ‖ΔĀ‖_F/‖Ā‖_F      ≤ 1e-4 on well separated spectra; eps = f32::EPSILON");
@@ -169,8 +182,8 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
     }
     println!();
     println!(
-        "{:>4}  {:<6} {:>9} {:>9}  {:>9} {:>9} {:>9}  {:>9}  result",
-        "n", "device", "eig.err", "tol.eig", "residual", "orthog.", "tol.vec", "vjp.err"
+        "{:>4}  {:<6} {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}  {:>9}  result",
+        "n", "device", "eig.err", "val.err", "tol.eig", "residual", "orthog.", "tol.vec", "vjp.err"
     );
     let pb = progress::bar(args.n.len() as u64, "check");
     let mut failed = 0;
@@ -189,9 +202,10 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
         let f = &row.forward;
         pb.suspend(|| {
             println!(
-                "{n:>4}  {:<6} {:>9.2e} {:>9.2e}  {:>9.2e} {:>9.2e} {:>9.2e}  {:>9.2e}  {result}",
+                "{n:>4}  {:<6} {:>9.2e} {:>9.2e} {:>9.2e}  {:>9.2e} {:>9.2e} {:>9.2e}  {:>9.2e}  {result}",
                 engine.kind(),
                 f.eigenvalue,
+                row.values_only,
                 tol.eigenvalue,
                 f.residual,
                 f.orthogonality,
@@ -221,6 +235,7 @@ mod tests {
         let tol = Tolerances::f32(4);
         let good = Row {
             forward: Forward::default(),
+            values_only: 0.0,
             vjp: 0.0,
         };
         assert!(failures(&good, &tol).is_empty());
@@ -231,11 +246,18 @@ mod tests {
                 orthogonality: 0.0,
                 status_mismatches: 1,
             },
+            values_only: f64::NAN,
             vjp: 2e-4,
         };
         assert_eq!(
             failures(&bad, &tol),
-            ["status", "eigenvalues", "residual", "vjp"]
+            [
+                "status",
+                "eigenvalues",
+                "eigenvalues only",
+                "residual",
+                "vjp"
+            ]
         );
     }
 

@@ -138,6 +138,30 @@ pub fn forward(a: &[f64], reference: &Eigh<f64>, dev: &Eigh<f64>) -> Forward {
         })
 }
 
+/// The worst eigenvalue error `max|Δλ|/‖A‖₂` of the device's eigenvalues `dev` (an
+/// eigenvalues-only result) against the reference, over the matrices the reference decomposed;
+/// NaN (a failure) where a status differs.
+pub fn eigenvalues(reference: &Eigh<f64>, dev: &Eigh<f64>) -> f64 {
+    (0..reference.batch)
+        .into_par_iter()
+        .with_min_len(16)
+        .map(|b| {
+            if reference.status[b] != dev.status[b] {
+                return f64::NAN;
+            }
+            if !reference.status[b].is_ok() {
+                return 0.0;
+            }
+            let lr = reference.values(b);
+            let err = lr
+                .iter()
+                .zip(dev.values(b))
+                .fold(0.0, |w, (x, y)| worst(w, (x - y).abs()));
+            err / norm2(lr)
+        })
+        .reduce(|| 0.0, worst)
+}
+
 /// The worst relative error `‖X − X^ref‖_F / ‖X^ref‖_F` over matrices of `nn` elements (VJPs).
 /// A length mismatch (a wrong-sized result) counts as NaN, i.e. a failure.
 pub fn relative(dev: &[f64], reference: &[f64], nn: usize) -> f64 {

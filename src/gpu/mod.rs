@@ -50,6 +50,11 @@ pub struct GpuContext {
     subgroup_size: u32,
     /// The largest n up to which the one-sided kernel fits the device's workgroup memory.
     one_sided_max_n: usize,
+    eigvalsh: AtomicU8,
+    /// The largest n up to which the tridiagonal eigenvalues-only kernel fits.
+    tridiagonal_max_n: usize,
+    /// The largest n up to which the two-sided kernel's eigenvalues-only variant fits.
+    two_sided_values_max_n: usize,
 }
 
 /// Matrix sizes above which the one-sided kernel's eigenvectors get one step of first-order
@@ -118,6 +123,65 @@ impl ForwardKernel {
             ForwardKernel::OneSided => "one-sided",
             ForwardKernel::OneSidedSubgroup => "one-sided-subgroup",
             ForwardKernel::TwoSided => "two-sided",
+        }
+    }
+}
+
+/// The algorithm of the GPU eigenvalues-only calls ([`GpuContext::eigh_resident`] with
+/// [`Vectors::No`], and everything built on it). Every choice gives ascending eigenvalues, a
+/// status per matrix and NaN outputs for a non-finite input, within the same accuracy bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EigvalshKernel {
+    /// [`EigvalshKernel::Jacobi`], except where its kernel does not fit the device's workgroup
+    /// memory and the tridiagonal one does (n = 62 under wgpu's default 16 KiB). The default.
+    /// The tridiagonal kernel has not been measured on a GPU yet; it becomes the default where
+    /// a measurement shows it faster (benches/README.md, "v3").
+    Auto,
+    /// The eigenvalues-only variant of the eigendecomposition kernel in use
+    /// ([`GpuContext::forward_kernel_for`]): the same sweeps as the full decomposition, so its
+    /// eigenvalues are bitwise those the full decomposition returns.
+    Jacobi,
+    /// Householder reduction to tridiagonal form in workgroup memory, then bisection on Sturm
+    /// counts, one eigenvalue per invocation (`shaders/tridiagonal_eigvalsh.wgsl`): fewer
+    /// operations than Jacobi sweeps from n ≈ 16 on, and less workgroup memory. Its eigenvalues
+    /// agree with the full decomposition's to rounding (within the same bound against the f64
+    /// reference), not bitwise. It has no sweeps: `max_sweeps` does not apply and its status is
+    /// never [`Status::NotConverged`].
+    Tridiagonal,
+}
+
+impl EigvalshKernel {
+    /// The environment variable that picks the eigenvalues-only kernel of new contexts:
+    /// `auto`, `jacobi` or `tridiagonal`.
+    pub const ENV: &'static str = "EIGRAD_GPU_EIGVALSH";
+
+    const ALL: [EigvalshKernel; 3] = [
+        EigvalshKernel::Auto,
+        EigvalshKernel::Jacobi,
+        EigvalshKernel::Tridiagonal,
+    ];
+
+    fn from_env() -> Result<Self> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(EigvalshKernel::Auto),
+            Ok(v) => Self::ALL
+                .into_iter()
+                .find(|k| k.name() == v)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "{}={v:?}: expected auto, jacobi or tridiagonal",
+                        Self::ENV
+                    ))
+                }),
+        }
+    }
+
+    /// The name `EIGRAD_GPU_EIGVALSH` takes for this choice.
+    pub fn name(self) -> &'static str {
+        match self {
+            EigvalshKernel::Auto => "auto",
+            EigvalshKernel::Jacobi => "jacobi",
+            EigvalshKernel::Tridiagonal => "tridiagonal",
         }
     }
 }
@@ -270,9 +334,9 @@ fn check_outputs(inputs: &[(&str, &GpuTensor)], outputs: &[(&str, &GpuTensor)]) 
     Ok(shares_input)
 }
 
-/// The largest n (up to [`MAX_N`]) such that the one-sided kernel's plan fits the device's
-/// workgroup memory at every size up to it; 0 when none does.
-fn one_sided_max_n(inner: &Inner) -> usize {
+/// The largest n (up to [`MAX_N`]) such that `kernel`'s plan (a forward kernel) fits the
+/// device's workgroup memory at every size up to it; 0 when none does.
+fn max_fitting_n(inner: &Inner, kernel: Kernel) -> usize {
     let limit = inner.limits().max_compute_workgroup_storage_size;
     // The workgroup memory a plan needs does not depend on these knobs.
     let knobs = JacobiKnobs {
@@ -283,7 +347,7 @@ fn one_sided_max_n(inner: &Inner) -> usize {
         subgroup_size: 0,
     };
     (1..=MAX_N)
-        .take_while(|&n| plan(Kernel::HestenesEigh, n as u32, limit, Some(knobs), 0, 0).is_ok())
+        .take_while(|&n| plan(kernel, n as u32, limit, Some(knobs), 0, 0).is_ok())
         .last()
         .unwrap_or(0)
 }
@@ -325,8 +389,10 @@ impl GpuContext {
     /// The device is created with the adapter's own limits, so kernels can use all the
     /// workgroup memory and binding size it offers.
     pub fn new() -> Result<Self> {
-        // A bad EIGRAD_GPU_FORWARD is reported whether or not there is an adapter.
+        // A bad EIGRAD_GPU_FORWARD or EIGRAD_GPU_EIGVALSH is reported whether or not there is
+        // an adapter.
         let forward = ForwardKernel::from_env()?;
+        let eigvalsh = EigvalshKernel::from_env()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(pick_adapter(&instance))?;
@@ -358,9 +424,12 @@ impl GpuContext {
         let inner = Inner::new(device, queue, info.name);
         Ok(GpuContext {
             subgroup_size,
-            one_sided_max_n: one_sided_max_n(&inner),
+            one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
+            tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
+            two_sided_values_max_n: max_fitting_n(&inner, Kernel::JacobiEigvalsh),
             inner,
             forward: AtomicU8::new(forward as u8),
+            eigvalsh: AtomicU8::new(eigvalsh as u8),
         })
     }
 
@@ -372,8 +441,11 @@ impl GpuContext {
         let inner = Inner::new(device, queue, "external wgpu device".into());
         Ok(GpuContext {
             forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
+            eigvalsh: AtomicU8::new(EigvalshKernel::from_env()? as u8),
             subgroup_size: 0,
-            one_sided_max_n: one_sided_max_n(&inner),
+            one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
+            tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
+            two_sided_values_max_n: max_fitting_n(&inner, Kernel::JacobiEigvalsh),
             inner,
         })
     }
@@ -423,6 +495,42 @@ impl GpuContext {
         match self.forward_kernel() {
             ForwardKernel::Auto if n > self.one_sided_max_n => ForwardKernel::TwoSided,
             ForwardKernel::Auto => ForwardKernel::OneSided,
+            k => k,
+        }
+    }
+
+    /// Picks the eigenvalues-only kernel for later calls (the default is
+    /// [`EigvalshKernel::Auto`], or what `EIGRAD_GPU_EIGVALSH` named when the context was made).
+    pub fn set_eigvalsh_kernel(&self, kernel: EigvalshKernel) {
+        self.eigvalsh.store(kernel as u8, Ordering::Relaxed);
+    }
+
+    /// The eigenvalues-only kernel choice in use.
+    pub fn eigvalsh_kernel(&self) -> EigvalshKernel {
+        let k = self.eigvalsh.load(Ordering::Relaxed);
+        EigvalshKernel::ALL
+            .into_iter()
+            .find(|&f| f as u8 == k)
+            .unwrap_or(EigvalshKernel::Auto)
+    }
+
+    /// The kernel the eigenvalues of `n×n` matrices run on this device (never
+    /// [`EigvalshKernel::Auto`]): the choice in use, with `Auto` resolved (the Jacobi kernel's
+    /// eigenvalues-only variant, or the tridiagonal kernel where only that one fits the
+    /// device's workgroup memory).
+    pub fn eigvalsh_kernel_for(&self, n: usize) -> EigvalshKernel {
+        match self.eigvalsh_kernel() {
+            EigvalshKernel::Auto => {
+                let jacobi_max_n = match self.forward_kernel_for(n) {
+                    ForwardKernel::TwoSided => self.two_sided_values_max_n,
+                    _ => self.one_sided_max_n,
+                };
+                if n > jacobi_max_n && n <= self.tridiagonal_max_n {
+                    EigvalshKernel::Tridiagonal
+                } else {
+                    EigvalshKernel::Jacobi
+                }
+            }
             k => k,
         }
     }
@@ -619,7 +727,10 @@ impl GpuContext {
                 _ => 0,
             },
         };
+        let tridiagonal =
+            vectors == Vectors::No && self.eigvalsh_kernel_for(n) == EigvalshKernel::Tridiagonal;
         let kernel = match (forward, vectors) {
+            _ if tridiagonal => Kernel::TridiagonalEigvalsh,
             (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::Yes) => {
                 Kernel::HestenesEigh
             }

@@ -224,6 +224,40 @@ pub fn plan(
                 writable: false,
             })
         }
+        Kernel::TridiagonalEigvalsh => {
+            // One invocation per row (and then per eigenvalue), A in workgroup memory with an
+            // odd row stride, and per matrix (v, p) pairs (then the tridiagonal matrix) and
+            // three flags.
+            let stride = odd_stride(n);
+            let per_matrix = WORD * (n * stride + 2 * n + 3);
+            let mut mats = (TARGET_WORKGROUP / n).max(1);
+            while mats > 1 && per_matrix * mats > workgroup_limit {
+                mats -= 1;
+            }
+            let bytes = per_matrix * mats;
+            fits(n, bytes, workgroup_limit)?;
+            let lower = knobs.is_some_and(|k| k.lower);
+            let constants = vec![
+                ("N", n as f64),
+                ("MATS", mats as f64),
+                ("WG", (mats * n) as f64),
+                ("STRIDE", stride as f64),
+                ("A_LEN", (mats * n * stride) as f64),
+                ("MN_LEN", (mats * n) as f64),
+                ("LOWER", if lower { 1.0 } else { 0.0 }),
+            ];
+            Ok(Plan {
+                kernel,
+                n,
+                mats,
+                tpm: n,
+                second_shared: true,
+                constants,
+                workgroup_bytes: bytes,
+                subgroups: false,
+                writable: false,
+            })
+        }
         Kernel::EighRefine
         | Kernel::EighVjp
         | Kernel::EighJvp

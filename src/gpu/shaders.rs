@@ -28,6 +28,9 @@ pub enum Kernel {
     HestenesEigh,
     /// Eigenvalues and status only by one-sided Jacobi (`shaders/hestenes_eigvalsh.wgsl`).
     HestenesEigvalsh,
+    /// Eigenvalues and status only by Householder tridiagonalisation and bisection
+    /// (`shaders/tridiagonal_eigvalsh.wgsl`).
+    TridiagonalEigvalsh,
     /// First-order refinement of the one-sided kernel's eigenvectors with the original matrix
     /// (`shaders/eigh_refine.wgsl`).
     EighRefine,
@@ -47,11 +50,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
         Kernel::HestenesEigh,
         Kernel::HestenesEigvalsh,
+        Kernel::TridiagonalEigvalsh,
         Kernel::EighRefine,
         Kernel::EighVjp,
         Kernel::EighJvp,
@@ -68,6 +72,7 @@ impl Kernel {
             Kernel::JacobiEigvalsh => "jacobi_eigvalsh",
             Kernel::HestenesEigh => "hestenes_eigh",
             Kernel::HestenesEigvalsh => "hestenes_eigvalsh",
+            Kernel::TridiagonalEigvalsh => "tridiagonal_eigvalsh",
             Kernel::EighRefine => "eigh_refine",
             Kernel::EighVjp => "eigh_vjp",
             Kernel::EighJvp => "eigh_jvp",
@@ -112,6 +117,12 @@ impl Kernel {
                 SWEEPS,
                 HESTENES,
                 include_str!("../../shaders/hestenes_eigvalsh.wgsl"),
+            ],
+            Kernel::TridiagonalEigvalsh => &[
+                COMMON,
+                STORED,
+                ADMIT,
+                include_str!("../../shaders/tridiagonal_eigvalsh.wgsl"),
             ],
             Kernel::EighRefine => &[
                 COMMON,

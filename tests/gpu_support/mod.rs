@@ -2,7 +2,7 @@
 //! accuracy measures the GPU is held to against the f64 CPU reference.
 #![allow(dead_code)]
 
-use eigrad::gpu::{ForwardKernel, GpuContext};
+use eigrad::gpu::{EigvalshKernel, ForwardKernel, GpuContext};
 use std::sync::OnceLock;
 
 /// The process-wide GPU context, or `None` (with a printed reason) when there is no adapter and
@@ -27,24 +27,52 @@ pub fn gpu() -> Option<&'static GpuContext> {
 
 /// One context per concrete forward kernel (one-sided through workgroup memory, one-sided
 /// with subgroup exchange where the adapter has it, two-sided), each set explicitly whatever
-/// `EIGRAD_GPU_FORWARD` says; empty (after `gpu()`'s skip or failure) without an adapter.
+/// `EIGRAD_GPU_FORWARD` says, and each computing eigenvalues only through that kernel's
+/// eigenvalues-only variant ([`EigvalshKernel::Jacobi`]); empty (after `gpu()`'s skip or
+/// failure) without an adapter. They are contexts of their own: [`gpu`]'s keeps the defaults.
 pub fn gpu_kernels() -> Vec<(ForwardKernel, &'static GpuContext)> {
-    static OTHERS: OnceLock<Vec<(ForwardKernel, GpuContext)>> = OnceLock::new();
-    let Some(one) = gpu() else { return Vec::new() };
-    one.set_forward_kernel(ForwardKernel::OneSided);
-    let others = OTHERS.get_or_init(|| {
-        [ForwardKernel::OneSidedSubgroup, ForwardKernel::TwoSided]
-            .into_iter()
-            .map(|k| {
-                let c = GpuContext::new().expect("another context on the same adapter");
-                c.set_forward_kernel(k);
-                (k, c)
-            })
-            .collect()
-    });
-    std::iter::once((ForwardKernel::OneSided, one))
-        .chain(others.iter().map(|(k, c)| (*k, c)))
+    static CTXS: OnceLock<Vec<(ForwardKernel, GpuContext)>> = OnceLock::new();
+    if gpu().is_none() {
+        return Vec::new();
+    }
+    CTXS.get_or_init(|| {
+        [
+            ForwardKernel::OneSided,
+            ForwardKernel::OneSidedSubgroup,
+            ForwardKernel::TwoSided,
+        ]
+        .into_iter()
+        .map(|k| {
+            let c = GpuContext::new().expect("another context on the same adapter");
+            c.set_forward_kernel(k);
+            c.set_eigvalsh_kernel(EigvalshKernel::Jacobi);
+            (k, c)
+        })
         .collect()
+    })
+    .iter()
+    .map(|(k, c)| (*k, c))
+    .collect()
+}
+
+/// One context per concrete eigenvalues-only kernel: the one-sided kernel's eigenvalues-only
+/// variant (`gpu_kernels()`'s one-sided context) and the tridiagonal kernel, each set
+/// explicitly whatever `EIGRAD_GPU_EIGVALSH` says; empty without an adapter.
+pub fn gpu_eigvalsh_kernels() -> Vec<(EigvalshKernel, &'static GpuContext)> {
+    static TRIDIAGONAL: OnceLock<GpuContext> = OnceLock::new();
+    let Some(&(_, jacobi)) = gpu_kernels().first() else {
+        return Vec::new();
+    };
+    let tridiagonal = TRIDIAGONAL.get_or_init(|| {
+        let c = GpuContext::new().expect("another context on the same adapter");
+        c.set_forward_kernel(ForwardKernel::OneSided);
+        c.set_eigvalsh_kernel(EigvalshKernel::Tridiagonal);
+        c
+    });
+    vec![
+        (EigvalshKernel::Jacobi, jacobi),
+        (EigvalshKernel::Tridiagonal, tridiagonal),
+    ]
 }
 
 /// Rounds test data to f32 (what the GPU sees), kept in f64 for the CPU reference.
