@@ -1,30 +1,39 @@
-// Batched symmetric eigenvalues without eigenvectors: Householder reduction to tridiagonal form
-// in workgroup memory, then bisection on Sturm counts, one eigenvalue per invocation.
+// Batched symmetric eigenvalues without eigenvectors: Householder reduction to tridiagonal form,
+// then bisection on Sturm counts, one eigenvalue per invocation.
 //
-// Mapping: N invocations per matrix (invocation i owns row i of A, stored with the odd row
-// stride STRIDE so that a column is spread over distinct banks), MATS matrices per workgroup.
-// The input is prescaled by an exact power of two so its largest entry lies in [0.5, 1).
+// Mapping: N invocations per matrix, MATS matrices per workgroup. Invocation i keeps row i of A
+// in registers as R4 = ⌈N/4⌉ named vec4 variables (r0, r1, …; the host repeats every block
+// between `//@for q` and `//@end` for q = 0..R4, as for the one-sided Jacobi kernel), so the
+// inner products and updates are unrolled vec4 arithmetic; vectors every invocation needs pass
+// through workgroup memory as vec4s (broadcast loads). The input is prescaled by an exact power
+// of two so its largest entry lies in [0.5, 1).
 //
 // Reduction, step k = 0..N−3, on the trailing block (rows and columns > k) of the full symmetric
 // matrix: x = A[k+1.., k], α = −sign(x₀)‖x‖, v = x − α e₁, β = 2/vᵀv, p = βAv,
-// w = p − (βvᵀp/2) v, A ← A − v wᵀ − w vᵀ; then d_k = A[k][k] and e_k = α. Column k itself is
-// never rewritten, so v is read from it; two barriers per step. A column whose entries below
-// x₀ are negligible (Σ x_j² ≤ 1e-30, i.e. |x_j| ≤ 1e-15 after prescaling, far below the f32
-// rounding of eigenvalues ≥ 0.5·eps) is not reflected (β = 0), and no barrier depends on it.
+// w = p − (βvᵀp/2) v, A ← A − v wᵀ − w vᵀ; then d_k = A[k][k] and e_k = α. Each invocation
+// posts its entry of column k (0 above row k + 1); after a barrier all read x, and invocation i
+// forms p_i = β·(row_i·x + a_{i,k+1}(v_{k+1} − x₀)) and posts v_i and p_i; after a second barrier all
+// read v and p and update their row. A finished row (i ≤ k) has v_i = 0, so its update is
+// row_i·H, which leaves its entries ≤ k (its diagonal included) alone and keeps it bounded. A
+// column whose entries below x₀ are negligible (Σ x_j² ≤ 1e-30, i.e. |x_j| ≤ 1e-15 after
+// prescaling, far below the f32 rounding of eigenvalues ≥ 0.5·eps) is not reflected (β = 0);
+// no barrier depends on that.
 //
-// Bisection: invocation i finds λ_i (ascending) as the point where the Sturm count
-// #{λ < x} of the tridiagonal matrix (LDLᵀ pivots q_j = d_j − x − e_{j−1}²/q_{j−1}, with
-// |q| ≤ pivmin replaced by −pivmin, as LAPACK's dstebz) passes i. It bisects the ordered bit
-// patterns of f32 within the widened Gershgorin interval, so at most 32 steps bring the bracket
-// down to two neighbouring floats, whatever the scale; it returns the lower one. A diagonal
-// input (no non-zero off-diagonal entry) is returned exactly, its diagonal ranked (ties by
-// index). Bisection always converges, so the status is 0 or 1 (non-finite input), never 2.
+// Eigenvalues: the Gershgorin interval [gl, gu] of the tridiagonal matrix T, widened as LAPACK's
+// dstebz does; a multisection first (invocation j counts the eigenvalues of T below
+// gl + (j + 1)(gu − gl)/(N + 1)), which brackets every eigenvalue within one (N + 1)-th of the
+// interval; then each invocation i bisects its bracket for λ_i (ascending) on the Sturm count
+// #{λ < x} (signs of the LDLᵀ pivots q_j = d_j − x − e_{j−1}²/q_{j−1}, with |q| ≤ pivmin
+// replaced by −pivmin, as dstebz) down to eps·‖T‖, about 19 steps at N = 32, and returns the
+// bracket's midpoint. A diagonal input (no non-zero off-diagonal entry) is returned exactly, its
+// diagonal ranked (ties by index). Bisection always converges, so the status is 0 or 1
+// (non-finite input), never 2. The host prepends `const R4: u32` and expands the `//@for q`
+// blocks.
 
 override N: u32;       // matrix size, 1..=MAX_N
 override MATS: u32;    // matrices per workgroup
 override WG: u32;      // MATS * N
-override STRIDE: u32;  // odd row stride ≥ N
-override A_LEN: u32;   // MATS * N * STRIDE
+override VEC_LEN: u32; // MATS * R4: vec4 slots of one per-matrix vector buffer
 override MN_LEN: u32;  // MATS * N
 
 // Input matrices [batch][N][N].
@@ -37,36 +46,57 @@ override MN_LEN: u32;  // MATS * N
 // Dispatch parameters.
 @group(0) @binding(5) var<uniform> params: Params;
 
-var<workgroup> a_sh: array<f32, A_LEN>;              // A, then its reduced trailing blocks
-// (v_j, p_j) of the current reduction step; then the tridiagonal matrix, (d_j, e_{j−1}²).
-var<workgroup> vp_sh: array<vec2<f32>, MN_LEN>;
+// Per matrix R4 vec4s each: column k of the current step; v, then T's diagonal d (the padding
+// past N: a huge value, which no count reaches); p, then e_{j−1}² at j.
+var<workgroup> col_sh: array<vec4<f32>, VEC_LEN>;
+var<workgroup> v_sh: array<vec4<f32>, VEC_LEN>;
+var<workgroup> p_sh: array<vec4<f32>, VEC_LEN>;
+var<workgroup> counts: array<u32, MN_LEN>;           // the multisection's counts
 var<workgroup> off_diag: array<atomic<u32>, MATS>;   // a non-zero off-diagonal entry seen
 
 // Σ x_j² below which a column is not reflected (see the header).
 const NEGLIGIBLE: f32 = 1e-30;
+// T's diagonal past N, so that padding never counts as an eigenvalue below x.
+const PAD_D: f32 = 1e30;
 
-// The order-preserving map of finite f32 values (−0 just below +0) onto u32, and back.
-fn key_of(x: f32) -> u32 {
-    let b = bitcast<u32>(x);
-    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+// Whether each component of quad q is row p.
+fn tri_at_row(q: u32, p: u32) -> vec4<bool> {
+    return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(p);
 }
 
-fn value_of(k: u32) -> f32 {
-    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+// Whether each component of quad q is a row ≤ p.
+fn tri_at_most(q: u32, p: u32) -> vec4<bool> {
+    return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) <= vec4<u32>(p);
 }
 
-// The number of eigenvalues below x of the tridiagonal matrix of slot mi (e_{−1}² = 0, so the
-// first pivot is d_0 − x whatever q starts as).
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// One step of the Sturm recurrence: the pivot after q for diagonal d and e² = e2, and whether
+// it is negative (counted).
+fn sturm(q: f32, d: f32, e2: f32, x: f32, pivmin: f32) -> f32 {
+    let next = (d - x) - e2 / q;
+    return select(next, -pivmin, abs(next) <= pivmin);
+}
+
+// The number of eigenvalues below x of the tridiagonal matrix of slot mi.
 fn count_below(mi: u32, x: f32, pivmin: f32) -> u32 {
-    var q = 1.0;
-    var c = 0u;
-    for (var j = 0u; j < N; j++) {
-        let t = vp_sh[mi * N + j];
-        q = (t.x - x) - t.y / q;
-        q = select(q, -pivmin, abs(q) <= pivmin);
-        c += select(0u, 1u, q < 0.0);
-    }
-    return c;
+    var q = 1.0;                        // any non-zero start: e_{−1}² = 0
+    var c = vec4<u32>(0u);
+    //@for q
+    let d$q = v_sh[mi * R4 + $qu];
+    let e$q = p_sh[mi * R4 + $qu];
+    q = sturm(q, d$q.x, e$q.x, x, pivmin);
+    c.x += select(0u, 1u, q < 0.0);
+    q = sturm(q, d$q.y, e$q.y, x, pivmin);
+    c.y += select(0u, 1u, q < 0.0);
+    q = sturm(q, d$q.z, e$q.z, x, pivmin);
+    c.z += select(0u, 1u, q < 0.0);
+    q = sturm(q, d$q.w, e$q.w, x, pivmin);
+    c.w += select(0u, 1u, q < 0.0);
+    //@end
+    return (c.x + c.y) + (c.z + c.w);
 }
 
 @compute @workgroup_size(WG)
@@ -76,26 +106,33 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
     let g = workgroup_index(wid, params.groups_x) * MATS + mi;
     let live = g < params.batch;
     let base = g * N * N;
-    let row0 = mi * N * STRIDE;         // A[0][0] of this slot
-    let own = row0 + i * STRIDE;        // A[i][0]
+    let slot = mi * R4 + i / 4u;        // this invocation's vec4 in the vector buffers
+    let lane = i % 4u;
 
     if (i == 0u) {
         admit_reset(mi);
         atomicStore(&off_diag[mi], 0u);
     }
-    workgroupBarrier();
-    // Coalesced load: invocation i takes entries i, i + N, … of the matrix.
-    var off = false;
-    for (var e = i; e < N * N; e += N) {
-        let r = e / N;
-        let c = e % N;
-        var x = 0.0;
-        if (live) {
-            x = admit(mi, stored_entry(base, r, c));
-        }
-        off = off || (r != c && x != 0.0);
-        a_sh[row0 + r * STRIDE + c] = x;
+    // The padding past N of the vector buffers (T's diagonal's later).
+    for (var j = N + i; j < 4u * R4; j += N) {
+        col_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
+        v_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
+        p_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
     }
+    workgroupBarrier();
+    // Row i (columns ≥ N read 0).
+    var off = false;
+    //@for q
+    var r$q = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let j = 4u * $qu + c;
+        if (live && j < N) {
+            let x = admit(mi, stored_entry(base, i, j));
+            r$q = with_component(r$q, c, x);
+            off = off || (j != i && x != 0.0);
+        }
+    }
+    //@end
     if (off) {
         atomicOr(&off_diag[mi], 1u);
     }
@@ -103,105 +140,163 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
     let bad = admitted_bad(mi);
     let scale_exp = admitted_exponent(mi);
     let diagonal = atomicLoad(&off_diag[mi]) == 0u;
-    for (var j = 0u; j < N; j++) {
-        a_sh[own + j] = ldexp(a_sh[own + j], -scale_exp);
-    }
-    workgroupBarrier();
+    //@for q
+    r$q = ldexp(r$q, vec4<i32>(-scale_exp));
+    //@end
 
-    var e2 = 0.0;                       // e_{i−1}², set in step i − 1
+    var e2 = 0.0;                       // e_{i−1}², kept from step i − 1
     for (var k = 0u; k + 2u < N; k++) {
-        let col = row0 + k;             // A[0][k]: column k is a_sh[col + j * STRIDE]
-        let x0 = a_sh[col + (k + 1u) * STRIDE];
-        var s = 0.0;
-        for (var j = k + 2u; j < N; j++) {
-            let x = a_sh[col + j * STRIDE];
-            s = fma(x, x, s);
+        // This row's entries k (its column-k entry) and k + 1.
+        var rk = 0.0;
+        var rk1 = 0.0;
+        //@for q
+        let rv$q = r$q;
+        if (k / 4u == $qu) {
+            rk = rv$q[k % 4u];
         }
+        if ((k + 1u) / 4u == $qu) {
+            rk1 = rv$q[(k + 1u) % 4u];
+        }
+        //@end
+        let xi = select(0.0, rk, i > k);
+        col_sh[slot][lane] = xi;
+        workgroupBarrier();
+        let x0 = col_sh[mi * R4 + (k + 1u) / 4u][(k + 1u) % 4u];
+        // Quads wholly left of column k + 1 hold nothing the step reads or changes (x and v
+        // are 0 there), so they are skipped (k is uniform: no divergence).
+        var s4 = vec4<f32>(0.0);
+        var rx4 = vec4<f32>(0.0);
+        //@for q
+        if (4u * $qu + 3u > k) {
+            let c$q = col_sh[mi * R4 + $qu];
+            let below$q = select(c$q, vec4<f32>(0.0), tri_at_most($qu, k + 1u));
+            s4 = fma(below$q, below$q, s4);
+            rx4 = fma(r$q, c$q, rx4);
+        }
+        //@end
+        let s = hsum(s4);
         let skip = s <= NEGLIGIBLE;
         let nrm = sqrt(fma(x0, x0, s));
         let alpha = select(-nrm, nrm, x0 < 0.0);
-        let v1 = x0 - alpha;            // v_{k+1}; v_j = A[j][k] below it
-        let beta = select(2.0 / fma(v1, v1, s), 0.0, skip);
-        let ek = select(alpha, x0, skip);
-        if (i > k) {
-            var acc = a_sh[own + k + 1u] * v1;
-            for (var j = k + 2u; j < N; j++) {
-                acc = fma(a_sh[own + j], a_sh[col + j * STRIDE], acc);
-            }
-            let vi = select(a_sh[col + i * STRIDE], v1, i == k + 1u);
-            vp_sh[mi * N + i] = vec2<f32>(vi, beta * acc);
-            if (i == k + 1u) {
-                e2 = ek * ek;
-            }
+        let vk1 = x0 - alpha;           // v_{k+1}; v_j = x_j below it, 0 above
+        let beta = select(2.0 / fma(vk1, vk1, s), 0.0, skip);
+        let vi = select(xi, vk1, i == k + 1u);
+        let pi = beta * fma(rk1, vk1 - x0, hsum(rx4));
+        v_sh[slot][lane] = vi;
+        p_sh[slot][lane] = pi;
+        if (i == k + 1u) {
+            let ek = select(alpha, x0, skip);
+            e2 = ek * ek;
         }
         workgroupBarrier();
-        if (i > k) {
-            // c = βvᵀp/2, then row i of A − v wᵀ − w vᵀ with w = p − c v.
-            var vp = 0.0;
-            for (var j = k + 1u; j < N; j++) {
-                let u = vp_sh[mi * N + j];
-                vp = fma(u.x, u.y, vp);
-            }
-            let c = 0.5 * beta * vp;
-            let ui = vp_sh[mi * N + i];
-            let wi = ui.y - c * ui.x;
-            for (var j = k + 1u; j < N; j++) {
-                let u = vp_sh[mi * N + j];
-                a_sh[own + j] = a_sh[own + j] - (ui.x * (u.y - c * u.x) + wi * u.x);
-            }
+        // c = βvᵀp/2; row i of A − v wᵀ − w vᵀ with w = p − c v.
+        var vp4 = vec4<f32>(0.0);
+        //@for q
+        if (4u * $qu + 3u > k) {
+            vp4 = fma(v_sh[mi * R4 + $qu], p_sh[mi * R4 + $qu], vp4);
         }
-        workgroupBarrier();
+        //@end
+        let c = 0.5 * beta * hsum(vp4);
+        let wi = pi - c * vi;
+        //@for q
+        if (4u * $qu + 3u > k) {
+            let vv$q = v_sh[mi * R4 + $qu];
+            let w$q = p_sh[mi * R4 + $qu] - c * vv$q;
+            r$q = r$q - (vi * w$q + wi * vv$q);
+        }
+        //@end
     }
-    // The tridiagonal matrix: d_i, and e_{N−2} (invocation k + 1 kept e_k² from step k).
+    // T: d_i and e_{i−1}² (e_{N−2} from the last row). Every read of v and p of the last step
+    // happened before this barrier.
+    var di = 0.0;
+    var last_e = 0.0;
+    //@for q
+    let rf$q = r$q;
+    if (i / 4u == $qu) {
+        di = rf$q[i % 4u];
+    }
+    if ((N + 2u) / 4u == $qu + 1u) {
+        // (N − 2) / 4 == q, for N ≥ 2; unsigned arithmetic without wrap-around.
+        last_e = rf$q[(N + 2u) % 4u];
+    }
+    //@end
     if (N >= 2u && i == N - 1u) {
-        let e = a_sh[own + N - 2u];
-        e2 = e * e;
+        e2 = last_e * last_e;
     }
-    vp_sh[mi * N + i] = vec2<f32>(a_sh[own + i], e2);
+    workgroupBarrier();
+    v_sh[slot][lane] = di;
+    p_sh[slot][lane] = e2;
+    for (var j = N + i; j < 4u * R4; j += N) {
+        v_sh[mi * R4 + j / 4u][j % 4u] = PAD_D;
+    }
+    workgroupBarrier();
+
+    // Gershgorin interval of T, widened as LAPACK's dstebz does (every invocation of the matrix
+    // computes the same values).
+    var gl = PAD_D;
+    var gu = -PAD_D;
+    var max_e2 = 0.0;
+    var e_below = 0.0;                  // |e_{j−1}|
+    for (var j = 0u; j < N; j++) {
+        let d = v_sh[mi * R4 + j / 4u][j % 4u];
+        var e_next = 0.0;
+        if (j + 1u < N) {
+            let en2 = p_sh[mi * R4 + (j + 1u) / 4u][(j + 1u) % 4u];
+            max_e2 = max(max_e2, en2);
+            e_next = sqrt(en2);
+        }
+        gl = min(gl, d - (e_below + e_next));
+        gu = max(gu, d + (e_below + e_next));
+        e_below = e_next;
+    }
+    let pivmin = 0x1p-100f * max(1.0, max_e2);
+    let tnorm = max(abs(gl), abs(gu));
+    let widen = 2.1 * (f32(N) * 1.1920929e-7 * tnorm + 2.0 * pivmin);
+    gl -= widen;
+    gu += widen;
+    // Multisection: N + 1 equal parts (for every matrix, so that the barrier stays uniform).
+    let h = (gu - gl) / f32(N + 1u);
+    counts[mi * N + i] = count_below(mi, fma(f32(i + 1u), h, gl), pivmin);
     workgroupBarrier();
 
     var lam: f32;
     var rank = i;
     if (diagonal) {
         // The diagonal itself, ranked: ascending, ties by index.
-        lam = a_sh[own + i];
+        lam = di;
         rank = 0u;
         for (var j = 0u; j < N; j++) {
-            let dj = vp_sh[mi * N + j].x;
+            let dj = v_sh[mi * R4 + j / 4u][j % 4u];
             if (dj < lam || (dj == lam && j < i)) {
                 rank += 1u;
             }
         }
     } else {
-        // Gershgorin interval of the tridiagonal matrix, widened as LAPACK's dstebz does.
-        var gl = vp_sh[mi * N].x;
-        var gu = gl;
-        var max_e2 = 0.0;
+        // λ_i lies above the last point whose count is ≤ i and at or below the first whose
+        // count is > i (the interval's ends count 0 and N).
+        var lo = gl;
+        var hi = gu;
         for (var j = 0u; j < N; j++) {
-            let t = vp_sh[mi * N + j];
-            var e2_next = 0.0;
-            if (j + 1u < N) {
-                e2_next = vp_sh[mi * N + j + 1u].y;
+            let x = fma(f32(j + 1u), h, gl);
+            if (counts[mi * N + j] <= i) {
+                lo = max(lo, x);
+            } else {
+                hi = min(hi, x);
             }
-            max_e2 = max(max_e2, t.y);
-            let r = sqrt(t.y) + sqrt(e2_next);
-            gl = min(gl, t.x - r);
-            gu = max(gu, t.x + r);
         }
-        let pivmin = 0x1p-100f * max(1.0, max_e2);
-        let tnorm = max(abs(gl), abs(gu));
-        let widen = 2.1 * (f32(N) * 1.1920929e-7 * tnorm + 2.0 * pivmin);
-        var lo = key_of(gl - widen);
-        var hi = key_of(gu + widen);
-        while (hi - lo > 1u) {
-            let mid = lo + (hi - lo) / 2u;
-            if (count_below(mi, value_of(mid), pivmin) <= i) {
+        let tol = 1.1920929e-7 * tnorm;
+        loop {
+            let mid = 0.5 * (lo + hi);
+            if (hi - lo <= tol || mid <= lo || mid >= hi) {
+                break;
+            }
+            if (count_below(mi, mid, pivmin) <= i) {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
-        lam = value_of(lo);
+        lam = 0.5 * (lo + hi);
     }
 
     if (live) {

@@ -1427,7 +1427,7 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
         "--device",
         "auto",
         "--n",
-        "3,8",
+        "3,16",
         "--batch",
         "8",
         "--json",
@@ -1470,9 +1470,9 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
             "3:eigh",
             "3:eigvalsh",
             "3:vjp",
-            "8:eigh",
-            "8:eigvalsh",
-            "8:vjp"
+            "16:eigh",
+            "16:eigvalsh",
+            "16:vjp"
         ]
     );
     assert!(bench_rows(&report, "cpu", "resident").is_empty());
@@ -1483,16 +1483,24 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
         return;
     }
     let e2e = bench_rows(&report, "gpu", "end_to_end");
-    // GPU rows name the eigendecomposition kernel (the default's, resolved), CPU rows none.
+    // GPU rows name the eigendecomposition kernel (the default's, resolved), CPU rows none;
+    // eigenvalues-only rows from n = 16 the tridiagonal kernel.
     for row in report["results"].as_array().unwrap() {
-        let want = if row["device"] == "gpu" {
+        let tridiagonal = row["op"] == "eigvalsh"
+            && match std::env::var("EIGRAD_GPU_EIGVALSH") {
+                Ok(k) if k != "auto" => k == "tridiagonal",
+                _ => row["n"] == 16,
+            };
+        let want = if row["device"] != "gpu" {
+            serde_json::Value::Null
+        } else if tridiagonal {
+            serde_json::json!("tridiagonal")
+        } else {
             // Auto is the one-sided kernel on any adapter at these sizes.
             match std::env::var("EIGRAD_GPU_FORWARD") {
                 Ok(k) if k != "auto" => serde_json::json!(k),
                 _ => serde_json::json!("one-sided"),
             }
-        } else {
-            serde_json::Value::Null
         };
         assert_eq!(row["kernel"], want, "{row}");
     }
@@ -1502,9 +1510,9 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
             "3:eigh",
             "3:eigvalsh",
             "3:vjp",
-            "8:eigh",
-            "8:eigvalsh",
-            "8:vjp"
+            "16:eigh",
+            "16:eigvalsh",
+            "16:vjp"
         ]
     );
     assert_eq!(
@@ -1514,10 +1522,10 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
             "3:eigvalsh",
             "3:vjp",
             "3:eigh+vjp",
-            "8:eigh",
-            "8:eigvalsh",
-            "8:vjp",
-            "8:eigh+vjp"
+            "16:eigh",
+            "16:eigvalsh",
+            "16:vjp",
+            "16:eigh+vjp"
         ]
     );
     assert!(r.stdout.contains("e2e/copy"), "{}", r.stdout);
@@ -1604,19 +1612,25 @@ fn big_endian_input_and_an_empty_batch_are_read() {
 }
 
 #[test]
-fn a_bad_forward_kernel_variable_is_an_error_not_a_cpu_fallback() {
-    for device in ["auto", "gpu"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_eigrad"))
-            .args(["check", "--device", device, "--n", "4"])
-            .env_remove("RUST_LOG")
-            .env("EIGRAD_GPU_FORWARD", "bogus")
-            .output()
-            .expect("run eigrad");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "--device {device}: {stderr}");
-        assert!(
-            stderr.contains("EIGRAD_GPU_FORWARD") && stderr.contains("bogus"),
-            "--device {device}: {stderr}"
-        );
+fn a_bad_kernel_variable_is_an_error_not_a_cpu_fallback() {
+    for var in ["EIGRAD_GPU_FORWARD", "EIGRAD_GPU_EIGVALSH"] {
+        for device in ["auto", "gpu"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_eigrad"))
+                .args(["check", "--device", device, "--n", "4"])
+                .env_remove("RUST_LOG")
+                .env(var, "bogus")
+                .output()
+                .expect("run eigrad");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{var} --device {device}: {stderr}"
+            );
+            assert!(
+                stderr.contains(var) && stderr.contains("bogus"),
+                "{var} --device {device}: {stderr}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 mod gpu_support;
 
-use eigrad::gpu::{EigvalshKernel, ForwardKernel, GpuContext};
+use eigrad::gpu::{EigvalshKernel, ForwardKernel, GpuContext, TRIDIAGONAL_EIGVALSH_FROM};
 use eigrad::samples::{self, Rng};
 use eigrad::{cpu, EighOptions, Error, Status, Symmetry, Vectors};
 use gpu_support::*;
@@ -456,28 +456,28 @@ fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
         matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
         "{err:?}"
     );
-    // Eigenvalues only: the tridiagonal kernel fits up to n = 62 there, the two-sided kernel's
-    // eigenvalues-only variant up to 61, so `Auto` takes the tridiagonal kernel at 62 (where
-    // the Jacobi kernels would fail) and the Jacobi kernels below and above.
+    // Eigenvalues only: the two-sided kernel's eigenvalues-only variant fits up to n = 61 there,
+    // the tridiagonal kernel at every size; `Auto` takes the tridiagonal kernel from n = 16 and
+    // so also where the Jacobi kernels would fail.
     ctx.set_forward_kernel(ForwardKernel::Auto);
-    assert_eq!(ctx.eigvalsh_kernel_for(61), EigvalshKernel::Jacobi);
-    assert_eq!(ctx.eigvalsh_kernel_for(62), EigvalshKernel::Tridiagonal);
-    assert_eq!(ctx.eigvalsh_kernel_for(63), EigvalshKernel::Jacobi);
-    let n = 62;
-    let data = round_f32(&samples::random_symmetric(&mut Rng::new(62), n, 2));
+    assert_eq!(ctx.eigvalsh_kernel_for(8), EigvalshKernel::Jacobi);
+    for n in 62..=64 {
+        assert_eq!(ctx.eigvalsh_kernel_for(n), EigvalshKernel::Tridiagonal);
+    }
+    let n = 64;
+    let data = round_f32(&samples::random_symmetric(&mut Rng::new(64), n, 2));
     let opts = EighOptions::default();
     let g = ctx.eigh(&to_f32(&data), n, &opts, Vectors::No).unwrap();
     let c = cpu::jacobi_eigvalsh(&data, n, &opts).unwrap();
     for b in 0..2 {
         check_values(
-            &format!("default limits, n=62, matrix {b}"),
+            &format!("default limits, n=64, matrix {b}"),
             g.values(b),
             c.values(b),
         );
     }
-    ctx.set_eigvalsh_kernel(EigvalshKernel::Tridiagonal);
-    let data = samples::random_symmetric(&mut Rng::new(63), 63, 1);
-    let err = ctx.eigh(&to_f32(&data), 63, &opts, Vectors::No);
+    ctx.set_eigvalsh_kernel(EigvalshKernel::Jacobi);
+    let err = ctx.eigh(&to_f32(&data), n, &opts, Vectors::No);
     assert!(
         matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
         "{err:?}"
@@ -485,14 +485,20 @@ fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
 }
 
 #[test]
-fn auto_eigenvalues_take_the_jacobi_variant_where_it_fits() {
+fn auto_eigenvalues_take_the_tridiagonal_kernel_from_n_16() {
     let Some(ctx) = gpu() else { return };
     if std::env::var_os(EigvalshKernel::ENV).is_some() {
         return;
     }
     assert_eq!(ctx.eigvalsh_kernel(), EigvalshKernel::Auto);
-    // Mesa's llvmpipe and the GPUs eigrad is benchmarked on fit every size.
-    for n in 1..=64 {
+    for n in 1..TRIDIAGONAL_EIGVALSH_FROM {
         assert_eq!(ctx.eigvalsh_kernel_for(n), EigvalshKernel::Jacobi, "n={n}");
+    }
+    for n in TRIDIAGONAL_EIGVALSH_FROM..=64 {
+        assert_eq!(
+            ctx.eigvalsh_kernel_for(n),
+            EigvalshKernel::Tridiagonal,
+            "n={n}"
+        );
     }
 }

@@ -102,18 +102,7 @@ impl ForwardKernel {
     ];
 
     fn from_env() -> Result<Self> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(ForwardKernel::Auto),
-            Ok(v) => Self::ALL
-                .into_iter()
-                .find(|k| k.name() == v)
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "{}={v:?}: expected auto, one-sided, one-sided-subgroup or two-sided",
-                        Self::ENV
-                    ))
-                }),
-        }
+        choice_from_env(Self::ENV, &Self::ALL, Self::name)
     }
 
     /// The name `EIGRAD_GPU_FORWARD` takes for this choice (`auto`, `one-sided`, …).
@@ -127,15 +116,19 @@ impl ForwardKernel {
     }
 }
 
+/// Matrix sizes from which [`EigvalshKernel::Auto`] takes the tridiagonal kernel: there its
+/// instruction count is 1.7× (n = 16) to 3.4× (n = 64) below the one-sided sweeps', and on Mesa's
+/// llvmpipe it ran 1.8–2.6× faster (benches/README.md, "v3"; not yet measured on a GPU).
+pub const TRIDIAGONAL_EIGVALSH_FROM: usize = 16;
+
 /// The algorithm of the GPU eigenvalues-only calls ([`GpuContext::eigh_resident`] with
 /// [`Vectors::No`], and everything built on it). Every choice gives ascending eigenvalues, a
 /// status per matrix and NaN outputs for a non-finite input, within the same accuracy bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EigvalshKernel {
-    /// [`EigvalshKernel::Jacobi`], except where its kernel does not fit the device's workgroup
-    /// memory and the tridiagonal one does (n = 62 under wgpu's default 16 KiB). The default.
-    /// The tridiagonal kernel has not been measured on a GPU yet; it becomes the default where
-    /// a measurement shows it faster (benches/README.md, "v3").
+    /// [`EigvalshKernel::Tridiagonal`] from n = [`TRIDIAGONAL_EIGVALSH_FROM`] and wherever the
+    /// Jacobi kernel does not fit the device's workgroup memory (n ≥ 62 under wgpu's default
+    /// 16 KiB), [`EigvalshKernel::Jacobi`] below. The default.
     Auto,
     /// The eigenvalues-only variant of the eigendecomposition kernel in use
     /// ([`GpuContext::forward_kernel_for`]): the same sweeps as the full decomposition, so its
@@ -143,7 +136,8 @@ pub enum EigvalshKernel {
     Jacobi,
     /// Householder reduction to tridiagonal form in workgroup memory, then bisection on Sturm
     /// counts, one eigenvalue per invocation (`shaders/tridiagonal_eigvalsh.wgsl`): fewer
-    /// operations than Jacobi sweeps from n ≈ 16 on, and less workgroup memory. Its eigenvalues
+    /// operations than Jacobi sweeps from n ≈ 16 on, and little workgroup memory (it fits every
+    /// size on every device). Its eigenvalues
     /// agree with the full decomposition's to rounding (within the same bound against the f64
     /// reference), not bitwise. It has no sweeps: `max_sweeps` does not apply and its status is
     /// never [`Status::NotConverged`].
@@ -162,18 +156,7 @@ impl EigvalshKernel {
     ];
 
     fn from_env() -> Result<Self> {
-        match std::env::var(Self::ENV) {
-            Err(_) => Ok(EigvalshKernel::Auto),
-            Ok(v) => Self::ALL
-                .into_iter()
-                .find(|k| k.name() == v)
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "{}={v:?}: expected auto, jacobi or tridiagonal",
-                        Self::ENV
-                    ))
-                }),
-        }
+        choice_from_env(Self::ENV, &Self::ALL, Self::name)
     }
 
     /// The name `EIGRAD_GPU_EIGVALSH` takes for this choice.
@@ -184,6 +167,26 @@ impl EigvalshKernel {
             EigvalshKernel::Tridiagonal => "tridiagonal",
         }
     }
+}
+
+/// The choice among `all` (the first is the default) that the environment variable `env`
+/// names, by `name`; an error listing the names when it names none.
+fn choice_from_env<K: Copy>(env: &str, all: &[K], name: fn(K) -> &'static str) -> Result<K> {
+    match std::env::var(env) {
+        Err(_) => Ok(all[0]),
+        Ok(v) => all.iter().copied().find(|&k| name(k) == v).ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|&k| name(k)).collect();
+            Error::InvalidArgument(format!("{env}={v:?}: expected one of {}", names.join(", ")))
+        }),
+    }
+}
+
+/// The choice among `all` whose discriminant is `code` (the first when none is).
+fn choice_from_code<K: Copy>(code: u8, all: &[K], code_of: fn(K) -> u8) -> K {
+    all.iter()
+        .copied()
+        .find(|&k| code_of(k) == code)
+        .unwrap_or(all[0])
 }
 
 /// A region of a device buffer holding f32 (or u32) elements: `len` elements from byte `offset`.
@@ -480,11 +483,8 @@ impl GpuContext {
 
     /// The eigendecomposition kernel choice in use.
     pub fn forward_kernel(&self) -> ForwardKernel {
-        let k = self.forward.load(Ordering::Relaxed);
-        ForwardKernel::ALL
-            .into_iter()
-            .find(|&f| f as u8 == k)
-            .unwrap_or(ForwardKernel::Auto)
+        let code = self.forward.load(Ordering::Relaxed);
+        choice_from_code(code, &ForwardKernel::ALL, |k| k as u8)
     }
 
     /// The kernel the eigendecomposition of `n×n` matrices runs on this device (never
@@ -507,17 +507,14 @@ impl GpuContext {
 
     /// The eigenvalues-only kernel choice in use.
     pub fn eigvalsh_kernel(&self) -> EigvalshKernel {
-        let k = self.eigvalsh.load(Ordering::Relaxed);
-        EigvalshKernel::ALL
-            .into_iter()
-            .find(|&f| f as u8 == k)
-            .unwrap_or(EigvalshKernel::Auto)
+        let code = self.eigvalsh.load(Ordering::Relaxed);
+        choice_from_code(code, &EigvalshKernel::ALL, |k| k as u8)
     }
 
     /// The kernel the eigenvalues of `n×n` matrices run on this device (never
-    /// [`EigvalshKernel::Auto`]): the choice in use, with `Auto` resolved (the Jacobi kernel's
-    /// eigenvalues-only variant, or the tridiagonal kernel where only that one fits the
-    /// device's workgroup memory).
+    /// [`EigvalshKernel::Auto`]): the choice in use, with `Auto` resolved (the tridiagonal
+    /// kernel from n = [`TRIDIAGONAL_EIGVALSH_FROM`] and where the Jacobi kernel does not fit
+    /// the device's workgroup memory, the Jacobi kernel's eigenvalues-only variant elsewhere).
     pub fn eigvalsh_kernel_for(&self, n: usize) -> EigvalshKernel {
         match self.eigvalsh_kernel() {
             EigvalshKernel::Auto => {
@@ -525,7 +522,8 @@ impl GpuContext {
                     ForwardKernel::TwoSided => self.two_sided_values_max_n,
                     _ => self.one_sided_max_n,
                 };
-                if n > jacobi_max_n && n <= self.tridiagonal_max_n {
+                let wanted = n >= TRIDIAGONAL_EIGVALSH_FROM || n > jacobi_max_n;
+                if wanted && n <= self.tridiagonal_max_n {
                     EigvalshKernel::Tridiagonal
                 } else {
                     EigvalshKernel::Jacobi

@@ -225,11 +225,10 @@ pub fn plan(
             })
         }
         Kernel::TridiagonalEigvalsh => {
-            // One invocation per row (and then per eigenvalue), A in workgroup memory with an
-            // odd row stride, and per matrix (v, p) pairs (then the tridiagonal matrix) and
-            // three flags.
-            let stride = odd_stride(n);
-            let per_matrix = WORD * (n * stride + 2 * n + 3);
+            // One invocation per row (and then per eigenvalue), rows in registers; per matrix
+            // three vectors of ⌈n/4⌉ vec4s, the multisection's n counts and three flags.
+            let r4 = n.div_ceil(4);
+            let per_matrix = WORD * (3 * 4 * r4 + n + 3);
             let mut mats = (TARGET_WORKGROUP / n).max(1);
             while mats > 1 && per_matrix * mats > workgroup_limit {
                 mats -= 1;
@@ -241,8 +240,7 @@ pub fn plan(
                 ("N", n as f64),
                 ("MATS", mats as f64),
                 ("WG", (mats * n) as f64),
-                ("STRIDE", stride as f64),
-                ("A_LEN", (mats * n * stride) as f64),
+                ("VEC_LEN", (mats * r4) as f64),
                 ("MN_LEN", (mats * n) as f64),
                 ("LOWER", if lower { 1.0 } else { 0.0 }),
             ];

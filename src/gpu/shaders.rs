@@ -170,15 +170,17 @@ impl Kernel {
     pub fn source(self, n: u32, subgroups: bool) -> String {
         let one_sided = matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh);
         let subgroups = subgroups && one_sided;
+        // The kernels that keep vectors in named vec4 registers, written out by `unroll`.
+        let unrolled = one_sided || self == Kernel::TridiagonalEigvalsh;
         // (naga 30 takes the subgroup built-ins without an `enable subgroups;` directive, which
         // it rejects; the device needs wgpu::Features::SUBGROUP.)
         let mut s = format!("const MAX_N: u32 = {MAX_N}u;\n");
         let r4 = n.div_ceil(4);
-        if one_sided {
+        if unrolled {
             s.push_str(&format!("const R4: u32 = {r4}u;\n"));
         }
         for part in self.parts() {
-            if one_sided {
+            if unrolled {
                 s.push_str(&unroll(&select_branches(part, subgroups), r4));
             } else {
                 s.push_str(part);
@@ -256,9 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn every_one_sided_source_is_fully_expanded() {
+    fn every_unrolled_source_is_fully_expanded() {
         for (n, sg) in (1..=MAX_N as u32).flat_map(|n| [(n, false), (n, true)]) {
-            for k in [Kernel::HestenesEigh, Kernel::HestenesEigvalsh] {
+            for k in [
+                Kernel::HestenesEigh,
+                Kernel::HestenesEigvalsh,
+                Kernel::TridiagonalEigvalsh,
+            ] {
                 let s = k.source(n, sg);
                 for l in s.lines().map(str::trim) {
                     assert!(!l.starts_with("//@"), "n={n}: marker line {l}");
