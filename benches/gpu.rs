@@ -5,10 +5,12 @@
 //! Batch size: `EIGRAD_BENCH_BATCH` (default 4096; a eighth of it for n = 64). Skips with a
 //! message when there is no adapter. Numbers from a software adapter (llvmpipe) say nothing
 //! about GPU speed. The forward kernel is the context's default, which `EIGRAD_GPU_FORWARD`
-//! overrides (`auto`, `one-sided`, `one-sided-subgroup`, `two-sided`).
+//! overrides (`auto`, `one-sided`, `one-sided-subgroup`, `two-sided`); eigenvalues only are
+//! timed with each eigenvalues-only kernel (`eigvalsh-jacobi`, `eigvalsh-tridiagonal`) besides
+//! the default (`eigvalsh`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use eigrad::gpu::GpuContext;
+use eigrad::gpu::{EigvalshKernel, GpuContext, GpuTensor};
 use eigrad::samples::{random_symmetric, Rng};
 use eigrad::{Degeneracy, EighOptions, Vectors};
 use std::time::Duration;
@@ -23,6 +25,14 @@ fn batch_for(n: usize) -> usize {
     } else {
         b
     }
+}
+
+/// One device-resident decomposition, waited for, its outputs back to the pool (steady state
+/// creates no buffers).
+fn resident(ctx: &GpuContext, a: &GpuTensor, n: usize, opts: &EighOptions, vectors: Vectors) {
+    let r = ctx.eigh_resident(a, n, opts, vectors).unwrap();
+    ctx.wait().unwrap();
+    ctx.recycle_eigh(r);
 }
 
 fn gpu(c: &mut Criterion) {
@@ -58,19 +68,21 @@ fn gpu(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new(format!("{name}/resident"), n),
                 &n,
-                |b, &n| {
-                    b.iter(|| {
-                        let r = ctx.eigh_resident(&a_dev, n, &opts, vectors).unwrap();
-                        ctx.wait().unwrap();
-                        // Back to the pool: steady state creates no buffers.
-                        ctx.recycle_eigh(r);
-                    })
-                },
+                |b, &n| b.iter(|| resident(&ctx, &a_dev, n, &opts, vectors)),
             );
             group.bench_with_input(BenchmarkId::new(format!("{name}/host"), n), &n, |b, &n| {
                 b.iter(|| ctx.eigh(&a, n, &opts, vectors).unwrap())
             });
         }
+        let default = ctx.eigvalsh_kernel();
+        for kernel in [EigvalshKernel::Jacobi, EigvalshKernel::Tridiagonal] {
+            ctx.set_eigvalsh_kernel(kernel);
+            let id = BenchmarkId::new(format!("eigvalsh-{}/resident", kernel.name()), n);
+            group.bench_with_input(id, &n, |b, &n| {
+                b.iter(|| resident(&ctx, &a_dev, n, &opts, Vectors::No))
+            });
+        }
+        ctx.set_eigvalsh_kernel(default);
         group.bench_with_input(BenchmarkId::new("eigh+vjp/resident", n), &n, |b, &n| {
             b.iter(|| {
                 let f = ctx.eigh_resident(&a_dev, n, &opts, Vectors::Yes).unwrap();

@@ -59,11 +59,6 @@ const NEGLIGIBLE: f32 = 1e-30;
 // T's diagonal past N, so that padding never counts as an eigenvalue below x.
 const PAD_D: f32 = 1e30;
 
-// Whether each component of quad q is row p.
-fn tri_at_row(q: u32, p: u32) -> vec4<bool> {
-    return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(p);
-}
-
 // Whether each component of quad q is a row ≤ p.
 fn tri_at_most(q: u32, p: u32) -> vec4<bool> {
     return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) <= vec4<u32>(p);
@@ -73,8 +68,8 @@ fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// One step of the Sturm recurrence: the pivot after q for diagonal d and e² = e2, and whether
-// it is negative (counted).
+// One step of the Sturm recurrence: the pivot after q for diagonal d and e² = e2 (negative
+// pivots are the eigenvalues below x).
 fn sturm(q: f32, d: f32, e2: f32, x: f32, pivmin: f32) -> f32 {
     let next = (d - x) - e2 / q;
     return select(next, -pivmin, abs(next) <= pivmin);
@@ -113,7 +108,7 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
         admit_reset(mi);
         atomicStore(&off_diag[mi], 0u);
     }
-    // The padding past N of the vector buffers (T's diagonal's later).
+    // Zero the vector buffers past N (T's diagonal gets PAD_D there after the reduction).
     for (var j = N + i; j < 4u * R4; j += N) {
         col_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
         v_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
