@@ -50,6 +50,7 @@ pub struct GpuContext {
     subgroup_size: u32,
     /// The largest n up to which the one-sided kernel fits the device's workgroup memory.
     one_sided_max_n: usize,
+    /// The eigenvalues-only kernel choice (an [`EigvalshKernel`] as its discriminant).
     eigvalsh: AtomicU8,
     /// The largest n up to which the tridiagonal eigenvalues-only kernel fits.
     tridiagonal_max_n: usize,
@@ -134,10 +135,10 @@ pub enum EigvalshKernel {
     /// ([`GpuContext::forward_kernel_for`]): the same sweeps as the full decomposition, so its
     /// eigenvalues are bitwise those the full decomposition returns.
     Jacobi,
-    /// Householder reduction to tridiagonal form in workgroup memory, then bisection on Sturm
-    /// counts, one eigenvalue per invocation (`shaders/tridiagonal_eigvalsh.wgsl`): fewer
-    /// operations than Jacobi sweeps from n ≈ 16 on, and little workgroup memory (it fits every
-    /// size on every device). Its eigenvalues
+    /// Householder reduction to tridiagonal form (one invocation per row, the row in
+    /// registers), then bisection on Sturm counts, one eigenvalue per invocation
+    /// (`shaders/tridiagonal_eigvalsh.wgsl`): fewer operations than Jacobi sweeps from n ≈ 16
+    /// on, and little workgroup memory (it fits every size on every device). Its eigenvalues
     /// agree with the full decomposition's to rounding (within the same bound against the f64
     /// reference), not bitwise. It has no sweeps: `max_sweeps` does not apply and its status is
     /// never [`Status::NotConverged`].
