@@ -137,13 +137,31 @@ pub fn graded(rng: &mut Rng, n: usize, batch: usize, scale_exp: f64) -> Vec<f64>
 
 /// `B` sample covariance matrices `XᵀX/(m−1)` of `m` random observations of `n` correlated
 /// features (the demo's workload).
+///
+/// The features are mixed through a random unit lower-triangular map `L = I + N`, `N` strictly
+/// lower triangular with entries of standard deviation `0.5/√n`, so the population covariance
+/// `LLᵀ` is well conditioned (a condition number of order 10). (A mixing map with random
+/// diagonal entries, as before, made triangular maps with condition numbers up to about 1e9 and
+/// so clusters of eigenvalues below f32 resolution, where the gradient of an eigenvalue is not
+/// defined.)
 pub fn covariances(rng: &mut Rng, n: usize, batch: usize, observations: usize) -> Vec<f64> {
     let m = observations.max(2);
     let mut out = vec![0.0; batch * n * n];
     let mut x = vec![0.0; m * n];
+    let off = 0.5 / (n as f64).sqrt();
     for c in out.chunks_mut(n * n) {
         // Features mixed through a random lower-triangular map so they are correlated.
-        let mix: Vec<f64> = (0..n * n).map(|_| rng.normal()).collect();
+        let mix: Vec<f64> = (0..n * n)
+            .map(|k| {
+                let (i, j) = (k / n, k % n);
+                let z = rng.normal();
+                if i == j {
+                    1.0
+                } else {
+                    off * z
+                }
+            })
+            .collect();
         for r in 0..m {
             let z: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
             for i in 0..n {

@@ -1294,3 +1294,26 @@ fn batched_results_equal_one_matrix_at_a_time_whatever_shares_a_lockstep_chunk()
         }
     }
 }
+
+#[test]
+fn sample_covariances_are_well_conditioned_with_distinct_eigenvalues() {
+    // The demo's workload: its VJP comparison needs simple eigenvalues well above f32
+    // resolution (an eigenvalue's gradient is not defined inside a cluster).
+    for n in [4usize, 16, 64] {
+        let a = samples::covariances(&mut Rng::new(n as u64), n, 64, 4 * n);
+        let eig = cpu::jacobi_eigvalsh(&a, n, &EighOptions::default()).unwrap();
+        for b in 0..64 {
+            let w = eig.values(b);
+            let cond = w[n - 1] / w[0];
+            assert!(
+                w[0] > 0.0 && cond < 1e3,
+                "n={n} matrix {b}: condition {cond:e}"
+            );
+            let gap = w
+                .windows(2)
+                .map(|p| p[1] - p[0])
+                .fold(f64::INFINITY, f64::min);
+            assert!(gap > 1e-5 * w[n - 1], "n={n} matrix {b}: gap {gap:e}");
+        }
+    }
+}

@@ -41,6 +41,23 @@ fn projector_cotangent(n: usize, g: &[f64], vectors: &[f64]) -> Vec<f64> {
     out
 }
 
+/// The smallest distance between two eigenvalues of a matrix of `eig`, relative to that
+/// matrix's ‖A‖₂, over the batch (∞ for n = 1).
+fn smallest_gap(eig: &eigrad::Eigh<f64>) -> f64 {
+    (0..eig.batch)
+        .map(|b| {
+            let w = eig.values(b);
+            let norm = w
+                .iter()
+                .fold(0.0f64, |m, x| m.max(x.abs()))
+                .max(f64::MIN_POSITIVE);
+            w.windows(2)
+                .map(|p| (p[1] - p[0]) / norm)
+                .fold(f64::INFINITY, f64::min)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// `eigrad demo`.
 pub fn demo(args: &DemoArgs) -> CliResult<ExitCode> {
     let (n, batch) = (args.n, args.batch);
@@ -142,6 +159,10 @@ pub fn demo(args: &DemoArgs) -> CliResult<ExitCode> {
     );
     println!(
         "  VJP error         ‖ΔĀ‖_F/‖Ā‖_F      {vjp_err:>9.2e}  (loss Σw·λ + tr(P₂G), P₂ onto the top two eigenvectors)"
+    );
+    println!(
+        "                    (its rounding grows like eps/gap; the batch's smallest gap |λ_i − λ_j|/‖A‖₂ is {:.2e})",
+        smallest_gap(&reference)
     );
     warn_status(dev.status());
     if fwd.status_mismatches > 0 {
