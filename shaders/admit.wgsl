@@ -11,14 +11,35 @@ fn admit_reset(mi: u32) {
     atomicStore(&bad_input[mi], 0u);
 }
 
-// Records entry x of matrix mi and returns it, or 0 when it is not finite.
-fn admit(mi: u32, x: f32) -> f32 {
+// What one invocation has seen of its matrix's entries: the largest magnitude and whether one
+// was not finite. Kept locally and recorded with `admit_flush`, one atomic each per invocation
+// (an atomic per entry would queue n² operations on one workgroup address).
+struct Admitted {
+    big: f32,
+    bad: bool,
+}
+
+fn admitted_none() -> Admitted {
+    return Admitted(0.0, false);
+}
+
+// Notes entry x in `seen` and returns it, or 0 when it is not finite.
+fn admit(seen: ptr<function, Admitted>, x: f32) -> f32 {
     if (!is_finite_f32(x)) {
-        atomicOr(&bad_input[mi], 1u);
+        (*seen).bad = true;
         return 0.0;
     }
-    atomicMax(&max_bits[mi], bitcast<u32>(abs(x)));
+    (*seen).big = max((*seen).big, abs(x));
     return x;
+}
+
+// Records what the invocation saw into matrix mi's record (before a barrier and the
+// `admitted_*` reads).
+fn admit_flush(mi: u32, seen: Admitted) {
+    atomicMax(&max_bits[mi], bitcast<u32>(seen.big));
+    if (seen.bad) {
+        atomicOr(&bad_input[mi], 1u);
+    }
 }
 
 // After a barrier: whether matrix mi had a non-finite entry.

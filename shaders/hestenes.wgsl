@@ -165,10 +165,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
     bad_here = bad_here || lx$q.bad || ly$q.bad;
     off_here = off_here || lx$q.off || ly$q.off;
     //@end
-    atomicMax(&max_bits[mi], bitcast<u32>(big));
-    if (bad_here) {
-        atomicOr(&bad_input[mi], 1u);
-    }
+    admit_flush(mi, Admitted(big, bad_here));
     if (off_here) {
         atomicOr(&off_diag[mi], 1u);
     }

@@ -109,15 +109,17 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
 
     // Load (symmetrised or lower triangle), record max |a| and non-finite entries.
     let base = g * N * N;
+    var seen = admitted_none();
     for (var e = t; e < N * N; e += TPM) {
         let r = e / N;
         let c = e % N;
         var x = 0.0;
         if (live) {
-            x = admit(mi, stored_entry(base, r, c));
+            x = admit(&seen, stored_entry(base, r, c));
         }
         a_sh[a_idx(mi, r, c)] = x;
     }
+    admit_flush(mi, seen);
     workgroupBarrier();
     let bad = admitted_bad(mi);
     let scale_exp = admitted_exponent(mi);

@@ -42,6 +42,7 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
         atomicStore(&running, 0u);
     }
     workgroupBarrier();
+    var seen = admitted_none();
     for (var e = t; e < N * N; e += TPM) {
         let r = e / N;
         let c = e % N;
@@ -49,10 +50,11 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
         if (live) {
             let raw = stored_entry(base, r, c);
             matrix_out[base + e] = raw;
-            x = admit(mi, raw);
+            x = admit(&seen, raw);
         }
         a_sh[pa(mi, r, c)] = x;
     }
+    admit_flush(mi, seen);
     workgroupBarrier();
     let bad = admitted_bad(mi);
     let scale_exp = admitted_exponent(mi);

@@ -115,31 +115,21 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
         p_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
     }
     workgroupBarrier();
-    // Row i (columns ≥ N read 0; a non-finite entry reads 0 and marks the matrix), its largest
-    // magnitude and flags, recorded with one atomic each per invocation.
+    // Row i (columns ≥ N read 0; a non-finite entry reads 0 and marks the matrix).
     var off = false;
-    var bad_here = false;
-    var big = 0.0;
+    var seen = admitted_none();
     //@for q
     var r$q = vec4<f32>(0.0);
     for (var c = 0u; c < 4u; c++) {
         let j = 4u * $qu + c;
         if (live && j < N) {
-            let x = stored_entry(base, i, j);
-            if (is_finite_f32(x)) {
-                r$q = with_component(r$q, c, x);
-                big = max(big, abs(x));
-                off = off || (j != i && x != 0.0);
-            } else {
-                bad_here = true;
-            }
+            let x = admit(&seen, stored_entry(base, i, j));
+            r$q = with_component(r$q, c, x);
+            off = off || (j != i && x != 0.0);
         }
     }
     //@end
-    atomicMax(&max_bits[mi], bitcast<u32>(big));
-    if (bad_here) {
-        atomicOr(&bad_input[mi], 1u);
-    }
+    admit_flush(mi, seen);
     if (off) {
         atomicOr(&off_diag[mi], 1u);
     }
