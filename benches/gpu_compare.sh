@@ -30,9 +30,11 @@
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
-# GPU_COMPARE_FORWARD (one-sided,one-sided:jacobi,two-sided: the forward kernels to check and time, through
+# GPU_COMPARE_FORWARD (registers,one-sided,one-sided:jacobi,two-sided: the forward kernels to check and time, through
 # EIGRAD_GPU_FORWARD; `kernel:eigvalsh` also sets EIGRAD_GPU_EIGVALSH for that run, e.g. `one-sided:jacobi`
-# times eigenvalues only through the one-sided sweeps instead of the default tridiagonal kernel), GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
+# times eigenvalues only through the one-sided sweeps instead of the default tridiagonal kernel; `registers`
+# is timed only at n <= 8, eigrad::gpu::REGISTERS_MAX_N, above which it is the one-sided kernel again),
+# GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
 # path of a second eigrad binary, e.g. an earlier commit's carried in .device/: its one-sided kernel
 # is benchmarked too, as kernel `baseline-one-sided`, so two kernel versions are compared on the
 # same card in the same run).
@@ -50,7 +52,7 @@ ANCHOR=.device/jax_eigh_bench.py
 OUT=${OUT:-$PWD/gpu_compare_out}
 BATCH=${GPU_COMPARE_BATCH:-65536}
 NS=${GPU_COMPARE_N:-4,8,16,32,64}
-FORWARD=${GPU_COMPARE_FORWARD:-one-sided,one-sided:jacobi,two-sided}
+FORWARD=${GPU_COMPARE_FORWARD:-registers,one-sided,one-sided:jacobi,two-sided}
 BUDGET=${GPU_COMPARE_BUDGET:-540}
 BASELINE=${GPU_COMPARE_BASELINE:-}
 START=$SECONDS
@@ -125,6 +127,8 @@ main() {
         ev=auto
         [[ $fk == *:* ]] && ev=${fk#*:} && fk=${fk%%:*}
         for n in ${NS//,/ }; do
+            # The register kernel runs up to n = 8 (REGISTERS_MAX_N) only.
+            [[ $fk == registers ]] && ((n > 8)) && continue
             b=$BATCH
             ((n > 32)) && b=$((BATCH / 8))
             echo "== $label: EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev $bin bench --device gpu --n $n --batch $b"

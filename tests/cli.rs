@@ -1496,9 +1496,12 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
         } else if tridiagonal {
             serde_json::json!("tridiagonal")
         } else {
-            // Auto is the one-sided kernel on any adapter at these sizes.
+            // Auto (and `registers`) is the register kernel up to n = 8 on any adapter, and
+            // the one-sided kernel at n = 16.
+            let small = row["n"].as_u64().unwrap() as usize <= eigrad::gpu::REGISTERS_MAX_N;
             match std::env::var("EIGRAD_GPU_FORWARD") {
-                Ok(k) if k != "auto" => serde_json::json!(k),
+                Ok(k) if k != "auto" && k != "registers" => serde_json::json!(k),
+                _ if small => serde_json::json!("registers"),
                 _ => serde_json::json!("one-sided"),
             }
         };

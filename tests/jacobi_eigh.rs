@@ -4,7 +4,9 @@
 
 mod gpu_support;
 
-use eigrad::gpu::{EigvalshKernel, ForwardKernel, GpuContext, TRIDIAGONAL_EIGVALSH_FROM};
+use eigrad::gpu::{
+    EigvalshKernel, ForwardKernel, GpuContext, REGISTERS_MAX_N, TRIDIAGONAL_EIGVALSH_FROM,
+};
 use eigrad::samples::{self, Rng};
 use eigrad::{cpu, EighOptions, Error, Status, Symmetry, Vectors};
 use gpu_support::*;
@@ -119,8 +121,8 @@ fn check_family(ctx: &GpuContext, n: usize, fam: &Family) {
 
 #[test]
 fn eigh_matches_cpu_reference_for_every_size_and_family() {
-    for (_, ctx) in gpu_kernels() {
-        for n in SIZES {
+    for (kernel, ctx) in gpu_kernels() {
+        for n in SIZES.into_iter().filter(|&n| runs(ctx, kernel, n)) {
             let batch = if n >= 48 { 3 } else { 6 };
             for fam in families(n, batch, 100 + n as u64) {
                 check_family(ctx, n, &fam);
@@ -132,7 +134,10 @@ fn eigh_matches_cpu_reference_for_every_size_and_family() {
 #[test]
 fn eigenvalues_only_kernel_gives_the_same_eigenvalues() {
     for (kernel, ctx) in gpu_kernels() {
-        for n in [3usize, 16, 64] {
+        for n in [3usize, 8, 16, 64]
+            .into_iter()
+            .filter(|&n| runs(ctx, kernel, n))
+        {
             let a = to_f32(&samples::random_symmetric(&mut Rng::new(7), n, 5));
             let opts = EighOptions::default();
             let full = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
@@ -248,7 +253,7 @@ fn tridiagonal_eigenvalues_chunk_read_the_lower_triangle_and_ignore_the_sweep_ca
 /// Matrices 3, 7 and 8 of ten, each with a NaN or an infinite entry, get status 1 and NaN
 /// outputs; the other seven get exactly what they get in a clean batch.
 fn check_poisoned(kernel: &str, ctx: &GpuContext, vectors: Vectors) {
-    for n in [4usize, 33] {
+    for n in [4usize, 7, 33] {
         let nn = n * n;
         let clean = to_f32(&samples::random_symmetric(&mut Rng::new(3), n, 10));
         let mut poisoned = clean.clone();
@@ -279,6 +284,10 @@ fn check_poisoned(kernel: &str, ctx: &GpuContext, vectors: Vectors) {
 fn poisoned_matrices_get_status_and_nan_without_disturbing_neighbours() {
     for (kernel, ctx) in gpu_kernels() {
         check_poisoned(&format!("{kernel:?}"), ctx, Vectors::Yes);
+        // The register kernel's eigenvalues-only variant (the default below n = 16) too.
+        if kernel == ForwardKernel::Registers {
+            check_poisoned(&format!("{kernel:?}"), ctx, Vectors::No);
+        }
     }
 }
 
@@ -304,6 +313,9 @@ fn sweep_cap_yields_not_converged_rather_than_a_wrong_answer() {
 fn chunked_batches_give_the_same_results_as_one_dispatch() {
     for (kernel, ctx) in gpu_kernels() {
         for (n, batch) in [(4usize, 1000usize), (33, 150)] {
+            if !runs(ctx, kernel, n) {
+                continue;
+            }
             let a = to_f32(&samples::random_symmetric(&mut Rng::new(11), n, batch));
             let opts = EighOptions::default();
             let whole = ctx.eigh(&a, n, &opts, Vectors::Yes).unwrap();
@@ -381,21 +393,64 @@ fn bad_sizes_and_shapes_are_errors() {
 fn zero_identity_and_diagonal_inputs_are_exact() {
     for (kernel, ctx) in gpu_kernels() {
         let n = 7;
-        let mut a = vec![0f32; 3 * n * n];
-        for i in 0..n {
-            a[n * n + i * n + i] = 1.0;
-            a[2 * n * n + i * n + i] = (n - i) as f32 * 0.5;
+        let nn = n * n;
+        // Zero, identity, a descending diagonal, and a diagonal with ties out of order.
+        let diagonals: [Vec<f32>; 4] = [
+            vec![0.0; n],
+            vec![1.0; n],
+            (0..n).map(|i| (n - i) as f32 * 0.5).collect(),
+            (0..n).map(|i| ((i * 7) % 5) as f32 * 0.5 - 1.0).collect(),
+        ];
+        let mut a = vec![0f32; diagonals.len() * nn];
+        for (m, d) in diagonals.iter().enumerate() {
+            for i in 0..n {
+                a[m * nn + i * n + i] = d[i];
+            }
         }
         let r = ctx
             .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
             .unwrap();
-        assert!(r.values(0).iter().all(|&x| x == 0.0), "{kernel:?}");
-        assert!(r.values(1).iter().all(|&x| x == 1.0));
-        let expect: Vec<f32> = (1..=n).map(|k| k as f32 * 0.5).collect();
-        assert_eq!(r.values(2), &expect[..]);
-        for b in 0..3 {
-            let v = r.vectors(b).unwrap();
-            assert!(v.iter().all(|&x| x == 0.0 || x == 1.0), "matrix {b}: {v:?}");
+        for (m, d) in diagonals.iter().enumerate() {
+            // Ascending, equal values in the order of their index (as the CPU reference).
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&i, &j| d[i].total_cmp(&d[j]));
+            let values: Vec<f32> = order.iter().map(|&i| d[i]).collect();
+            let mut vectors = vec![0f32; nn];
+            for (rank, &i) in order.iter().enumerate() {
+                vectors[i * n + rank] = 1.0;
+            }
+            let what = format!("{kernel:?} matrix {m}");
+            assert_eq!(r.values(m), &values[..], "{what}");
+            assert_eq!(r.vectors(m).unwrap(), &vectors[..], "{what}");
+        }
+    }
+}
+
+#[test]
+fn sign_gauge_takes_the_first_of_equal_largest_components() {
+    // Blocks [[d, 1], [1, d]]: eigenvectors (1, ±1)/√2, whose components every kernel computes
+    // with exactly equal magnitudes (the rotation's τ is exactly 0).
+    for (kernel, ctx) in gpu_kernels() {
+        for n in [2usize, 4, 6] {
+            let mut a = vec![0f32; n * n];
+            for b in 0..n / 2 {
+                let (i, j) = (2 * b, 2 * b + 1);
+                let d = 2.0 + 3.0 * b as f32;
+                a[i * n + i] = d;
+                a[j * n + j] = d;
+                a[i * n + j] = 1.0;
+                a[j * n + i] = 1.0;
+            }
+            let r = ctx
+                .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
+                .unwrap();
+            let v = r.vectors(0).unwrap();
+            for j in 0..n {
+                let col: Vec<f32> = (0..n).map(|i| v[i * n + j]).collect();
+                let big = col.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let first = col.iter().find(|x| x.abs() == big).unwrap();
+                assert!(*first > 0.0, "{kernel:?} n={n} vector {j}: {col:?}");
+            }
         }
     }
 }
@@ -427,6 +482,11 @@ fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
     };
     ctx.set_forward_kernel(ForwardKernel::Auto);
     check_family(&ctx, n, &fam);
+    // The register kernel needs no workgroup memory: Auto's choice at small n there too.
+    assert_eq!(ctx.forward_kernel_for(8), ForwardKernel::Registers);
+    check_family(&ctx, 8, &families(8, 2, 8).swap_remove(0));
+    ctx.set_forward_kernel(ForwardKernel::Registers);
+    assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::TwoSided);
     ctx.set_forward_kernel(ForwardKernel::OneSided);
     let a = to_f32(&fam.data);
     let err = ctx.eigh(&a, n, &EighOptions::default(), Vectors::Yes);
@@ -479,4 +539,35 @@ fn auto_eigenvalues_take_the_tridiagonal_kernel_from_n_16() {
             "n={n}"
         );
     }
+}
+
+#[test]
+fn auto_takes_the_register_kernel_up_to_its_largest_size() {
+    let Some(ctx) = gpu() else { return };
+    if std::env::var_os(ForwardKernel::ENV).is_some() {
+        return;
+    }
+    assert_eq!(ctx.forward_kernel(), ForwardKernel::Auto);
+    for n in 1..=REGISTERS_MAX_N {
+        assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::Registers, "n={n}");
+    }
+    for n in REGISTERS_MAX_N + 1..=64 {
+        assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::OneSided, "n={n}");
+    }
+    // Asked for where it does not run, the register kernel hands over to Auto's choice.
+    let (_, registers) = gpu_kernels()
+        .into_iter()
+        .find(|(k, _)| *k == ForwardKernel::Registers)
+        .unwrap();
+    assert_eq!(
+        registers.forward_kernel_for(REGISTERS_MAX_N + 1),
+        ForwardKernel::OneSided
+    );
+    let n = REGISTERS_MAX_N + 1;
+    let a = to_f32(&samples::random_symmetric(&mut Rng::new(9), n, 3));
+    let opts = EighOptions::default();
+    assert_eq!(
+        registers.eigh(&a, n, &opts, Vectors::Yes).unwrap(),
+        gpu_kernels()[0].1.eigh(&a, n, &opts, Vectors::Yes).unwrap()
+    );
 }

@@ -805,6 +805,8 @@ pub(crate) fn bindings(kernel: Kernel) -> &'static [Access] {
         | Kernel::JacobiEigvalsh
         | Kernel::HestenesEigh
         | Kernel::HestenesEigvalsh
+        | Kernel::RegistersEigh
+        | Kernel::RegistersEigvalsh
         | Kernel::TridiagonalEigvalsh => &[Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
         // a_in, values_in, vectors_in, status_in, vectors_out
         Kernel::EighRefine => &[Read, Read, Read, Read, ReadWrite],

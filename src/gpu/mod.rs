@@ -11,6 +11,7 @@
 mod context;
 mod objectives;
 pub mod plan;
+mod registers;
 pub mod shaders;
 
 use crate::{
@@ -29,6 +30,7 @@ use std::time::Instant;
 pub const MAX_N: usize = 64;
 
 pub use objectives::GpuSpectral;
+pub use registers::REGISTERS_MAX_N;
 
 /// Host memory handled per upload–run–readback round of the host-memory calls, in bytes per
 /// buffer: bounds device memory for arbitrarily large batches.
@@ -68,9 +70,10 @@ pub const ONE_SIDED_REFINE_ABOVE: usize = 48;
 /// they differ in speed and in rounding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKernel {
-    /// The kernel that measured fastest on an NVIDIA H200 at every size (benches/README.md):
-    /// one-sided, except on a device whose workgroup memory is too small for it (n ≥ 59 under
-    /// wgpu's default 16 KiB), where the two-sided kernel runs instead. The default.
+    /// [`ForwardKernel::Registers`] up to n = [`REGISTERS_MAX_N`]; above it the kernel that
+    /// measured fastest on an NVIDIA H200 there (benches/README.md): one-sided, except on a
+    /// device whose workgroup memory is too small for it (n ≥ 59 under wgpu's default 16 KiB),
+    /// where the two-sided kernel runs instead. The default.
     Auto,
     /// One-sided (Hestenes) Jacobi on `A + σI` (`shaders/hestenes.wgsl`): each invocation keeps
     /// two columns in registers and passes one on per round through workgroup memory, with one
@@ -88,18 +91,24 @@ pub enum ForwardKernel {
     /// Two-sided round-robin Jacobi with `A` and `Vᵀ` in workgroup memory and three barriers
     /// per round (`shaders/jacobi.wgsl`, the first kernel version).
     TwoSided,
+    /// Two-sided round-robin Jacobi with one invocation per matrix, `A` and `V` in named
+    /// registers and every rotation written out (`shaders/registers.wgsl`): no workgroup
+    /// memory and no barrier, for n ≤ [`REGISTERS_MAX_N`]; above that the same as
+    /// [`ForwardKernel::Auto`]. Its eigenvalues-only variant does the same sweeps.
+    Registers,
 }
 
 impl ForwardKernel {
     /// The environment variable that picks the kernel of new contexts: `auto`, `one-sided`,
-    /// `one-sided-subgroup` or `two-sided`.
+    /// `one-sided-subgroup`, `two-sided` or `registers`.
     pub const ENV: &'static str = "EIGRAD_GPU_FORWARD";
 
-    const ALL: [ForwardKernel; 4] = [
+    const ALL: [ForwardKernel; 5] = [
         ForwardKernel::Auto,
         ForwardKernel::OneSided,
         ForwardKernel::OneSidedSubgroup,
         ForwardKernel::TwoSided,
+        ForwardKernel::Registers,
     ];
 
     fn from_env() -> Result<Self> {
@@ -113,6 +122,7 @@ impl ForwardKernel {
             ForwardKernel::OneSided => "one-sided",
             ForwardKernel::OneSidedSubgroup => "one-sided-subgroup",
             ForwardKernel::TwoSided => "two-sided",
+            ForwardKernel::Registers => "registers",
         }
     }
 }
@@ -489,13 +499,20 @@ impl GpuContext {
     }
 
     /// The kernel the eigendecomposition of `n×n` matrices runs on this device (never
-    /// [`ForwardKernel::Auto`]): the choice in use, with `Auto` resolved. Auto's one-sided kernel
-    /// needs more workgroup memory than the two-sided one at the largest sizes; on a device that
-    /// cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto` takes the two-sided kernel.
+    /// [`ForwardKernel::Auto`]): the choice in use, with `Auto` resolved (and
+    /// [`ForwardKernel::Registers`] above [`REGISTERS_MAX_N`] resolved as `Auto`). Auto's
+    /// one-sided kernel needs more workgroup memory than the two-sided one at the largest
+    /// sizes; on a device that cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto`
+    /// takes the two-sided kernel.
     pub fn forward_kernel_for(&self, n: usize) -> ForwardKernel {
         match self.forward_kernel() {
-            ForwardKernel::Auto if n > self.one_sided_max_n => ForwardKernel::TwoSided,
-            ForwardKernel::Auto => ForwardKernel::OneSided,
+            ForwardKernel::Auto | ForwardKernel::Registers if n <= REGISTERS_MAX_N => {
+                ForwardKernel::Registers
+            }
+            ForwardKernel::Auto | ForwardKernel::Registers if n > self.one_sided_max_n => {
+                ForwardKernel::TwoSided
+            }
+            ForwardKernel::Auto | ForwardKernel::Registers => ForwardKernel::OneSided,
             k => k,
         }
     }
@@ -521,6 +538,7 @@ impl GpuContext {
             EigvalshKernel::Auto => {
                 let jacobi_max_n = match self.forward_kernel_for(n) {
                     ForwardKernel::TwoSided => self.two_sided_values_max_n,
+                    ForwardKernel::Registers => REGISTERS_MAX_N,
                     _ => self.one_sided_max_n,
                 };
                 let wanted = n >= TRIDIAGONAL_EIGVALSH_FROM || n > jacobi_max_n;
@@ -736,6 +754,8 @@ impl GpuContext {
             (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::No) => {
                 Kernel::HestenesEigvalsh
             }
+            (ForwardKernel::Registers, Vectors::Yes) => Kernel::RegistersEigh,
+            (ForwardKernel::Registers, Vectors::No) => Kernel::RegistersEigvalsh,
             (_, Vectors::Yes) => Kernel::JacobiEigh,
             (_, Vectors::No) => Kernel::JacobiEigvalsh,
         };

@@ -224,6 +224,36 @@ pub fn plan(
                 writable: false,
             })
         }
+        Kernel::RegistersEigh | Kernel::RegistersEigvalsh => {
+            let knobs = knobs.expect("Jacobi kernels need their knobs");
+            if n as usize > super::REGISTERS_MAX_N {
+                return Err(Error::UnsupportedSize {
+                    n: n as usize,
+                    max: super::REGISTERS_MAX_N,
+                });
+            }
+            // One invocation per matrix and no workgroup memory.
+            let mats = TARGET_WORKGROUP;
+            let constants = vec![
+                ("N", n as f64),
+                ("WG", mats as f64),
+                ("MAX_SWEEPS", knobs.max_sweeps as f64),
+                ("REL_THRESHOLD", knobs.rel_threshold as f64),
+                ("ROT_FLOOR", knobs.rot_floor as f64),
+                ("LOWER", if knobs.lower { 1.0 } else { 0.0 }),
+            ];
+            Ok(Plan {
+                kernel,
+                n,
+                mats,
+                tpm: 1,
+                second_shared: true,
+                constants,
+                workgroup_bytes: 0,
+                subgroups: false,
+                writable: false,
+            })
+        }
         Kernel::TridiagonalEigvalsh => {
             // One invocation per row (and then per eigenvalue), rows in registers; per matrix
             // three vectors of ⌈n/4⌉ vec4s, the multisection's n counts and three flags.

@@ -1,10 +1,10 @@
 //! WGSL sources: one file per entry point under `shaders/`, shared helpers in their own files,
-//! assembled here by concatenation (WGSL has no includes). The only generated text is the
-//! `MAX_N` constant, so that the largest size is defined once, in Rust, and for the one-sided
-//! Jacobi kernels `R4 = ⌈n/4⌉`, the length of their private arrays (WGSL sizes private arrays
-//! by constants only, not by pipeline-overridable ones).
+//! assembled here by concatenation (WGSL has no includes). The generated text: the `MAX_N`
+//! constant, so that the largest size is defined once, in Rust; for the kernels that keep
+//! vectors in named registers `R4 = ⌈n/4⌉` and the `//@for q` blocks repeated R4 times; and for
+//! the register kernel of the smallest sizes its written-out rotations (src/gpu/registers.rs).
 
-use super::MAX_N;
+use super::{registers, MAX_N};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ADMIT: &str = include_str!("../../shaders/admit.wgsl");
@@ -16,6 +16,7 @@ const DENSE: &str = include_str!("../../shaders/dense.wgsl");
 const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
 const POWER: &str = include_str!("../../shaders/power.wgsl");
 const PROJECT: &str = include_str!("../../shaders/project.wgsl");
+const REGISTERS: &str = include_str!("../../shaders/registers.wgsl");
 
 /// The kernels (one WGSL entry point each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,6 +29,11 @@ pub enum Kernel {
     HestenesEigh,
     /// Eigenvalues and status only by one-sided Jacobi (`shaders/hestenes_eigvalsh.wgsl`).
     HestenesEigvalsh,
+    /// Eigenvalues, eigenvectors and status of the smallest matrices, one invocation per matrix
+    /// with the matrix in registers (`shaders/registers_eigh.wgsl`).
+    RegistersEigh,
+    /// Eigenvalues and status only, one invocation per matrix (`shaders/registers_eigvalsh.wgsl`).
+    RegistersEigvalsh,
     /// Eigenvalues and status only by Householder tridiagonalisation and bisection
     /// (`shaders/tridiagonal_eigvalsh.wgsl`).
     TridiagonalEigvalsh,
@@ -50,11 +56,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
         Kernel::HestenesEigh,
         Kernel::HestenesEigvalsh,
+        Kernel::RegistersEigh,
+        Kernel::RegistersEigvalsh,
         Kernel::TridiagonalEigvalsh,
         Kernel::EighRefine,
         Kernel::EighVjp,
@@ -72,6 +80,8 @@ impl Kernel {
             Kernel::JacobiEigvalsh => "jacobi_eigvalsh",
             Kernel::HestenesEigh => "hestenes_eigh",
             Kernel::HestenesEigvalsh => "hestenes_eigvalsh",
+            Kernel::RegistersEigh => "registers_eigh",
+            Kernel::RegistersEigvalsh => "registers_eigvalsh",
             Kernel::TridiagonalEigvalsh => "tridiagonal_eigvalsh",
             Kernel::EighRefine => "eigh_refine",
             Kernel::EighVjp => "eigh_vjp",
@@ -117,6 +127,18 @@ impl Kernel {
                 SWEEPS,
                 HESTENES,
                 include_str!("../../shaders/hestenes_eigvalsh.wgsl"),
+            ],
+            Kernel::RegistersEigh => &[
+                COMMON,
+                STORED,
+                REGISTERS,
+                include_str!("../../shaders/registers_eigh.wgsl"),
+            ],
+            Kernel::RegistersEigvalsh => &[
+                COMMON,
+                STORED,
+                REGISTERS,
+                include_str!("../../shaders/registers_eigvalsh.wgsl"),
             ],
             Kernel::TridiagonalEigvalsh => &[
                 COMMON,
@@ -179,8 +201,11 @@ impl Kernel {
         if unrolled {
             s.push_str(&format!("const R4: u32 = {r4}u;\n"));
         }
+        let registers = matches!(self, Kernel::RegistersEigh | Kernel::RegistersEigvalsh);
         for part in self.parts() {
-            if unrolled {
+            if registers {
+                s.push_str(&registers::expand(part, n, self == Kernel::RegistersEigh));
+            } else if unrolled {
                 s.push_str(&unroll(&select_branches(part, subgroups), r4));
             } else {
                 s.push_str(part);

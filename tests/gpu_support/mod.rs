@@ -26,7 +26,8 @@ pub fn gpu() -> Option<&'static GpuContext> {
 }
 
 /// One context per concrete forward kernel (one-sided through workgroup memory, one-sided
-/// with subgroup exchange where the adapter has it, two-sided), each set explicitly whatever
+/// with subgroup exchange where the adapter has it, two-sided, and the register kernel, which
+/// runs only up to `REGISTERS_MAX_N`: see [`runs`]), each set explicitly whatever
 /// `EIGRAD_GPU_FORWARD` says, and each computing eigenvalues only through that kernel's
 /// eigenvalues-only variant ([`EigvalshKernel::Jacobi`]); empty (after `gpu()`'s skip or
 /// failure) without an adapter. They are contexts of their own: [`gpu`]'s keeps the defaults.
@@ -40,6 +41,7 @@ pub fn gpu_kernels() -> Vec<(ForwardKernel, &'static GpuContext)> {
             ForwardKernel::OneSided,
             ForwardKernel::OneSidedSubgroup,
             ForwardKernel::TwoSided,
+            ForwardKernel::Registers,
         ]
         .into_iter()
         .map(|k| {
@@ -53,6 +55,12 @@ pub fn gpu_kernels() -> Vec<(ForwardKernel, &'static GpuContext)> {
     .iter()
     .map(|(k, c)| (*k, c))
     .collect()
+}
+
+/// Whether the context set to `kernel` runs that kernel at size `n` (the register kernel hands
+/// larger sizes to `Auto`'s choice, which the other contexts test already).
+pub fn runs(ctx: &GpuContext, kernel: ForwardKernel, n: usize) -> bool {
+    ctx.forward_kernel_for(n) == kernel
 }
 
 /// One context per concrete eigenvalues-only kernel: the one-sided kernel's eigenvalues-only

@@ -1,0 +1,208 @@
+//! The generated part of `shaders/registers.wgsl`, the one-invocation-per-matrix Jacobi kernel
+//! for the smallest sizes: every entry of A and V is a named variable and every rotation of a
+//! sweep is written out with fixed indices, so that nothing in the kernel is indexed at run
+//! time (which would let a driver move the matrix out of registers). Each `//@gen NAME` line of
+//! the template becomes the block [`expand`] writes for it.
+
+use std::fmt::Write;
+
+/// The largest size the register kernel runs: A's upper triangle and V are n(n + 1)/2 + n²
+/// registers per invocation (100 at n = 8), which a GPU holds alongside the temporaries without
+/// spilling; at n = 16 it would be 392.
+pub const REGISTERS_MAX_N: usize = 8;
+
+/// The variable holding entry (i, j) of the symmetric A (its upper triangle).
+fn a(i: u32, j: u32) -> String {
+    format!("a{}_{}", i.min(j), i.max(j))
+}
+
+/// The variable holding component i of eigenvector j.
+fn v(i: u32, j: u32) -> String {
+    format!("v{i}_{j}")
+}
+
+/// Pair `i` of round `r` of the round-robin (circle method) ordering over `m_pad` indices, as
+/// `(p, q)` with p < q (jacobi.wgsl's `rr_pair`); q may be the padding index.
+fn rr_pair(m_pad: u32, r: u32, i: u32) -> (u32, u32) {
+    let m1 = m_pad - 1;
+    let (p, q) = if i == 0 {
+        (m1, r)
+    } else {
+        ((r + i) % m1, (r + m1 - i) % m1)
+    };
+    (p.min(q), p.max(q))
+}
+
+/// The template with its `//@gen` lines expanded for size `n`, with eigenvectors when
+/// `vectors`.
+pub fn expand(template: &str, n: u32, vectors: bool) -> String {
+    let mut out = String::with_capacity(template.len() + 64 * (n * n * n * n) as usize);
+    for line in template.lines() {
+        let trimmed = line.trim_start();
+        let Some(name) = trimmed.strip_prefix("//@gen ") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let indent = &line[..line.len() - trimmed.len()];
+        let body = match name.trim() {
+            "load" => load(n),
+            "scale" => scale(n, vectors),
+            "sweep" => sweep(n, vectors),
+            "finish" => finish(n, vectors),
+            other => panic!("unknown generated block {other}"),
+        };
+        for l in body.lines() {
+            out.push_str(indent);
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Reads the upper triangle through `stored_entry` and notes the largest magnitude and any
+/// non-finite entry.
+fn load(n: u32) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        for j in i..n {
+            let x = a(i, j);
+            writeln!(s, "var {x} = stored_entry(base, {i}u, {j}u);").unwrap();
+            writeln!(s, "big = max(big, finite_abs({x}));").unwrap();
+            writeln!(s, "bad = bad || !is_finite_f32({x});").unwrap();
+        }
+    }
+    s
+}
+
+/// Prescales A (zeroes it when an entry was not finite) and sets V = I.
+fn scale(n: u32, vectors: bool) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        for j in i..n {
+            let x = a(i, j);
+            writeln!(s, "{x} = select(ldexp({x}, -scale_exp), 0.0, bad);").unwrap();
+        }
+    }
+    if vectors {
+        for i in 0..n {
+            for j in 0..n {
+                let one = if i == j { "1.0" } else { "0.0" };
+                writeln!(s, "var {} = {one};", v(i, j)).unwrap();
+            }
+        }
+    }
+    s
+}
+
+/// One sweep: M_PAD − 1 steps of disjoint rotations, each written out.
+fn sweep(n: u32, vectors: bool) -> String {
+    let m_pad = n + (n & 1);
+    let mut s = String::new();
+    for r in 0..m_pad - 1 {
+        for i in 0..m_pad / 2 {
+            let (p, q) = rr_pair(m_pad, r, i);
+            if q >= n {
+                continue;
+            }
+            let (pp, qq, pq) = (a(p, p), a(q, q), a(p, q));
+            writeln!(s, "if (rotates({pp}, {qq}, {pq})) {{").unwrap();
+            writeln!(s, "    let cst = rotation({pp}, {qq}, {pq});").unwrap();
+            writeln!(s, "    {pp} = {pp} - cst.z * {pq};").unwrap();
+            writeln!(s, "    {qq} = {qq} + cst.z * {pq};").unwrap();
+            writeln!(s, "    {pq} = 0.0;").unwrap();
+            for k in (0..n).filter(|&k| k != p && k != q) {
+                let (kp, kq) = (a(k, p), a(k, q));
+                writeln!(s, "    let x{k} = {kp};").unwrap();
+                writeln!(s, "    {kp} = cst.x * x{k} - cst.y * {kq};").unwrap();
+                writeln!(s, "    {kq} = cst.y * x{k} + cst.x * {kq};").unwrap();
+            }
+            if vectors {
+                for k in 0..n {
+                    let (kp, kq) = (v(k, p), v(k, q));
+                    writeln!(s, "    let y{k} = {kp};").unwrap();
+                    writeln!(s, "    {kp} = cst.x * y{k} - cst.y * {kq};").unwrap();
+                    writeln!(s, "    {kq} = cst.y * y{k} + cst.x * {kq};").unwrap();
+                }
+            }
+            writeln!(s, "    rot = true;").unwrap();
+            writeln!(s, "}}").unwrap();
+        }
+    }
+    s
+}
+
+/// Ranks the eigenvalues (ascending, ties by index) and writes them, and the eigenvectors
+/// under the sign gauge, at their ranks (NaN unless the status is 0).
+fn finish(n: u32, vectors: bool) -> String {
+    let mut s = String::new();
+    for j in 0..n {
+        let dj = a(j, j);
+        writeln!(s, "var r{j} = 0u;").unwrap();
+        for i in (0..n).filter(|&i| i != j) {
+            writeln!(s, "r{j} += ahead({}, {dj}, {});", a(i, i), i < j).unwrap();
+        }
+        writeln!(
+            s,
+            "values_out[g * N + r{j}] = select(nan, ldexp({dj}, scale_exp), ok);"
+        )
+        .unwrap();
+        if vectors {
+            // The largest component, the first on ties, decides the sign.
+            writeln!(s, "var b{j} = {};", v(0, j)).unwrap();
+            for i in 1..n {
+                let x = v(i, j);
+                writeln!(s, "b{j} = select(b{j}, {x}, abs({x}) > abs(b{j}));").unwrap();
+            }
+            writeln!(s, "let s{j} = select(1.0, -1.0, b{j} < 0.0);").unwrap();
+            for i in 0..n {
+                writeln!(
+                    s,
+                    "vectors_out[base + {}u + r{j}] = select(nan, s{j} * {}, ok);",
+                    i * n,
+                    v(i, j)
+                )
+                .unwrap();
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_meets_every_pair_once_per_sweep() {
+        for n in 1..=REGISTERS_MAX_N as u32 {
+            let m_pad = n + (n & 1);
+            let mut seen = std::collections::HashSet::new();
+            for r in 0..m_pad - 1 {
+                let mut used = std::collections::HashSet::new();
+                for i in 0..m_pad / 2 {
+                    let (p, q) = rr_pair(m_pad, r, i);
+                    assert!(p < q && q < m_pad);
+                    assert!(
+                        used.insert(p) && used.insert(q),
+                        "n={n}: step {r} not disjoint"
+                    );
+                    assert!(seen.insert((p, q)), "n={n}: ({p}, {q}) twice");
+                }
+            }
+            assert_eq!(seen.len() as u32, m_pad * (m_pad - 1) / 2);
+        }
+    }
+
+    #[test]
+    fn every_generated_block_is_expanded() {
+        let src = "fn f() {\n    //@gen load\n    x;\n    //@gen sweep\n}\n";
+        let out = expand(src, 3, true);
+        assert!(!out.contains("//@gen"));
+        assert!(out.contains("    var a0_2 = stored_entry(base, 0u, 2u);\n"));
+        // Three pairs for n = 3 (the fourth pairs with the padding index).
+        assert_eq!(out.matches("if (rotates(").count(), 3);
+        assert!(!expand(src, 3, false).contains("v0_0"));
+    }
+}
