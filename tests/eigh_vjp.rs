@@ -4,10 +4,10 @@
 
 mod gpu_support;
 
-use eigrad::gpu::{ForwardKernel, GpuEigh, GpuJvp, GpuSpectral};
+use eigrad::gpu::{ForwardKernel, GpuContext, GpuEigh, GpuJvp, GpuSpectral, REGISTERS_MAX_N};
 use eigrad::samples::{self, Rng};
 use eigrad::spectral::SpectralFn;
-use eigrad::{cpu, Degeneracy, Eigh, EighOptions, Vectors};
+use eigrad::{cpu, Degeneracy, Eigh, EighOptions, Status, Vectors};
 use gpu_support::*;
 
 const SIZES: [usize; 14] = [1, 2, 3, 4, 5, 7, 8, 13, 16, 31, 32, 33, 48, 64];
@@ -48,50 +48,62 @@ fn forward(n: usize, a: &[f64]) -> Option<(Eigh<f32>, Eigh<f64>)> {
 
 #[test]
 fn vjp_matches_cpu_for_every_size_and_policy() {
+    let Some(ctx) = gpu() else { return };
     for n in SIZES {
-        let batch = if n >= 48 { 3 } else { 5 };
-        let a = separated(n, batch, 40 + n as u64);
-        let Some((g, c)) = forward(n, &a) else { return };
-        let mut rng = Rng::new(n as u64);
-        let gl = normal(&mut rng, batch * n);
-        let gv = normal(&mut rng, batch * n * n);
-        for policy in [
-            Degeneracy::default(),
-            Degeneracy::Lorentzian { eps: 1e-6 },
-            Degeneracy::Propagate,
-        ] {
-            let ctx = gpu().unwrap();
-            let x = ctx
-                .eigh_vjp(&g, Some(&to_f32(&gl)), Some(&to_f32(&gv)), policy)
-                .unwrap();
-            let y = cpu::eigh_vjp(&c, Some(&gl), Some(&gv), policy).unwrap();
-            for b in 0..batch {
-                let r = b * n * n..(b + 1) * n * n;
-                let e = rel_err(&x[r.clone()], &y[r]);
-                assert!(
-                    e <= DERIVATIVE_TOL,
-                    "n={n} {policy:?} matrix {b}: rel err {e:e}"
-                );
-            }
-            // Each cotangent alone.
-            let x = ctx.eigh_vjp(&g, None, Some(&to_f32(&gv)), policy).unwrap();
-            let y = cpu::eigh_vjp(&c, None, Some(&gv), policy).unwrap();
-            assert!(rel_err(&x, &y) <= DERIVATIVE_TOL, "n={n} {policy:?} V̄ only");
-        }
-        let ctx = gpu().unwrap();
-        let x = ctx.eigvalsh_vjp(&g, &to_f32(&gl)).unwrap();
-        let y = cpu::eigvalsh_vjp(&c, &gl).unwrap();
-        let e = rel_err(&x, &y);
-        assert!(
-            e <= DERIVATIVE_TOL,
-            "n={n} eigenvalues-only VJP: rel err {e:e}"
-        );
-        // Ā is exactly symmetric.
+        check_vjp(ctx, "default", n);
+    }
+    // Up to REGISTERS_MAX_N the default context runs the register VJP; the one-sided context
+    // the dense one.
+    let (kernel, one_sided) = gpu_kernels()[0];
+    assert_eq!(kernel, ForwardKernel::OneSided);
+    for n in SIZES.into_iter().filter(|&n| n <= REGISTERS_MAX_N) {
+        check_vjp(one_sided, "one-sided", n);
+    }
+}
+
+/// The VJP (both cotangents, V̄ alone, λ̄ alone) of `ctx` against the CPU's at size `n`.
+fn check_vjp(ctx: &GpuContext, name: &str, n: usize) {
+    let batch = if n >= 48 { 3 } else { 5 };
+    let a = separated(n, batch, 40 + n as u64);
+    let Some((g, c)) = forward(n, &a) else { return };
+    let mut rng = Rng::new(n as u64);
+    let gl = normal(&mut rng, batch * n);
+    let gv = normal(&mut rng, batch * n * n);
+    for policy in [
+        Degeneracy::default(),
+        Degeneracy::Lorentzian { eps: 1e-6 },
+        Degeneracy::Propagate,
+    ] {
+        let x = ctx
+            .eigh_vjp(&g, Some(&to_f32(&gl)), Some(&to_f32(&gv)), policy)
+            .unwrap();
+        let y = cpu::eigh_vjp(&c, Some(&gl), Some(&gv), policy).unwrap();
         for b in 0..batch {
-            for i in 0..n {
-                for j in 0..n {
-                    assert_eq!(x[b * n * n + i * n + j], x[b * n * n + j * n + i]);
-                }
+            let r = b * n * n..(b + 1) * n * n;
+            let e = rel_err(&x[r.clone()], &y[r]);
+            assert!(
+                e <= DERIVATIVE_TOL,
+                "{name} n={n} {policy:?} matrix {b}: rel err {e:e}"
+            );
+        }
+        // Each cotangent alone.
+        let x = ctx.eigh_vjp(&g, None, Some(&to_f32(&gv)), policy).unwrap();
+        let y = cpu::eigh_vjp(&c, None, Some(&gv), policy).unwrap();
+        let e = rel_err(&x, &y);
+        assert!(e <= DERIVATIVE_TOL, "{name} n={n} {policy:?} V̄ only: {e:e}");
+    }
+    let x = ctx.eigvalsh_vjp(&g, &to_f32(&gl)).unwrap();
+    let y = cpu::eigvalsh_vjp(&c, &gl).unwrap();
+    let e = rel_err(&x, &y);
+    assert!(
+        e <= DERIVATIVE_TOL,
+        "{name} n={n} eigenvalues-only VJP: rel err {e:e}"
+    );
+    // Ā is exactly symmetric.
+    for b in 0..batch {
+        for i in 0..n {
+            for j in 0..n {
+                assert_eq!(x[b * n * n + i * n + j], x[b * n * n + j * n + i]);
             }
         }
     }
@@ -154,6 +166,40 @@ fn exact_ties_are_masked_by_default_and_propagate_gives_non_finite() {
                 .any(|x| !x.is_finite()),
             "matrix {b}: Propagate gave finite values at an exact tie"
         );
+    }
+}
+
+#[test]
+fn near_ties_inside_the_mask_threshold_are_masked() {
+    let Some(ctx) = gpu() else { return };
+    // diag(1, 1 + 2⁻²⁰, 2, 3): a gap of 9.5e-7, inside a mask of 1e-5·max|λ| = 3e-5 (and
+    // outside a mask of 1e-7·3); every kernel returns a diagonal input's eigenvalues exactly.
+    let n = 4;
+    let mut a = vec![0f32; n * n];
+    for (i, d) in [1.0, 1.0 + 2f32.powi(-20), 2.0, 3.0]
+        .into_iter()
+        .enumerate()
+    {
+        a[i * n + i] = d;
+    }
+    let gv: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 - 2.0).collect();
+    let a64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+    let gv64: Vec<f64> = gv.iter().map(|&x| x as f64).collect();
+    let c = cpu::jacobi_eigh(&a64, n, &EighOptions::default()).unwrap();
+    let (_, one_sided) = gpu_kernels()[0];
+    for (name, ctx) in [("default", ctx), ("one-sided", one_sided)] {
+        let g = ctx
+            .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
+            .unwrap();
+        for rel_tol in [1e-5, 1e-7] {
+            let policy = Degeneracy::Mask {
+                rel_tol: Some(rel_tol),
+            };
+            let x = ctx.eigh_vjp(&g, None, Some(&gv), policy).unwrap();
+            let y = cpu::eigh_vjp(&c, None, Some(&gv64), policy).unwrap();
+            let e = rel_err(&x, &y);
+            assert!(e <= DERIVATIVE_TOL, "{name} mask {rel_tol}: rel err {e:e}");
+        }
     }
 }
 
@@ -263,6 +309,21 @@ fn derivatives_of_failed_matrices_are_nan() {
     assert!(j.values_dot[n..2 * n].iter().all(|v| v.is_nan()));
     assert!(j.vectors_dot[n * n..2 * n * n].iter().all(|v| v.is_nan()));
     assert!(j.vectors_dot[..n * n].iter().all(|v| v.is_finite()));
+    // The status alone decides: a forward marked failed with finite values and vectors too.
+    let mut g = g;
+    g.status[1] = Status::Ok;
+    g.eigenvalues.copy_within(..n, n);
+    let head = g.eigenvectors.as_ref().unwrap()[..n * n].to_vec();
+    g.eigenvectors.as_mut().unwrap()[n * n..2 * n * n].copy_from_slice(&head);
+    g.status[2] = Status::NotConverged;
+    let (_, one_sided) = gpu_kernels()[0];
+    for ctx in [ctx, one_sided] {
+        let x = ctx
+            .eigh_vjp(&g, None, Some(&gv), Degeneracy::default())
+            .unwrap();
+        assert!(x[..2 * n * n].iter().all(|v| v.is_finite()));
+        assert!(x[2 * n * n..].iter().all(|v| v.is_nan()));
+    }
 }
 
 #[test]

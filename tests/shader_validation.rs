@@ -125,8 +125,12 @@ fn every_kernel_validates_for_every_size_and_layout() {
                     Ok(p) => p,
                     // The register kernels run only the smallest sizes.
                     Err(eigrad::Error::UnsupportedSize { max, .. })
-                        if matches!(kernel, Kernel::RegistersEigh | Kernel::RegistersEigvalsh)
-                            && n as usize > max
+                        if matches!(
+                            kernel,
+                            Kernel::RegistersEigh
+                                | Kernel::RegistersEigvalsh
+                                | Kernel::RegistersVjp
+                        ) && n as usize > max
                             && max == eigrad::gpu::REGISTERS_MAX_N =>
                     {
                         continue
@@ -149,7 +153,7 @@ fn every_kernel_validates_for_every_size_and_layout() {
 #[test]
 fn every_policy_and_option_validates() {
     for policy in 0..3 {
-        for kernel in [Kernel::EighVjp, Kernel::EighJvp] {
+        for kernel in [Kernel::EighVjp, Kernel::EighJvp, Kernel::RegistersVjp] {
             let p = plan(kernel, 7, 32768, None, 0, policy).unwrap();
             validate(&p).unwrap();
         }

@@ -811,7 +811,7 @@ pub(crate) fn bindings(kernel: Kernel) -> &'static [Access] {
         // a_in, values_in, vectors_in, status_in, vectors_out
         Kernel::EighRefine => &[Read, Read, Read, Read, ReadWrite],
         // values_in, vectors_in, grad_values, grad_vectors, status_in, grad_out
-        Kernel::EighVjp => &[Read, Read, Read, Read, Read, ReadWrite],
+        Kernel::EighVjp | Kernel::RegistersVjp => &[Read, Read, Read, Read, Read, ReadWrite],
         // values_in, vectors_in, tangent, status_in, values_dot, vectors_dot
         Kernel::EighJvp => &[Read, Read, Read, Read, ReadWrite, ReadWrite],
         // values_in, vectors_in, status_in, f_out, status_out

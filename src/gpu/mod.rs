@@ -94,7 +94,9 @@ pub enum ForwardKernel {
     /// Two-sided round-robin Jacobi with one invocation per matrix, `A` and `V` in named
     /// registers and every rotation written out (`shaders/registers.wgsl`): no workgroup
     /// memory and no barrier, for n ≤ [`REGISTERS_MAX_N`]; above that the same as
-    /// [`ForwardKernel::Auto`]. Its eigenvalues-only variant does the same sweeps.
+    /// [`ForwardKernel::Auto`]. Its eigenvalues-only variant does the same sweeps, and where it
+    /// runs, the reverse rule ([`GpuContext::eigh_vjp_resident`]) also runs one invocation per
+    /// matrix in registers (`shaders/registers_vjp.wgsl`) instead of the register-tile GEMMs.
     Registers,
 }
 
@@ -889,7 +891,13 @@ impl GpuContext {
         inputs.extend(grad_values.map(|g| ("grad_values", g)));
         inputs.extend(grad_vectors.map(|g| ("grad_vectors", g)));
         let writable = check_outputs(&inputs, &[("gradient destination", out)])?;
-        let pipe = self.pipeline(Kernel::EighVjp, n, None, (0, policy.code()), writable)?;
+        // With the register kernel the reverse rule runs in registers too.
+        let kernel = if self.forward_kernel_for(n) == ForwardKernel::Registers {
+            Kernel::RegistersVjp
+        } else {
+            Kernel::EighVjp
+        };
+        let pipe = self.pipeline(kernel, n, None, (0, policy.code()), writable)?;
         let slots = [
             fwd.eigenvalues.slot(n),
             vecs.slot(nn),

@@ -83,6 +83,17 @@ fn fits(n: u32, bytes: u32, workgroup_limit: u32) -> Result<()> {
     Ok(())
 }
 
+/// An error above the largest size the register kernels are written out for.
+fn registers_fit(n: u32) -> Result<()> {
+    if n as usize > super::REGISTERS_MAX_N {
+        return Err(Error::UnsupportedSize {
+            n: n as usize,
+            max: super::REGISTERS_MAX_N,
+        });
+    }
+    Ok(())
+}
+
 /// Invocations a one-sided Jacobi workgroup aims for: [`TARGET_WORKGROUP`], or the value of
 /// the environment variable `EIGRAD_GPU_WG_TARGET` (a tuning knob for benchmarks: 1 to 256).
 fn one_sided_target_workgroup() -> u32 {
@@ -224,24 +235,22 @@ pub fn plan(
                 writable: false,
             })
         }
-        Kernel::RegistersEigh | Kernel::RegistersEigvalsh => {
-            let knobs = knobs.expect("Jacobi kernels need their knobs");
-            if n as usize > super::REGISTERS_MAX_N {
-                return Err(Error::UnsupportedSize {
-                    n: n as usize,
-                    max: super::REGISTERS_MAX_N,
-                });
-            }
+        Kernel::RegistersEigh | Kernel::RegistersEigvalsh | Kernel::RegistersVjp => {
+            registers_fit(n)?;
             // One invocation per matrix and no workgroup memory.
             let mats = TARGET_WORKGROUP;
-            let constants = vec![
-                ("N", n as f64),
-                ("WG", mats as f64),
-                ("MAX_SWEEPS", knobs.max_sweeps as f64),
-                ("REL_THRESHOLD", knobs.rel_threshold as f64),
-                ("ROT_FLOOR", knobs.rot_floor as f64),
-                ("LOWER", if knobs.lower { 1.0 } else { 0.0 }),
-            ];
+            let mut constants = vec![("N", n as f64), ("WG", mats as f64)];
+            if kernel == Kernel::RegistersVjp {
+                constants.push(("POLICY", policy as f64));
+            } else {
+                let knobs = knobs.expect("Jacobi kernels need their knobs");
+                constants.extend([
+                    ("MAX_SWEEPS", knobs.max_sweeps as f64),
+                    ("REL_THRESHOLD", knobs.rel_threshold as f64),
+                    ("ROT_FLOOR", knobs.rot_floor as f64),
+                    ("LOWER", if knobs.lower { 1.0 } else { 0.0 }),
+                ]);
+            }
             Ok(Plan {
                 kernel,
                 n,

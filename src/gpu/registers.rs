@@ -50,6 +50,9 @@ pub fn expand(template: &str, n: u32, vectors: bool) -> String {
             "scale" => scale(n, vectors),
             "sweep" => sweep(n, vectors),
             "finish" => finish(n, vectors),
+            "vjp_load" => vjp_load(n),
+            "vjp_m" => vjp_m(n),
+            "vjp_out" => vjp_out(n),
             other => panic!("unknown generated block {other}"),
         };
         for l in body.lines() {
@@ -164,6 +167,92 @@ fn finish(n: u32, vectors: bool) -> String {
                     v(i, j)
                 )
                 .unwrap();
+            }
+        }
+    }
+    s
+}
+
+/// The VJP's inputs: λ, V, and the largest |λ| (for the mask threshold).
+fn vjp_load(n: u32) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        writeln!(s, "let l{i} = values_in[g * N + {i}u];").unwrap();
+        writeln!(s, "big = max(big, abs(l{i}));").unwrap();
+    }
+    for i in 0..n {
+        for j in 0..n {
+            writeln!(s, "let {} = vectors_in[base + {}u];", v(i, j), i * n + j).unwrap();
+        }
+    }
+    s
+}
+
+/// M = diag(λ̄) + F∘skew(X) with X = VᵀV̄: its diagonal and upper triangle, `m{i}_{j}`.
+fn vjp_m(n: u32) -> String {
+    let m = |i: u32, j: u32| format!("m{}_{}", i.min(j), i.max(j));
+    let mut s = String::new();
+    for i in 0..n {
+        writeln!(s, "var {} = 0.0;", m(i, i)).unwrap();
+        for j in i + 1..n {
+            writeln!(s, "var {} = 0.0;", m(i, j)).unwrap();
+        }
+    }
+    writeln!(s, "if (has_gl) {{").unwrap();
+    for i in 0..n {
+        writeln!(s, "    {} = grad_values[g * N + {i}u];", m(i, i)).unwrap();
+    }
+    writeln!(s, "}}").unwrap();
+    if n > 1 {
+        writeln!(s, "if (has_gv) {{").unwrap();
+        // X_ij = Σ_k V_ki V̄_kj, one row k of V̄ at a time.
+        for i in 0..n {
+            for j in 0..n {
+                writeln!(s, "    var x{i}_{j} = 0.0;").unwrap();
+            }
+        }
+        for k in 0..n {
+            for j in 0..n {
+                writeln!(s, "    let w{k}_{j} = grad_vectors[base + {}u];", k * n + j).unwrap();
+            }
+            for i in 0..n {
+                for j in 0..n {
+                    writeln!(s, "    x{i}_{j} = fma({}, w{k}_{j}, x{i}_{j});", v(k, i)).unwrap();
+                }
+            }
+        }
+        for i in 0..n {
+            for j in i + 1..n {
+                writeln!(
+                    s,
+                    "    {} = degeneracy_factor(POLICY, l{j} - l{i}, thr, params.tol, inf) * (0.5 * (x{i}_{j} - x{j}_{i}));",
+                    m(i, j)
+                )
+                .unwrap();
+            }
+        }
+        writeln!(s, "}}").unwrap();
+    }
+    s
+}
+
+/// Ā = (V M) Vᵀ, upper triangle, each entry written to both of its places.
+fn vjp_out(n: u32) -> String {
+    let m = |i: u32, j: u32| format!("m{}_{}", i.min(j), i.max(j));
+    let mut s = String::new();
+    for i in 0..n {
+        for k in 0..n {
+            let terms: Vec<String> = (0..n)
+                .map(|j| format!("{} * {}", v(i, j), m(j, k)))
+                .collect();
+            writeln!(s, "let p{i}_{k} = {};", terms.join(" + ")).unwrap();
+        }
+        for j in i..n {
+            let terms: Vec<String> = (0..n).map(|k| format!("p{i}_{k} * {}", v(j, k))).collect();
+            writeln!(s, "let o{i}_{j} = select(nan, {}, ok);", terms.join(" + ")).unwrap();
+            writeln!(s, "nn_out[base + {}u] = o{i}_{j};", i * n + j).unwrap();
+            if j != i {
+                writeln!(s, "nn_out[base + {}u] = o{i}_{j};", j * n + i).unwrap();
             }
         }
     }

@@ -17,6 +17,7 @@ const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
 const POWER: &str = include_str!("../../shaders/power.wgsl");
 const PROJECT: &str = include_str!("../../shaders/project.wgsl");
 const REGISTERS: &str = include_str!("../../shaders/registers.wgsl");
+const VJP_BINDINGS: &str = include_str!("../../shaders/vjp_bindings.wgsl");
 
 /// The kernels (one WGSL entry point each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,6 +35,9 @@ pub enum Kernel {
     RegistersEigh,
     /// Eigenvalues and status only, one invocation per matrix (`shaders/registers_eigvalsh.wgsl`).
     RegistersEigvalsh,
+    /// The reverse rule of the smallest matrices, one invocation per matrix
+    /// (`shaders/registers_vjp.wgsl`).
+    RegistersVjp,
     /// Eigenvalues and status only by Householder tridiagonalisation and bisection
     /// (`shaders/tridiagonal_eigvalsh.wgsl`).
     TridiagonalEigvalsh,
@@ -56,13 +60,14 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
         Kernel::HestenesEigh,
         Kernel::HestenesEigvalsh,
         Kernel::RegistersEigh,
         Kernel::RegistersEigvalsh,
+        Kernel::RegistersVjp,
         Kernel::TridiagonalEigvalsh,
         Kernel::EighRefine,
         Kernel::EighVjp,
@@ -82,6 +87,7 @@ impl Kernel {
             Kernel::HestenesEigvalsh => "hestenes_eigvalsh",
             Kernel::RegistersEigh => "registers_eigh",
             Kernel::RegistersEigvalsh => "registers_eigvalsh",
+            Kernel::RegistersVjp => "registers_vjp",
             Kernel::TridiagonalEigvalsh => "tridiagonal_eigvalsh",
             Kernel::EighRefine => "eigh_refine",
             Kernel::EighVjp => "eigh_vjp",
@@ -140,6 +146,11 @@ impl Kernel {
                 REGISTERS,
                 include_str!("../../shaders/registers_eigvalsh.wgsl"),
             ],
+            Kernel::RegistersVjp => &[
+                COMMON,
+                VJP_BINDINGS,
+                include_str!("../../shaders/registers_vjp.wgsl"),
+            ],
             Kernel::TridiagonalEigvalsh => &[
                 COMMON,
                 STORED,
@@ -152,7 +163,12 @@ impl Kernel {
                 DENSE,
                 include_str!("../../shaders/eigh_refine.wgsl"),
             ],
-            Kernel::EighVjp => &[COMMON, DENSE, include_str!("../../shaders/eigh_vjp.wgsl")],
+            Kernel::EighVjp => &[
+                COMMON,
+                VJP_BINDINGS,
+                DENSE,
+                include_str!("../../shaders/eigh_vjp.wgsl"),
+            ],
             Kernel::EighJvp => &[
                 COMMON,
                 DENSE,
@@ -201,7 +217,10 @@ impl Kernel {
         if unrolled {
             s.push_str(&format!("const R4: u32 = {r4}u;\n"));
         }
-        let registers = matches!(self, Kernel::RegistersEigh | Kernel::RegistersEigvalsh);
+        let registers = matches!(
+            self,
+            Kernel::RegistersEigh | Kernel::RegistersEigvalsh | Kernel::RegistersVjp
+        );
         for part in self.parts() {
             if registers {
                 s.push_str(&registers::expand(part, n, self == Kernel::RegistersEigh));
