@@ -20,7 +20,8 @@
 #   carry:   .gl  .device  target/release/eigrad
 #   timeout: 600 s (the script keeps itself within GPU_COMPARE_BUDGET, 540 s by default)
 #
-# Steps: nvidia-smi -L; `eigrad check --device gpu` and `eigrad bench --device gpu` (batch 65536 for
+# Steps: nvidia-smi -L; `eigrad check --device gpu` and `eigrad bench --device gpu` (which also times the
+# kernels alone with timestamp queries where the device has them; batch 65536 for
 # n = 4, 8, 16, 32 and 8192 for n = 64) with each forward kernel (the anchor's batch // 8 for n > 32), one process
 # per n so that a timeout loses one size only; the anchor with the same sizes and batch; a ratio
 # table (JAX ms / eigrad device-resident ms per n and op, and eigrad's own targets).
@@ -175,8 +176,10 @@ for fk in sorted({p.split("/")[-1].split("_")[1] for p in glob.glob(f"{scratch}/
     print(f"== forward kernel {fk}: eigrad on {', '.join(sorted(adapters)) or '(no eigrad results)'}; device-resident medians")
     print("kernel per n: " + ", ".join(f"n = {n}: {k}" for n, k in used))
     print()
-    print("JAX ms / eigrad ms (above 1: eigrad faster); target from the performance issue")
-    print(f"{'n':>3} {'batch':>6} {'op':<9} {'JAX ms':>9} {'eigrad ms':>10} {'ratio':>7} {'target':>7}")
+    print("JAX ms / eigrad ms (above 1: eigrad faster); target from the performance issue;")
+    print("kernels ms = eigrad's device time inside its kernels (timestamp queries), the rest of eigrad ms is")
+    print("submission, synchronisation and host time")
+    print(f"{'n':>3} {'batch':>6} {'op':<9} {'JAX ms':>9} {'eigrad ms':>10} {'ratio':>7} {'target':>7} {'kernels ms':>10}")
     for n in ns:
         for op in ("eigh", "eigvalsh", "eigh+vjp"):
             j, e = jax.get((n, op)), res.get((n, op, "resident"))
@@ -189,7 +192,9 @@ for fk in sorted({p.split("/")[-1].split("_")[1] for p in glob.glob(f"{scratch}/
             tgt = f"{'>=' + str(speedup_target.get(n, '')):>7}" if op == "eigh" and n in speedup_target else f"{'':>7}"
             js = f"{jms:9.3f}" if jms else f"{'-':>9}"
             es = f"{ems:10.3f}" if ems else f"{'-':>10}"
-            print(f"{n:>3} {batch or '-':>6} {op:<9} {js} {es} {ratio} {tgt}{note}")
+            kern = e.get("kernel_seconds") if e else None
+            ks = f"{kern * 1e3:10.3f}" if kern else f"{'-':>10}"
+            print(f"{n:>3} {batch or '-':>6} {op:<9} {js} {es} {ratio} {tgt} {ks}{note}")
     print()
     print("eigrad's own ratios: eigh+vjp / eigh (target <= 1.3), eigh / eigvalsh (target >= 1.5 at n >= 16),")
     print("end to end / copy time of the bytes moved, for eigh (target <= 1.5)")

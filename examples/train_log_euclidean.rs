@@ -30,7 +30,7 @@ const LEARNING_RATE: f64 = 0.05;
 
 /// `log` of each matrix and, given a cotangent, the VJP: on the GPU or on the CPU.
 enum Engine {
-    Gpu(GpuContext),
+    Gpu(Box<GpuContext>),
     Cpu,
 }
 
@@ -98,7 +98,7 @@ fn main() {
     let engine = match GpuContext::new() {
         Ok(ctx) => {
             println!("device: gpu ({})", ctx.adapter_name());
-            Engine::Gpu(ctx)
+            Engine::Gpu(Box::new(ctx))
         }
         Err(e) => {
             println!("device: cpu ({e})");

@@ -1507,6 +1507,24 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
         };
         assert_eq!(row["kernel"], want, "{row}");
     }
+    // Kernel times (timestamp queries) on resident GPU rows where the adapter has them (every
+    // such row or none), null on every other row.
+    let rows = report["results"].as_array().unwrap();
+    let timed: Vec<bool> = rows
+        .iter()
+        .filter(|r| r["device"] == "gpu" && r["mode"] == "resident")
+        .map(|r| r["kernel_seconds"].as_f64().is_some_and(|k| k > 0.0))
+        .collect();
+    assert!(
+        timed.iter().all(|&t| t) || timed.iter().all(|&t| !t),
+        "{timed:?}"
+    );
+    for r in rows
+        .iter()
+        .filter(|r| r["device"] != "gpu" || r["mode"] != "resident")
+    {
+        assert!(r["kernel_seconds"].is_null(), "{r}");
+    }
     assert_eq!(
         ops(&e2e),
         [

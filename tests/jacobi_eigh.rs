@@ -600,3 +600,60 @@ fn two_sided_kernels_keep_graded_eigenvalues_to_high_relative_accuracy() {
         }
     }
 }
+
+#[test]
+fn profiling_times_every_kernel_dispatch_on_the_device() {
+    if gpu().is_none() {
+        return;
+    }
+    // A context of its own: profiling records every dispatch of the context.
+    let ctx = GpuContext::new().unwrap();
+    ctx.set_forward_kernel(ForwardKernel::Auto);
+    let opts = EighOptions::default();
+    let n = 64;
+    let a = to_f32(&samples::random_symmetric(&mut Rng::new(1), n, 130));
+    let run = || ctx.eigh(&a, n, &opts, Vectors::Yes);
+    if !ctx.has_timestamps() {
+        let err = ctx.profile(run);
+        assert!(
+            matches!(&err, Err(Error::Gpu(m)) if m.contains("timestamp")),
+            "{err:?}"
+        );
+        eprintln!(
+            "{}: no timestamp queries; profiling not tested",
+            ctx.adapter_name()
+        );
+        return;
+    }
+    let t = std::time::Instant::now();
+    let (r, times) = ctx.profile(run).unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    assert!(r.all_ok());
+    // The one-sided kernel and its refinement above n = 48, in submission order.
+    let names: Vec<&str> = times.iter().map(|k| k.kernel).collect();
+    assert_eq!(names, ["hestenes_eigh", "eigh_refine"]);
+    for k in &times {
+        assert!(k.seconds > 0.0 && k.seconds < wall, "{k:?} (wall {wall} s)");
+    }
+    // One entry per chunk; the register kernels at small n; nothing recorded afterwards.
+    ctx.set_max_chunk(64);
+    let (_, times) = ctx.profile(run).unwrap();
+    ctx.set_max_chunk(0);
+    let names: Vec<&str> = times.iter().map(|k| k.kernel).collect();
+    assert_eq!(names, [["hestenes_eigh"; 3], ["eigh_refine"; 3]].concat());
+    let small = to_f32(&samples::random_symmetric(&mut Rng::new(2), 4, 10));
+    let (g, times) = ctx
+        .profile(|| ctx.eigh(&small, 4, &opts, Vectors::Yes))
+        .unwrap();
+    let gv = vec![1f32; 10 * 16];
+    let (_, vjp) = ctx
+        .profile(|| ctx.eigh_vjp(&g, None, Some(&gv), eigrad::Degeneracy::default()))
+        .unwrap();
+    let names: Vec<&str> = times.iter().chain(&vjp).map(|k| k.kernel).collect();
+    assert_eq!(names, ["registers_eigh", "registers_vjp"]);
+    // A failing call still ends the recording and reports its error.
+    let err = ctx.profile(|| ctx.eigh(&small, 5, &opts, Vectors::Yes));
+    assert!(matches!(err, Err(Error::Shape(_))), "{err:?}");
+    let (_, none) = ctx.profile(|| Ok(())).unwrap();
+    assert!(none.is_empty());
+}

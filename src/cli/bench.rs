@@ -83,6 +83,9 @@ struct Sample {
     reps: usize,
     /// Median seconds per call.
     median_s: f64,
+    /// Median device seconds inside the kernels per call, from timestamp queries (resident GPU
+    /// rows on a device that has them).
+    kernel_s: Option<f64>,
 }
 
 impl Sample {
@@ -214,7 +217,7 @@ fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
             format!(
                 "    {{\"device\": {}, \"adapter\": {}, \"kernel\": {}, \"n\": {}, \"batch\": {}, \
                  \"op\": {}, \"mode\": {}, \"reps\": {}, \"median_seconds\": {:e}, \
-                 \"matrices_per_second\": {:e}}}",
+                 \"matrices_per_second\": {:e}, \"kernel_seconds\": {}}}",
                 json_str(s.device),
                 s.adapter.as_deref().map_or("null".into(), json_str),
                 s.kernel.map_or("null".into(), json_str),
@@ -224,7 +227,8 @@ fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
                 json_str(s.mode.name()),
                 s.reps,
                 s.median_s,
-                s.rate()
+                s.rate(),
+                s.kernel_s.map_or("null".into(), |k| format!("{k:e}"))
             )
         })
         .collect();
@@ -264,7 +268,9 @@ fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
          \"mode_note\": \"end_to_end = from host memory, including upload and readback on the GPU; \
          resident = inputs already on the device, outputs left there, timed until the GPU has \
          finished (GPU only: on the CPU resident equals end_to_end, so only end_to_end rows are \
-         written); vjp = the reverse rule alone given a forward result, eigh+vjp = both\",\n  \
+         written); vjp = the reverse rule alone given a forward result, eigh+vjp = both; \
+         kernel_seconds = median over 5 further calls of the device time inside eigrad's \
+         compute passes (timestamp queries; null where not measured)\",\n  \
          \"transfers_note\": \"plain host-to-device upload and device-to-host readback of \
          buffers of the sizes one end-to-end call moves; end_to_end_over_copy = \
          end_to_end_seconds / copy_seconds\",\n  \
@@ -322,6 +328,7 @@ impl Inputs {
             mode,
             reps: t.1,
             median_s: t.0,
+            kernel_s: None,
         }
     }
 }
@@ -398,36 +405,39 @@ fn bench_resident(
     let mut out = Vec::with_capacity(RESIDENT_OPS.len());
     for op in RESIDENT_OPS {
         pb.set_message(format!("gpu n = {n} {op} resident"));
-        let t = match op {
-            "eigh" | "eigvalsh" => {
-                let vectors = if op == "eigh" {
-                    Vectors::Yes
-                } else {
-                    Vectors::No
-                };
-                median_time(|| {
+        let mut call = || -> CliResult<()> {
+            match op {
+                "eigh" | "eigvalsh" => {
+                    let vectors = if op == "eigh" {
+                        Vectors::Yes
+                    } else {
+                        Vectors::No
+                    };
                     let r = ctx.eigh_resident(&a, n, &opts, vectors)?;
                     ctx.wait()?;
                     ctx.recycle_eigh(r);
-                    Ok(())
-                })?
+                }
+                "vjp" => {
+                    let g = ctx.eigh_vjp_resident(&fwd, Some(&gw), Some(&gv), policy)?;
+                    ctx.wait()?;
+                    ctx.recycle(g);
+                }
+                _ => {
+                    let f = ctx.eigh_resident(&a, n, &opts, Vectors::Yes)?;
+                    let g = ctx.eigh_vjp_resident(&f, Some(&gw), Some(&gv), policy)?;
+                    ctx.wait()?;
+                    ctx.recycle(g);
+                    ctx.recycle_eigh(f);
+                }
             }
-            "vjp" => median_time(|| {
-                let g = ctx.eigh_vjp_resident(&fwd, Some(&gw), Some(&gv), policy)?;
-                ctx.wait()?;
-                ctx.recycle(g);
-                Ok(())
-            })?,
-            _ => median_time(|| {
-                let f = ctx.eigh_resident(&a, n, &opts, Vectors::Yes)?;
-                let g = ctx.eigh_vjp_resident(&f, Some(&gw), Some(&gv), policy)?;
-                ctx.wait()?;
-                ctx.recycle(g);
-                ctx.recycle_eigh(f);
-                Ok(())
-            })?,
+            Ok(())
         };
-        out.push(inp.sample(engine, op, Mode::Resident, t));
+        let t = median_time(&mut call)?;
+        let mut sample = inp.sample(engine, op, Mode::Resident, t);
+        if ctx.has_timestamps() {
+            sample.kernel_s = Some(median_kernel_time(ctx, &mut call)?);
+        }
+        out.push(sample);
         pb.inc(1);
     }
     ctx.recycle_eigh(fwd);
@@ -435,6 +445,21 @@ fn bench_resident(
         ctx.recycle(t);
     }
     Ok(out)
+}
+
+/// Profiled calls per resident GPU operation for its kernel time.
+const PROFILED_CALLS: usize = 5;
+
+/// The median over [`PROFILED_CALLS`] calls of `call` of the device time inside its kernels
+/// (the sum over its dispatches, from timestamp queries).
+fn median_kernel_time(ctx: &GpuContext, mut call: impl FnMut() -> CliResult<()>) -> CliResult<f64> {
+    let mut times = Vec::with_capacity(PROFILED_CALLS);
+    for _ in 0..PROFILED_CALLS {
+        let (result, kernels) = ctx.profile(|| Ok(call()))?;
+        result?;
+        times.push(kernels.iter().map(|k| k.seconds).sum());
+    }
+    Ok(median(&mut times))
 }
 
 /// Times plain uploads and readbacks of the buffers each end-to-end operation moves.
@@ -644,6 +669,30 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
                 ms(t.readback_s, 10),
                 ms(t.end_to_end_s, 10),
                 t.ratio()
+            );
+        }
+    }
+    let profiled: Vec<&Sample> = (rows.iter().flatten())
+        .filter(|s| s.kernel_s.is_some())
+        .collect();
+    if !profiled.is_empty() {
+        println!();
+        println!("GPU time inside the kernels (timestamp queries, median of {PROFILED_CALLS} more calls), device-resident:");
+        println!("wall = the median above; wall / kernels above 1 is submission, synchronisation and host time");
+        println!(
+            "{:>4} {:>8} {:<9} {:>10} {:>10} {:>12}",
+            "n", "batch", "op", "wall ms", "kernels ms", "wall/kernels"
+        );
+        for s in profiled {
+            let k = s.kernel_s.unwrap_or(0.0);
+            println!(
+                "{:>4} {:>8} {:<9} {} {} {:>12.2}",
+                s.n,
+                s.batch,
+                s.op,
+                ms(s.median_s, 10),
+                ms(k, 10),
+                s.median_s / k.max(1e-12)
             );
         }
     }

@@ -256,6 +256,16 @@ pub(crate) struct Inner {
     placeholder: wgpu::Buffer,
     /// Forced cap on matrices per dispatch (0 = none): tests use it to exercise chunking.
     pub chunk_cap: AtomicUsize,
+    /// While profiling: the timestamp queries of the compute passes recorded so far.
+    profile: Mutex<Option<Vec<Stamp>>>,
+}
+
+/// The timestamp queries around one compute pass (while profiling), resolved into `resolve`
+/// (two u64 ticks: the pass's start and end).
+struct Stamp {
+    kernel: &'static str,
+    _set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
 }
 
 impl Inner {
@@ -274,7 +284,39 @@ impl Inner {
             pool: Mutex::new(Vec::new()),
             placeholder,
             chunk_cap: AtomicUsize::new(0),
+            profile: Mutex::new(None),
         }
+    }
+
+    /// Whether the device writes timestamps around compute passes.
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Starts recording the device time of every compute pass (the device must have
+    /// timestamps); [`Inner::finish_profile`] ends it.
+    pub fn start_profile(&self) {
+        *self.profile.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Ends recording, waits for the device and returns each recorded pass's kernel (entry
+    /// point) and device seconds, in submission order.
+    pub fn finish_profile(&self) -> Result<Vec<(&'static str, f64)>> {
+        let stamps = self.profile.lock().unwrap().take().unwrap_or_default();
+        let regions: Vec<(&wgpu::Buffer, u64, u64)> =
+            stamps.iter().map(|s| (&s.resolve, 0, 4)).collect();
+        let words = self.read_words::<u32>(&regions)?;
+        let period = f64::from(self.queue.get_timestamp_period()) * 1e-9;
+        Ok(stamps
+            .iter()
+            .zip(words)
+            .map(|(s, w)| {
+                let tick = |i: usize| u64::from(w[2 * i]) | u64::from(w[2 * i + 1]) << 32;
+                (s.kernel, tick(1).saturating_sub(tick(0)) as f64 * period)
+            })
+            .collect())
     }
 
     pub fn limits(&self) -> wgpu::Limits {
@@ -530,6 +572,8 @@ impl Inner {
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         let mut uniforms = Vec::new();
+        let profiling = self.has_timestamps() && self.profile.lock().unwrap().is_some();
+        let mut stamps = Vec::new();
         for start in (0..batch).step_by(chunk) {
             let count = chunk.min(batch - start);
             let groups = count.div_ceil(pipe.plan.mats as usize);
@@ -571,15 +615,48 @@ impl Inner {
                 layout: &pipe.layout,
                 entries: &entries,
             });
+            let set = profiling.then(|| {
+                self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("eigrad profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                })
+            });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: set.as_ref().map(|query_set| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set,
+                            beginning_of_pass_write_index: Some(0),
+                            end_of_pass_write_index: Some(1),
+                        }
+                    }),
+                });
                 pass.set_pipeline(&pipe.pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
                 pass.dispatch_workgroups(gx as u32, gy as u32, 1);
             }
+            if let Some(set) = set {
+                let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("eigrad profile resolve"),
+                    size: 2 * wgpu::QUERY_SIZE as u64,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                encoder.resolve_query_set(&set, 0..2, &resolve, 0);
+                stamps.push(Stamp {
+                    kernel: pipe.plan.kernel.entry_point(),
+                    _set: set,
+                    resolve,
+                });
+            }
             uniforms.push(uniform);
         }
         self.queue.submit([encoder.finish()]);
+        if let Some(p) = self.profile.lock().unwrap().as_mut() {
+            p.extend(stamps);
+        }
         let oom = pollster::block_on(oom.pop());
         let err = pollster::block_on(scope.pop());
         for u in uniforms {

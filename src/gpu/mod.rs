@@ -60,6 +60,16 @@ pub struct GpuContext {
     two_sided_values_max_n: usize,
 }
 
+/// The device time of one kernel dispatch, from [`GpuContext::profile`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's entry point (`hestenes_eigh`, `registers_vjp`, …; the file names under
+    /// `shaders/`).
+    pub kernel: &'static str,
+    /// Seconds between the start and the end of its compute pass on the device.
+    pub seconds: f64,
+}
+
 /// Matrix sizes above which the one-sided kernel's eigenvectors get one step of first-order
 /// refinement with the original matrix (`shaders/eigh_refine.wgsl`): there the shift σ of its
 /// `A + σI` would otherwise cost the derivative check its tolerance.
@@ -423,7 +433,8 @@ impl GpuContext {
         );
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("eigrad"),
-            required_features: adapter.features() & wgpu::Features::SUBGROUP,
+            required_features: adapter.features()
+                & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY),
             required_limits: adapter.limits(),
             experimental_features: wgpu::ExperimentalFeatures::default(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -464,6 +475,37 @@ impl GpuContext {
             two_sided_values_max_n: max_fitting_n(&inner, Kernel::JacobiEigvalsh),
             inner,
         })
+    }
+
+    /// Whether the device can time eigrad's kernels ([`GpuContext::profile`]): it has
+    /// `wgpu::Features::TIMESTAMP_QUERY` (requested by [`GpuContext::new`] where the adapter
+    /// offers it).
+    pub fn has_timestamps(&self) -> bool {
+        self.inner.has_timestamps()
+    }
+
+    /// Runs `f` and returns its result with the device time of every kernel dispatch it made
+    /// through this context, measured by timestamp queries around each compute pass (in
+    /// submission order; chunked batches give one entry per chunk). Separates the time the GPU
+    /// spends in the kernels from submission, synchronisation and host work, which wall-clock
+    /// timings include. Waits for the device before returning. Dispatches made by other
+    /// threads on this context while `f` runs are recorded too. An error when the device has
+    /// no timestamp queries ([`GpuContext::has_timestamps`]).
+    pub fn profile<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Vec<KernelTime>)> {
+        if !self.has_timestamps() {
+            return Err(Error::Gpu(format!(
+                "{} offers no timestamp queries (wgpu::Features::TIMESTAMP_QUERY) to time kernels",
+                self.adapter_name()
+            )));
+        }
+        self.inner.start_profile();
+        let result = f();
+        let times = self.inner.finish_profile();
+        let times = times?
+            .into_iter()
+            .map(|(kernel, seconds)| KernelTime { kernel, seconds })
+            .collect();
+        Ok((result?, times))
     }
 
     /// The adapter's name (e.g. "NVIDIA H200", "llvmpipe (LLVM 15.0.6, 256 bits)").
