@@ -80,8 +80,10 @@ pub const ONE_SIDED_REFINE_ABOVE: usize = 48;
 /// they differ in speed and in rounding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKernel {
-    /// [`ForwardKernel::Registers`] up to n = [`REGISTERS_MAX_N`]; above it the kernel that
-    /// measured fastest on an NVIDIA H200 there (benches/README.md): one-sided, except on a
+    /// [`ForwardKernel::Registers`] up to n = [`REGISTERS_MAX_N`] (chosen from an instruction
+    /// model and Mesa's llvmpipe, where it ran 7–9× faster than the one-sided kernel; not yet
+    /// measured on a GPU); above it the kernel that measured fastest on an NVIDIA H200 there
+    /// (benches/README.md): one-sided, except on a
     /// device whose workgroup memory is too small for it (n ≥ 59 under wgpu's default 16 KiB),
     /// where the two-sided kernel runs instead. The default.
     Auto,
