@@ -1519,11 +1519,25 @@ fn bench_with_auto_adds_resident_and_copy_times_for_the_gpu() {
         timed.iter().all(|&t| t) || timed.iter().all(|&t| !t),
         "{timed:?}"
     );
-    for r in rows
-        .iter()
-        .filter(|r| r["device"] != "gpu" || r["mode"] != "resident")
-    {
-        assert!(r["kernel_seconds"].is_null(), "{r}");
+    for r in rows {
+        let kernels = r["kernels"].as_object().expect("kernels object");
+        if r["kernel_seconds"].is_null() {
+            assert!(kernels.is_empty(), "{r}");
+            continue;
+        }
+        assert!(r["device"] == "gpu" && r["mode"] == "resident", "{r}");
+        // Each kernel the op dispatches, by entry point: the eigendecomposition kernel of the
+        // row (`registers` → registers_eigh, …) among them for eigh.
+        assert!(!kernels.is_empty(), "{r}");
+        assert!(kernels.values().all(|t| t.as_f64().unwrap() > 0.0), "{r}");
+        if r["op"] == "eigh" {
+            let want = match r["kernel"].as_str().unwrap() {
+                "registers" => "registers_eigh",
+                "two-sided" => "jacobi_eigh",
+                _ => "hestenes_eigh",
+            };
+            assert!(kernels.contains_key(want), "{r}");
+        }
     }
     assert_eq!(
         ops(&e2e),

@@ -86,6 +86,8 @@ struct Sample {
     /// Median device seconds inside the kernels per call, from timestamp queries (resident GPU
     /// rows on a device that has them).
     kernel_s: Option<f64>,
+    /// The same per kernel (entry point), in the order the call dispatches them.
+    kernels: Vec<(&'static str, f64)>,
 }
 
 impl Sample {
@@ -217,7 +219,7 @@ fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
             format!(
                 "    {{\"device\": {}, \"adapter\": {}, \"kernel\": {}, \"n\": {}, \"batch\": {}, \
                  \"op\": {}, \"mode\": {}, \"reps\": {}, \"median_seconds\": {:e}, \
-                 \"matrices_per_second\": {:e}, \"kernel_seconds\": {}}}",
+                 \"matrices_per_second\": {:e}, \"kernel_seconds\": {}, \"kernels\": {}}}",
                 json_str(s.device),
                 s.adapter.as_deref().map_or("null".into(), json_str),
                 s.kernel.map_or("null".into(), json_str),
@@ -228,7 +230,8 @@ fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
                 s.reps,
                 s.median_s,
                 s.rate(),
-                s.kernel_s.map_or("null".into(), |k| format!("{k:e}"))
+                s.kernel_s.map_or("null".into(), |k| format!("{k:e}")),
+                kernels_json(&s.kernels)
             )
         })
         .collect();
@@ -270,7 +273,8 @@ fn to_json(samples: &[Sample], transfers: &[Transfer]) -> String {
          finished (GPU only: on the CPU resident equals end_to_end, so only end_to_end rows are \
          written); vjp = the reverse rule alone given a forward result, eigh+vjp = both; \
          kernel_seconds = median over 5 further calls of the device time inside eigrad's \
-         compute passes (timestamp queries; null where not measured)\",\n  \
+         compute passes (timestamp queries; null where not measured), kernels = the same per \
+         kernel entry point\",\n  \
          \"transfers_note\": \"plain host-to-device upload and device-to-host readback of \
          buffers of the sizes one end-to-end call moves; end_to_end_over_copy = \
          end_to_end_seconds / copy_seconds\",\n  \
@@ -329,6 +333,7 @@ impl Inputs {
             reps: t.1,
             median_s: t.0,
             kernel_s: None,
+            kernels: Vec::new(),
         }
     }
 }
@@ -435,7 +440,9 @@ fn bench_resident(
         let t = median_time(&mut call)?;
         let mut sample = inp.sample(engine, op, Mode::Resident, t);
         if ctx.has_timestamps() {
-            sample.kernel_s = Some(median_kernel_time(ctx, &mut call)?);
+            let (total, kernels) = median_kernel_time(ctx, &mut call)?;
+            sample.kernel_s = Some(total);
+            sample.kernels = kernels;
         }
         out.push(sample);
         pb.inc(1);
@@ -451,15 +458,44 @@ fn bench_resident(
 const PROFILED_CALLS: usize = 5;
 
 /// The median over [`PROFILED_CALLS`] calls of `call` of the device time inside its kernels
-/// (the sum over its dispatches, from timestamp queries).
-fn median_kernel_time(ctx: &GpuContext, mut call: impl FnMut() -> CliResult<()>) -> CliResult<f64> {
-    let mut times = Vec::with_capacity(PROFILED_CALLS);
+/// (the sum over its dispatches, from timestamp queries), and the median of each kernel's share
+/// (summed over its chunks), by entry point in dispatch order.
+fn median_kernel_time(
+    ctx: &GpuContext,
+    mut call: impl FnMut() -> CliResult<()>,
+) -> CliResult<(f64, Vec<(&'static str, f64)>)> {
+    let mut totals = Vec::with_capacity(PROFILED_CALLS);
+    let mut each: Vec<(&'static str, Vec<f64>)> = Vec::new();
     for _ in 0..PROFILED_CALLS {
         let (result, kernels) = ctx.profile(|| Ok(call()))?;
         result?;
-        times.push(kernels.iter().map(|k| k.seconds).sum());
+        totals.push(kernels.iter().map(|k| k.seconds).sum());
+        let mut this_call: Vec<(&'static str, f64)> = Vec::new();
+        for k in kernels {
+            match this_call.iter_mut().find(|(name, _)| *name == k.kernel) {
+                Some((_, t)) => *t += k.seconds,
+                None => this_call.push((k.kernel, k.seconds)),
+            }
+        }
+        for (name, t) in this_call {
+            match each.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, ts)) => ts.push(t),
+                None => each.push((name, vec![t])),
+            }
+        }
     }
-    Ok(median(&mut times))
+    let each = (each.into_iter())
+        .map(|(name, mut ts)| (name, median(&mut ts)))
+        .collect();
+    Ok((median(&mut totals), each))
+}
+
+/// Per-kernel times as a JSON object (`{}` when none).
+fn kernels_json(kernels: &[(&str, f64)]) -> String {
+    let fields: Vec<String> = (kernels.iter())
+        .map(|(name, t)| format!("{}: {t:e}", json_str(name)))
+        .collect();
+    format!("{{{}}}", fields.join(", "))
 }
 
 /// Times plain uploads and readbacks of the buffers each end-to-end operation moves.
@@ -680,19 +716,23 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
         println!("GPU time inside the kernels (timestamp queries, median of {PROFILED_CALLS} more calls), device-resident:");
         println!("wall = the median above; wall / kernels above 1 is submission, synchronisation and host time");
         println!(
-            "{:>4} {:>8} {:<9} {:>10} {:>10} {:>12}",
+            "{:>4} {:>8} {:<9} {:>10} {:>10} {:>12}  per kernel, ms",
             "n", "batch", "op", "wall ms", "kernels ms", "wall/kernels"
         );
         for s in profiled {
             let k = s.kernel_s.unwrap_or(0.0);
+            let each: Vec<String> = (s.kernels.iter())
+                .map(|(name, t)| format!("{name} {}", ms(*t, 0)))
+                .collect();
             println!(
-                "{:>4} {:>8} {:<9} {} {} {:>12.2}",
+                "{:>4} {:>8} {:<9} {} {} {:>12.2}  {}",
                 s.n,
                 s.batch,
                 s.op,
                 ms(s.median_s, 10),
                 ms(k, 10),
-                s.median_s / k.max(1e-12)
+                s.median_s / k.max(1e-12),
+                each.join(" + ")
             );
         }
     }
@@ -718,6 +758,15 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_kernel_times_are_a_json_object() {
+        assert_eq!(kernels_json(&[]), "{}");
+        assert_eq!(
+            kernels_json(&[("hestenes_eigh", 0.5), ("eigh_refine", 0.25)]),
+            "{\"hestenes_eigh\": 5e-1, \"eigh_refine\": 2.5e-1}"
+        );
+    }
 
     #[test]
     fn json_strings_are_escaped() {
