@@ -1,8 +1,9 @@
-//! The generated part of `shaders/registers.wgsl`, the one-invocation-per-matrix Jacobi kernel
-//! for the smallest sizes: every entry of A and V is a named variable and every rotation of a
-//! sweep is written out with fixed indices, so that nothing in the kernel is indexed at run
+//! The generated parts of `shaders/registers.wgsl`, the one-invocation-per-matrix Jacobi kernel
+//! for the smallest sizes, and of `shaders/registers_vjp.wgsl`, its reverse rule: every entry of
+//! A, V and the products is a named variable and every rotation of a sweep (every term of a
+//! product) is written out with fixed indices, so that nothing in the kernels is indexed at run
 //! time (which would let a driver move the matrix out of registers). Each `//@gen NAME` line of
-//! the template becomes the block [`expand`] writes for it.
+//! a template becomes the block [`expand`] writes for it.
 
 use std::fmt::Write;
 
