@@ -1355,6 +1355,17 @@ fn check_with_auto_passes_and_runs_sizes_above_64_on_the_cpu() {
         .find(|l| l.trim_start().starts_with("65 "))
         .expect("row for n = 65");
     assert!(row65.contains("cpu") && row65.ends_with("pass"), "{row65}");
+    // The kernel column: `-` on the CPU; on the GPU Auto's register kernel at n = 2 and 7.
+    assert_eq!(row65.split_whitespace().nth(2), Some("-"), "{row65}");
+    for n in ["2", "7"] {
+        let row = (r.stdout.lines())
+            .find(|l| l.split_whitespace().next() == Some(n))
+            .expect("row");
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        if cols[1] == "gpu" && std::env::var_os("EIGRAD_GPU_FORWARD").is_none() {
+            assert_eq!(cols[2], "registers", "{row}");
+        }
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ use super::error::CliResult;
 use super::metrics::{self, Forward, Tolerances};
 use super::npy::Floats;
 use super::progress;
+use eigrad::gpu::EigvalshKernel;
 use eigrad::samples::{self, Rng};
 use eigrad::{cpu, Degeneracy, EighOptions, Vectors};
 use std::process::ExitCode;
@@ -161,6 +162,22 @@ fn failures(row: &Row, tol: &Tolerances) -> Vec<&'static str> {
     out
 }
 
+/// The GPU kernels that ran at size `n`: the eigendecomposition kernel, `+tri` when
+/// eigenvalues only ran the tridiagonal kernel; `-` on the CPU.
+fn kernel_label(engine: Engine<'_>, n: usize) -> String {
+    match engine {
+        Engine::Cpu => "-".into(),
+        Engine::Gpu(ctx) => {
+            let forward = ctx.forward_kernel_for(n).name();
+            if ctx.eigvalsh_kernel_for(n) == EigvalshKernel::Tridiagonal {
+                format!("{forward}+tri")
+            } else {
+                forward.into()
+            }
+        }
+    }
+}
+
 /// `eigrad check`.
 pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
     let devices = Devices::open(args.device, &args.n)?;
@@ -173,6 +190,7 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
     println!("  residual = ‖AV − VΛ‖_F/‖A‖₂  ≤ 16·n·eps   (tol.vec)");
     println!("  orthog.  = ‖VᵀV − I‖_F       ≤ 16·n·eps   (tol.vec)");
     println!("  vjp.err  = ‖ΔĀ‖_F/‖Ā‖_F      ≤ 1e-4 on well separated spectra; eps = f32::EPSILON");
+    println!("  kernel   = the GPU eigendecomposition kernel (+tri: eigenvalues only by the tridiagonal kernel)");
     if args
         .n
         .iter()
@@ -182,8 +200,17 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
     }
     println!();
     println!(
-        "{:>4}  {:<6} {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}  {:>9}  result",
-        "n", "device", "eig.err", "val.err", "tol.eig", "residual", "orthog.", "tol.vec", "vjp.err"
+        "{:>4}  {:<6} {:<22} {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}  {:>9}  result",
+        "n",
+        "device",
+        "kernel",
+        "eig.err",
+        "val.err",
+        "tol.eig",
+        "residual",
+        "orthog.",
+        "tol.vec",
+        "vjp.err"
     );
     let pb = progress::bar(args.n.len() as u64, "check");
     let mut failed = 0;
@@ -202,8 +229,9 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
         let f = &row.forward;
         pb.suspend(|| {
             println!(
-                "{n:>4}  {:<6} {:>9.2e} {:>9.2e} {:>9.2e}  {:>9.2e} {:>9.2e} {:>9.2e}  {:>9.2e}  {result}",
+                "{n:>4}  {:<6} {:<22} {:>9.2e} {:>9.2e} {:>9.2e}  {:>9.2e} {:>9.2e} {:>9.2e}  {:>9.2e}  {result}",
                 engine.kind(),
+                kernel_label(engine, n),
                 f.eigenvalue,
                 row.values_only,
                 tol.eigenvalue,
