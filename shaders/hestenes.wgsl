@@ -41,16 +41,7 @@ override MAX_SWEEPS: u32;  // sweep cap
 override ROT_TOL: f32;     // rotate when |x·y| > ROT_TOL·‖x‖·‖y‖ ...
 override STOP_TOL: f32;    // ... and sweep on while some |x·y| > STOP_TOL·‖x‖·‖y‖
 
-// Input matrices [batch][N][N].
-@group(0) @binding(0) var<storage, read> a_in: array<f32>;
-// Eigenvalues [batch][N], ascending.
-@group(0) @binding(1) var<storage, read_write> values_out: array<f32>;
-// Eigenvectors [batch][N][N], columns (unused by the eigenvalues-only kernel).
-@group(0) @binding(2) var<storage, read_write> vectors_out: array<f32>;
-// Status codes [batch] (0 ok, 1 non-finite input, 2 not converged).
-@group(0) @binding(3) var<storage, read_write> status_out: array<u32>;
-// Dispatch parameters (binding 4, the two-sided kernel's scratch, is not used here).
-@group(0) @binding(5) var<uniform> params: Params;
+// Bindings in forward_bindings.wgsl (binding 4, the two-sided kernel's scratch, is not used).
 
 // The exchange buffers; after the sweeps, A (for the Rayleigh quotients) and then V (for a
 // coalesced write), each row with stride SLOT vec4s in a region of M_PAD·SLOT per matrix.

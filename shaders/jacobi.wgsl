@@ -28,18 +28,9 @@ override MAX_SWEEPS: u32;    // sweep cap
 override REL_THRESHOLD: f32; // rotate while |a_pq| > REL_THRESHOLD·√(|a_pp a_qq|) ...
 override ROT_FLOOR: f32;     // ... and |a_pq| > ROT_FLOOR (relative to the scaled max entry)
 
-// Input matrices [batch][N][N].
-@group(0) @binding(0) var<storage, read> a_in: array<f32>;
-// Eigenvalues [batch][N], ascending.
-@group(0) @binding(1) var<storage, read_write> values_out: array<f32>;
-// Eigenvectors [batch][N][N], columns (unused by the eigenvalues-only kernel).
-@group(0) @binding(2) var<storage, read_write> vectors_out: array<f32>;
-// Status codes [batch] (0 ok, 1 non-finite input, 2 not converged).
-@group(0) @binding(3) var<storage, read_write> status_out: array<u32>;
-// Vᵀ scratch [batch][N][N] when it does not fit in workgroup memory.
+// Bindings 0–3 and 5 in forward_bindings.wgsl; the Vᵀ scratch [batch][N][N], used when it
+// does not fit in workgroup memory:
 @group(0) @binding(4) var<storage, read_write> vt_global: array<f32>;
-// Dispatch parameters.
-@group(0) @binding(5) var<uniform> params: Params;
 
 var<workgroup> a_sh: array<f32, A_LEN>;
 var<workgroup> vt_sh: array<f32, VT_LEN>;

@@ -36,15 +36,8 @@ override WG: u32;      // MATS * N
 override VEC_LEN: u32; // MATS * R4: vec4 slots of one per-matrix vector buffer
 override MN_LEN: u32;  // MATS * N
 
-// Input matrices [batch][N][N].
-@group(0) @binding(0) var<storage, read> a_in: array<f32>;
-// Eigenvalues [batch][N], ascending.
-@group(0) @binding(1) var<storage, read_write> values_out: array<f32>;
-// Status codes [batch] (0 ok, 1 non-finite input). Bindings 2 and 4 of the eigenvalues-only
-// layout (eigenvectors, scratch) are not used.
-@group(0) @binding(3) var<storage, read_write> status_out: array<u32>;
-// Dispatch parameters.
-@group(0) @binding(5) var<uniform> params: Params;
+// Bindings in forward_bindings.wgsl (bindings 2 and 4, eigenvectors and scratch, are not
+// used; status is 0 or 1).
 
 // Per matrix R4 vec4s each: column k of the current step; v, then T's diagonal d (the padding
 // past N: a huge value, which no count reaches); p, then e_{j−1}² at j.

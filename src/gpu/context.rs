@@ -572,7 +572,8 @@ impl Inner {
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         let mut uniforms = Vec::new();
-        let profiling = self.has_timestamps() && self.profile.lock().unwrap().is_some();
+        // Recording is only ever started on a device with timestamps (GpuContext::profile).
+        let profiling = self.profile.lock().unwrap().is_some();
         let mut stamps = Vec::new();
         for start in (0..batch).step_by(chunk) {
             let count = chunk.min(batch - start);

@@ -73,6 +73,19 @@ pub struct JacobiKnobs {
     pub subgroup_size: u32,
 }
 
+impl JacobiKnobs {
+    /// The constants of the two-sided kernels (jacobi.wgsl, registers.wgsl): the sweep cap,
+    /// the rotation thresholds and the triangle read.
+    fn two_sided_constants(&self) -> [(&'static str, f64); 4] {
+        [
+            ("MAX_SWEEPS", self.max_sweeps as f64),
+            ("REL_THRESHOLD", self.rel_threshold as f64),
+            ("ROT_FLOOR", self.rot_floor as f64),
+            ("LOWER", if self.lower { 1.0 } else { 0.0 }),
+        ]
+    }
+}
+
 /// An error when a plan needs more workgroup memory than the device offers.
 fn fits(n: u32, bytes: u32, workgroup_limit: u32) -> Result<()> {
     if bytes > workgroup_limit {
@@ -149,7 +162,7 @@ pub fn plan(
                 bytes_without
             };
             fits(n, bytes, workgroup_limit)?;
-            let constants = vec![
+            let mut constants = vec![
                 ("N", n as f64),
                 ("M_PAD", m_pad as f64),
                 ("MATS", mats as f64),
@@ -161,11 +174,8 @@ pub fn plan(
                 ("VT_LEN", if shared { vt_len as f64 } else { 1.0 }),
                 ("PAIRS_LEN", (mats * half) as f64),
                 ("MN_LEN", (mats * n) as f64),
-                ("MAX_SWEEPS", knobs.max_sweeps as f64),
-                ("REL_THRESHOLD", knobs.rel_threshold as f64),
-                ("ROT_FLOOR", knobs.rot_floor as f64),
-                ("LOWER", if knobs.lower { 1.0 } else { 0.0 }),
             ];
+            constants.extend(knobs.two_sided_constants());
             Ok(Plan {
                 kernel,
                 n,
@@ -244,12 +254,7 @@ pub fn plan(
                 constants.push(("POLICY", policy as f64));
             } else {
                 let knobs = knobs.expect("Jacobi kernels need their knobs");
-                constants.extend([
-                    ("MAX_SWEEPS", knobs.max_sweeps as f64),
-                    ("REL_THRESHOLD", knobs.rel_threshold as f64),
-                    ("ROT_FLOOR", knobs.rot_floor as f64),
-                    ("LOWER", if knobs.lower { 1.0 } else { 0.0 }),
-                ]);
+                constants.extend(knobs.two_sided_constants());
             }
             Ok(Plan {
                 kernel,

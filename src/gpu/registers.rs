@@ -12,9 +12,22 @@ use std::fmt::Write;
 /// spilling; at n = 16 it would be 392.
 pub const REGISTERS_MAX_N: usize = 8;
 
-/// The variable holding entry (i, j) of the symmetric A (its upper triangle).
+/// The variable holding entry (i, j) of a symmetric matrix named `name`: its upper triangle.
+fn sym(name: &str, i: u32, j: u32) -> String {
+    format!("{name}{}_{}", i.min(j), i.max(j))
+}
+
+/// The variable holding entry (i, j) of the symmetric A.
 fn a(i: u32, j: u32) -> String {
-    format!("a{}_{}", i.min(j), i.max(j))
+    sym("a", i, j)
+}
+
+/// Writes the plane rotation (c, s) = (cst.x, cst.y) of the pair of variables `p`, `q` through
+/// the temporary `t`: p ← c·p − s·q, q ← s·p + c·q.
+fn rotate(s: &mut String, t: &str, p: &str, q: &str) {
+    writeln!(s, "    let {t} = {p};").unwrap();
+    writeln!(s, "    {p} = cst.x * {t} - cst.y * {q};").unwrap();
+    writeln!(s, "    {q} = cst.y * {t} + cst.x * {q};").unwrap();
 }
 
 /// The variable holding component i of eigenvector j.
@@ -117,17 +130,11 @@ fn sweep(n: u32, vectors: bool) -> String {
             writeln!(s, "    {qq} = {qq} + cst.z * {pq};").unwrap();
             writeln!(s, "    {pq} = 0.0;").unwrap();
             for k in (0..n).filter(|&k| k != p && k != q) {
-                let (kp, kq) = (a(k, p), a(k, q));
-                writeln!(s, "    let x{k} = {kp};").unwrap();
-                writeln!(s, "    {kp} = cst.x * x{k} - cst.y * {kq};").unwrap();
-                writeln!(s, "    {kq} = cst.y * x{k} + cst.x * {kq};").unwrap();
+                rotate(&mut s, &format!("x{k}"), &a(k, p), &a(k, q));
             }
             if vectors {
                 for k in 0..n {
-                    let (kp, kq) = (v(k, p), v(k, q));
-                    writeln!(s, "    let y{k} = {kp};").unwrap();
-                    writeln!(s, "    {kp} = cst.x * y{k} - cst.y * {kq};").unwrap();
-                    writeln!(s, "    {kq} = cst.y * y{k} + cst.x * {kq};").unwrap();
+                    rotate(&mut s, &format!("y{k}"), &v(k, p), &v(k, q));
                 }
             }
             writeln!(s, "    rot = true;").unwrap();
@@ -191,11 +198,10 @@ fn vjp_load(n: u32) -> String {
 
 /// M = diag(λ̄) + F∘skew(X) with X = VᵀV̄: its diagonal and upper triangle, `m{i}_{j}`.
 fn vjp_m(n: u32) -> String {
-    let m = |i: u32, j: u32| format!("m{}_{}", i.min(j), i.max(j));
+    let m = |i: u32, j: u32| sym("m", i, j);
     let mut s = String::new();
     for i in 0..n {
-        writeln!(s, "var {} = 0.0;", m(i, i)).unwrap();
-        for j in i + 1..n {
+        for j in i..n {
             writeln!(s, "var {} = 0.0;", m(i, j)).unwrap();
         }
     }
@@ -239,7 +245,7 @@ fn vjp_m(n: u32) -> String {
 
 /// Ā = (V M) Vᵀ, upper triangle, each entry written to both of its places.
 fn vjp_out(n: u32) -> String {
-    let m = |i: u32, j: u32| format!("m{}_{}", i.min(j), i.max(j));
+    let m = |i: u32, j: u32| sym("m", i, j);
     let mut s = String::new();
     for i in 0..n {
         for k in 0..n {

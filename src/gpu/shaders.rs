@@ -18,6 +18,7 @@ const POWER: &str = include_str!("../../shaders/power.wgsl");
 const PROJECT: &str = include_str!("../../shaders/project.wgsl");
 const REGISTERS: &str = include_str!("../../shaders/registers.wgsl");
 const VJP_BINDINGS: &str = include_str!("../../shaders/vjp_bindings.wgsl");
+const FORWARD_BINDINGS: &str = include_str!("../../shaders/forward_bindings.wgsl");
 
 /// The kernels (one WGSL entry point each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +105,7 @@ impl Kernel {
         match self {
             Kernel::JacobiEigh => &[
                 COMMON,
+                FORWARD_BINDINGS,
                 STORED,
                 ADMIT,
                 SWEEPS,
@@ -112,6 +114,7 @@ impl Kernel {
             ],
             Kernel::JacobiEigvalsh => &[
                 COMMON,
+                FORWARD_BINDINGS,
                 STORED,
                 ADMIT,
                 SWEEPS,
@@ -120,6 +123,7 @@ impl Kernel {
             ],
             Kernel::HestenesEigh => &[
                 COMMON,
+                FORWARD_BINDINGS,
                 STORED,
                 ADMIT,
                 SWEEPS,
@@ -128,6 +132,7 @@ impl Kernel {
             ],
             Kernel::HestenesEigvalsh => &[
                 COMMON,
+                FORWARD_BINDINGS,
                 STORED,
                 ADMIT,
                 SWEEPS,
@@ -136,12 +141,14 @@ impl Kernel {
             ],
             Kernel::RegistersEigh => &[
                 COMMON,
+                FORWARD_BINDINGS,
                 STORED,
                 REGISTERS,
                 include_str!("../../shaders/registers_eigh.wgsl"),
             ],
             Kernel::RegistersEigvalsh => &[
                 COMMON,
+                FORWARD_BINDINGS,
                 STORED,
                 REGISTERS,
                 include_str!("../../shaders/registers_eigvalsh.wgsl"),
@@ -153,6 +160,7 @@ impl Kernel {
             ],
             Kernel::TridiagonalEigvalsh => &[
                 COMMON,
+                FORWARD_BINDINGS,
                 STORED,
                 ADMIT,
                 include_str!("../../shaders/tridiagonal_eigvalsh.wgsl"),
