@@ -472,22 +472,29 @@ fn median_kernel_time(
         totals.push(kernels.iter().map(|k| k.seconds).sum());
         let mut this_call: Vec<(&'static str, f64)> = Vec::new();
         for k in kernels {
-            match this_call.iter_mut().find(|(name, _)| *name == k.kernel) {
-                Some((_, t)) => *t += k.seconds,
-                None => this_call.push((k.kernel, k.seconds)),
-            }
+            *entry(&mut this_call, k.kernel) += k.seconds;
         }
         for (name, t) in this_call {
-            match each.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, ts)) => ts.push(t),
-                None => each.push((name, vec![t])),
-            }
+            entry(&mut each, name).push(t);
         }
     }
     let each = (each.into_iter())
         .map(|(name, mut ts)| (name, median(&mut ts)))
         .collect();
     Ok((median(&mut totals), each))
+}
+
+/// The value kept for `name` in `list` (a new default one at the end when there is none), so
+/// that entries keep the order in which names first appear.
+fn entry<'a, T: Default>(list: &'a mut Vec<(&'static str, T)>, name: &'static str) -> &'a mut T {
+    let i = match list.iter().position(|(n, _)| *n == name) {
+        Some(i) => i,
+        None => {
+            list.push((name, T::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[i].1
 }
 
 /// Per-kernel times as a JSON object (`{}` when none).
@@ -758,6 +765,15 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_accumulate_by_name_in_order_of_first_appearance() {
+        let mut list: Vec<(&'static str, f64)> = Vec::new();
+        *entry(&mut list, "b") += 1.0;
+        *entry(&mut list, "a") += 2.0;
+        *entry(&mut list, "b") += 3.0;
+        assert_eq!(list, [("b", 4.0), ("a", 2.0)]);
+    }
 
     #[test]
     fn per_kernel_times_are_a_json_object() {
