@@ -1,0 +1,421 @@
+//! Compile statistics of eigrad's kernels from Mesa RADV's null device: no GPU needed.
+//!
+//! ```sh
+//! cargo run --release --manifest-path benches/shader_stats/Cargo.toml -- \
+//!     [--kernels HestenesEigh,RegistersEigh|all] [--n 4,8,16,32,64] [--unchecked] \
+//!     [--workgroup-bytes 49152] [--family navi21]
+//! ```
+//!
+//! Every kernel is planned as on a device with `--workgroup-bytes` of workgroup memory (NVIDIA's
+//! 48 KiB by default), translated to SPIR-V as wgpu does on Vulkan (index clamping, loop
+//! bounding; `--unchecked` drops both, as wgpu's unsafe `create_shader_module_trusted` would),
+//! and compiled into a compute pipeline by RADV for the AMD GPU family `--family`
+//! (`RADV_FORCE_FAMILY`: a device that compiles but cannot run anything). The statistics come
+//! from `VK_KHR_pipeline_executable_properties`: registers per invocation, spills, scratch
+//! (private memory: what a kernel cannot keep in registers), workgroup memory, waves per SIMD
+//! (occupancy) and static instruction counts (each instruction once, whatever the loop counts).
+//!
+//! Mesa 22.3's null device crashes now and then inside pipeline creation (a segmentation fault
+//! in `libvulkan_radeon.so`, about one compile in four, depending on the address layout), so each
+//! row is compiled in a child process of this program, tried up to [`TRIES`] times.
+
+use ash::vk;
+use eigrad::gpu::plan::{plan, JacobiKnobs, Plan};
+use eigrad::gpu::shaders::Kernel;
+use naga::back::pipeline_constants::process_overrides;
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use std::error::Error;
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+/// Attempts per row (each in a fresh child process).
+const TRIES: usize = 8;
+
+/// The statistics printed, by their names in RADV, with the column headings.
+const COLUMNS: [(&str, &str); 9] = [
+    ("VGPRs", "VGPRs"),
+    ("SGPRs", "SGPRs"),
+    ("Spilled VGPRs", "spill V"),
+    ("Spilled SGPRs", "spill S"),
+    ("Scratch size", "scratch B"),
+    ("LDS size", "LDS B"),
+    ("Subgroups per SIMD", "waves/SIMD"),
+    ("Instructions", "instr"),
+    ("Code size", "code B"),
+];
+
+struct Args {
+    kernels: Vec<Kernel>,
+    ns: Vec<u32>,
+    checked: bool,
+    workgroup_bytes: u32,
+    family: String,
+}
+
+fn parse_args() -> Res<Args> {
+    let mut args = Args {
+        kernels: Kernel::ALL.to_vec(),
+        ns: vec![4, 8, 16, 32, 64],
+        checked: true,
+        workgroup_bytes: 49152,
+        family: "navi21".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--kernels" => {
+                let v = value()?;
+                if v != "all" {
+                    args.kernels = (v.split(','))
+                        .map(|k| {
+                            (Kernel::ALL.iter().find(|x| format!("{x:?}") == k).copied())
+                                .ok_or_else(|| {
+                                    format!("unknown kernel {k}; one of {:?}", Kernel::ALL)
+                                })
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+            }
+            "--n" => {
+                args.ns = (value()?.split(','))
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--unchecked" => args.checked = false,
+            "--workgroup-bytes" => args.workgroup_bytes = value()?.parse()?,
+            "--family" => args.family = value()?,
+            _ => return Err(format!("unknown argument {a}").into()),
+        }
+    }
+    Ok(args)
+}
+
+/// The kernel's SPIR-V as wgpu's Vulkan backend writes it (overrides substituted).
+fn spirv(p: &Plan, checked: bool) -> Res<Vec<u32>> {
+    let source = p.source();
+    let module = naga::front::wgsl::parse_str(&source)?;
+    let info = Validator::new(ValidationFlags::all(), Capabilities::all()).validate(&module)?;
+    let map: naga::back::PipelineConstants = p
+        .constants
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let stage = Some((naga::ShaderStage::Compute, p.kernel.entry_point()));
+    let (module, info) = process_overrides(&module, &info, stage, &map)?;
+    let index = if checked {
+        naga::proc::BoundsCheckPolicy::Restrict
+    } else {
+        naga::proc::BoundsCheckPolicy::Unchecked
+    };
+    let options = naga::back::spv::Options {
+        lang_version: (1, 6),
+        flags: naga::back::spv::WriterFlags::empty(),
+        bounds_check_policies: naga::proc::BoundsCheckPolicies {
+            index,
+            // wgpu leaves buffer bounds to the driver where it has robustBufferAccess2 (enabled
+            // below), as RADV and NVIDIA's driver have.
+            buffer: naga::proc::BoundsCheckPolicy::Unchecked,
+            image_load: naga::proc::BoundsCheckPolicy::Unchecked,
+            binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+        },
+        force_loop_bounding: checked,
+        zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None,
+        ..Default::default()
+    };
+    let pipeline = naga::back::spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: p.kernel.entry_point().to_string(),
+    };
+    Ok(naga::back::spv::write_vec(
+        &module,
+        &info,
+        &options,
+        Some(&pipeline),
+    )?)
+}
+
+/// Descriptor types of the kernel's bindings (group 0), in binding order.
+fn bindings(p: &Plan) -> Res<Vec<vk::DescriptorType>> {
+    let module = naga::front::wgsl::parse_str(&p.source())?;
+    let mut v: Vec<(u32, vk::DescriptorType)> = (module.global_variables.iter())
+        .filter_map(|(_, g)| {
+            let ty = match g.space {
+                naga::AddressSpace::Uniform => vk::DescriptorType::UNIFORM_BUFFER,
+                _ => vk::DescriptorType::STORAGE_BUFFER,
+            };
+            Some((g.binding.as_ref()?.binding, ty))
+        })
+        .collect();
+    v.sort_by_key(|x| x.0);
+    Ok(v.into_iter().map(|x| x.1).collect())
+}
+
+struct Compiler {
+    _entry: ash::Entry,
+    instance: ash::Instance,
+    device: ash::Device,
+    stats: ash::khr::pipeline_executable_properties::Device,
+}
+
+impl Compiler {
+    /// A RADV device for `family`, with Mesa's shader cache in `cache` (a fresh folder, so
+    /// that every pipeline is compiled).
+    fn new(family: &str, cache: &std::path::Path) -> Res<Self> {
+        // SAFETY: single-threaded at this point; the Vulkan loader reads these when it starts.
+        unsafe {
+            if std::env::var_os("VK_ICD_FILENAMES").is_none() {
+                std::env::set_var(
+                    "VK_ICD_FILENAMES",
+                    "/usr/share/vulkan/icd.d/radeon_icd.x86_64.json",
+                );
+            }
+            std::env::set_var("RADV_FORCE_FAMILY", family);
+            // (With MESA_SHADER_CACHE_DISABLE instead, some kernels crash the null device
+            // every time.)
+            std::env::set_var("MESA_SHADER_CACHE_DIR", cache);
+        }
+        // SAFETY: plain Vulkan setup; every structure outlives the call that reads it.
+        unsafe {
+            let entry = ash::Entry::load()?;
+            let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
+            let instance = entry.create_instance(
+                &vk::InstanceCreateInfo::default().application_info(&app),
+                None,
+            )?;
+            let physical = (instance.enumerate_physical_devices()?.into_iter())
+                .find(|&pd| {
+                    let p = instance.get_physical_device_properties(pd);
+                    let name = p
+                        .device_name_as_c_str()
+                        .unwrap_or_default()
+                        .to_string_lossy();
+                    name.contains("RADV")
+                })
+                .ok_or("no RADV device: install Mesa's Vulkan drivers (mesa-vulkan-drivers)")?;
+            let name = instance.get_physical_device_properties(physical);
+            if std::env::var_os("EIGRAD_SHADER_STATS_VERBOSE").is_some() {
+                eprintln!(
+                    "compiler: {}",
+                    name.device_name_as_c_str()?.to_string_lossy()
+                );
+            }
+            let mut f13 = vk::PhysicalDeviceVulkan13Features::default();
+            let mut f12 = vk::PhysicalDeviceVulkan12Features::default();
+            let mut f11 = vk::PhysicalDeviceVulkan11Features::default();
+            let mut query = vk::PhysicalDeviceFeatures2::default()
+                .push_next(&mut f13)
+                .push_next(&mut f12)
+                .push_next(&mut f11);
+            instance.get_physical_device_features2(physical, &mut query);
+            let features = query.features;
+            // Fresh chain: the query linked these structures together.
+            f13.p_next = std::ptr::null_mut();
+            f12.p_next = std::ptr::null_mut();
+            f11.p_next = std::ptr::null_mut();
+            let mut executables =
+                vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default()
+                    .pipeline_executable_info(true);
+            let mut robust =
+                vk::PhysicalDeviceRobustness2FeaturesEXT::default().robust_buffer_access2(true);
+            let mut enable = vk::PhysicalDeviceFeatures2::default()
+                .features(features)
+                .push_next(&mut f13)
+                .push_next(&mut f12)
+                .push_next(&mut f11)
+                .push_next(&mut executables)
+                .push_next(&mut robust);
+            let priorities = [1.0f32];
+            let queues = [vk::DeviceQueueCreateInfo::default()
+                .queue_family_index(0)
+                .queue_priorities(&priorities)];
+            let extensions = [
+                ash::khr::pipeline_executable_properties::NAME.as_ptr(),
+                ash::ext::robustness2::NAME.as_ptr(),
+            ];
+            let info = vk::DeviceCreateInfo::default()
+                .queue_create_infos(&queues)
+                .enabled_extension_names(&extensions)
+                .push_next(&mut enable);
+            let device = instance.create_device(physical, &info, None)?;
+            let stats = ash::khr::pipeline_executable_properties::Device::new(&instance, &device);
+            Ok(Compiler {
+                _entry: entry,
+                instance,
+                device,
+                stats,
+            })
+        }
+    }
+
+    /// The statistics of one compiled kernel, by name.
+    fn compile(&self, p: &Plan, checked: bool) -> Res<Vec<(String, String)>> {
+        let code = spirv(p, checked)?;
+        let types = bindings(p)?;
+        // SAFETY: plain Vulkan calls on live handles; every object made here is destroyed here.
+        unsafe {
+            let d = &self.device;
+            let module =
+                d.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&code), None)?;
+            let layout_bindings: Vec<vk::DescriptorSetLayoutBinding> = (types.iter().enumerate())
+                .map(|(i, &t)| {
+                    vk::DescriptorSetLayoutBinding::default()
+                        .binding(i as u32)
+                        .descriptor_type(t)
+                        .descriptor_count(1)
+                        .stage_flags(vk::ShaderStageFlags::COMPUTE)
+                })
+                .collect();
+            let set_layout = d.create_descriptor_set_layout(
+                &vk::DescriptorSetLayoutCreateInfo::default().bindings(&layout_bindings),
+                None,
+            )?;
+            let sets = [set_layout];
+            let layout = d.create_pipeline_layout(
+                &vk::PipelineLayoutCreateInfo::default().set_layouts(&sets),
+                None,
+            )?;
+            let entry = std::ffi::CString::new(p.kernel.entry_point())?;
+            let stage = vk::PipelineShaderStageCreateInfo::default()
+                .stage(vk::ShaderStageFlags::COMPUTE)
+                .module(module)
+                .name(&entry);
+            let info = [vk::ComputePipelineCreateInfo::default()
+                .stage(stage)
+                .layout(layout)
+                .flags(vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR)];
+            let pipeline = d
+                .create_compute_pipelines(vk::PipelineCache::null(), &info, None)
+                .map_err(|(_, e)| e)?[0];
+            let mut out = Vec::new();
+            let pinfo = vk::PipelineInfoKHR::default().pipeline(pipeline);
+            let executables = self.stats.get_pipeline_executable_properties(&pinfo)?;
+            for i in 0..executables.len() as u32 {
+                let e = vk::PipelineExecutableInfoKHR::default()
+                    .pipeline(pipeline)
+                    .executable_index(i);
+                for s in self.stats.get_pipeline_executable_statistics(&e)? {
+                    let name = s.name_as_c_str()?.to_string_lossy().into_owned();
+                    let value = match s.format {
+                        vk::PipelineExecutableStatisticFormatKHR::UINT64 => s.value.u64.to_string(),
+                        vk::PipelineExecutableStatisticFormatKHR::INT64 => s.value.i64.to_string(),
+                        vk::PipelineExecutableStatisticFormatKHR::FLOAT64 => {
+                            format!("{:.1}", s.value.f64)
+                        }
+                        _ => s.value.u64.to_string(),
+                    };
+                    out.push((name, value));
+                }
+            }
+            d.destroy_pipeline(pipeline, None);
+            d.destroy_pipeline_layout(layout, None);
+            d.destroy_descriptor_set_layout(set_layout, None);
+            d.destroy_shader_module(module, None);
+            Ok(out)
+        }
+    }
+}
+
+impl Drop for Compiler {
+    fn drop(&mut self) {
+        // SAFETY: nothing made from the device is alive any more.
+        unsafe {
+            self.device.destroy_device(None);
+            self.instance.destroy_instance(None);
+        }
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Res<()> {
+    let args = parse_args()?;
+    if let Ok(row) = std::env::var(CHILD) {
+        // A child: compile one row, print its values.
+        let (kernel, n) = row.split_once(' ').ok_or("bad child row")?;
+        let kernel = *(Kernel::ALL.iter().find(|x| format!("{x:?}") == kernel)).ok_or("kernel")?;
+        return compile_row(&args, kernel, n.parse()?);
+    }
+    print!("{:<22} {:>3} {:>4}", "kernel", "n", "wg");
+    for (_, heading) in COLUMNS {
+        print!(" {heading:>10}");
+    }
+    println!();
+    let me = std::env::current_exe()?;
+    for &kernel in &args.kernels {
+        for &n in &args.ns {
+            let mut last = String::new();
+            let mut done = false;
+            for _ in 0..TRIES {
+                let child = std::process::Command::new(&me)
+                    .args(std::env::args_os().skip(1))
+                    .env(CHILD, format!("{kernel:?} {n}"))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()?;
+                let cache = cache_dir(child.id());
+                let out = child.wait_with_output()?;
+                // A crashed child leaves its cache behind.
+                let _ = std::fs::remove_dir_all(cache);
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+                if out.status.success() {
+                    print!("{}", String::from_utf8_lossy(&out.stdout));
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                return Err(format!("{kernel:?} n = {n} failed {TRIES} times: {last}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The shader cache folder of the child process `pid`.
+fn cache_dir(pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("eigrad-shader-stats-{pid}"))
+}
+
+/// The environment variable that makes this program a child compiling one row ("Kernel n").
+const CHILD: &str = "EIGRAD_SHADER_STATS_ROW";
+
+fn compile_row(args: &Args, kernel: Kernel, n: u32) -> Res<()> {
+    let knobs = JacobiKnobs {
+        max_sweeps: 20,
+        rel_threshold: 1e-6,
+        rot_floor: 1e-30,
+        lower: false,
+        subgroup_size: 0,
+    };
+    let p = match plan(kernel, n, args.workgroup_bytes, Some(knobs), 0, 0) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("{:<22} {n:>3}  not planned: {e}", format!("{kernel:?}"));
+            return Ok(());
+        }
+    };
+    let cache = cache_dir(std::process::id());
+    let stats = Compiler::new(&args.family, &cache).and_then(|c| c.compile(&p, args.checked));
+    let _ = std::fs::remove_dir_all(&cache);
+    let stats = stats?;
+    print!(
+        "{:<22} {n:>3} {:>4}",
+        format!("{kernel:?}"),
+        p.workgroup_size()
+    );
+    for (name, _) in COLUMNS {
+        let v = stats
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        print!(" {:>10}", v.unwrap_or("-"));
+    }
+    println!();
+    Ok(())
+}
