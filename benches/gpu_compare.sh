@@ -7,11 +7,16 @@
 #   target/release/eigrad      the release binary, built beforehand on an x86-64 machine
 #   .gl/*.deb                  the Vulkan/GL loader packages (unpacked into / here)
 #   .device/jax_eigh_bench.py  the anchor script, a copy of ../shared/anchors/jax_eigh_bench.py
+#   .device/shader_stats       optional: benches/shader_stats's binary, for the driver's own compile
+#                              statistics of each kernel (registers, local memory; .device/shader_stats_baseline
+#                              the same built against GPU_COMPARE_BASELINE's commit)
 # (.gl/ and .device/ are ignored by git; target/ too.)
 #
 # Companion step, on the development machine, in the repository root:
 #   cargo build --release
 #   mkdir -p .device && cp ../shared/anchors/jax_eigh_bench.py .device/ && git rev-parse HEAD >.device/commit
+#   cargo build --release --manifest-path benches/shader_stats/Cargo.toml
+#   cp benches/shader_stats/target/release/eigrad-shader-stats .device/shader_stats
 #   # once, the loader packages (see the device README):
 #   mkdir -p .gl /tmp/amd64/partial; o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
 #   apt-get $o update; (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
@@ -20,14 +25,16 @@
 #   carry:   .gl  .device  target/release/eigrad
 #   timeout: 600 s (the script keeps itself within GPU_COMPARE_BUDGET, 540 s by default)
 #
-# Steps: nvidia-smi -L; `eigrad check --device gpu` and `eigrad bench --device gpu` (which also times the
+# Steps: nvidia-smi -L; the driver's compile statistics of the kernels (where .device/shader_stats is there and
+# the driver reports them); `eigrad check --device gpu` and `eigrad bench --device gpu` (which also times the
 # kernels alone with timestamp queries where the device has them; batch 65536 for
 # n = 4, 8, 16, 32 and 8192 for n = 64) with each forward kernel (the anchor's batch // 8 for n > 32), one process
 # per n so that a timeout loses one size only; the anchor with the same sizes and batch; a ratio
 # table (JAX ms / eigrad device-resident ms per n and op, and eigrad's own targets).
 #
 # Output, everything also on stdout: $OUT/log.txt (the whole run), $OUT/eigrad.json (the bench
-# reports of all sizes merged), $OUT/jax.txt (the anchor's lines), $OUT/ratios.txt. Without $OUT
+# reports of all sizes merged), $OUT/jax.txt (the anchor's lines), $OUT/ratios.txt, and
+# $OUT/shader_stats*.txt (the compile statistics). Without $OUT
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
@@ -103,6 +110,22 @@ main() {
         nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
     else
         echo "(no nvidia-smi)"
+    fi
+
+    # The driver's own compile statistics (registers, local memory, ...) of the kernels eigrad runs:
+    # seconds, and they say whether a kernel keeps its columns in registers on this compiler.
+    local stats=RegistersEigh,RegistersEigvalsh,RegistersVjp,HestenesEigh,HestenesEigvalsh,TridiagonalEigvalsh,EighVjp,EighRefine,JacobiEigh
+    if [ -x .device/shader_stats ]; then
+        echo "== compile statistics: .device/shader_stats --device system --n $NS"
+        timeout "$(step_timeout 60 400)" .device/shader_stats --device system --kernels "$stats" --n "$NS" \
+            | tee "$OUT/shader_stats.txt"
+        echo "shader_stats: exit $?"
+    fi
+    if [ -x .device/shader_stats_baseline ]; then
+        echo "== compile statistics of the baseline: .device/shader_stats_baseline --device system --n $NS"
+        timeout "$(step_timeout 60 380)" .device/shader_stats_baseline --device system \
+            --kernels HestenesEigh,HestenesEigvalsh,EighVjp --n "$NS" | tee "$OUT/shader_stats_baseline.txt"
+        echo "shader_stats_baseline: exit $?"
     fi
 
     # Runs to make: "label binary forward-kernel" (the label names the kernel in the tables).

@@ -1,23 +1,28 @@
-//! Compile statistics of eigrad's kernels from Mesa RADV's null device: no GPU needed.
+//! Compile statistics of eigrad's kernels from a Vulkan driver's own shader compiler: by default
+//! AMD's (ACO) through Mesa RADV's null device, so no GPU is needed; with `--device system`, the
+//! first Vulkan device the loader offers that reports statistics (on a GPU machine, its driver:
+//! what NVIDIA's compiler makes of each kernel).
 //!
 //! ```sh
 //! cargo run --release --manifest-path benches/shader_stats/Cargo.toml -- \
 //!     [--kernels HestenesEigh,RegistersEigh|all] [--n 4,8,16,32,64] [--unchecked] \
-//!     [--workgroup-bytes 49152] [--family navi21]
+//!     [--workgroup-bytes B] [--device radv|system] [--family navi21]
 //! ```
 //!
-//! Every kernel is planned as on a device with `--workgroup-bytes` of workgroup memory (NVIDIA's
-//! 48 KiB by default), translated to SPIR-V as wgpu does on Vulkan (index clamping, loop
-//! bounding; `--unchecked` drops both, as wgpu's unsafe `create_shader_module_trusted` would),
-//! and compiled into a compute pipeline by RADV for the AMD GPU family `--family`
-//! (`RADV_FORCE_FAMILY`: a device that compiles but cannot run anything). The statistics come
-//! from `VK_KHR_pipeline_executable_properties`: registers per invocation, spills, scratch
-//! (private memory: what a kernel cannot keep in registers), workgroup memory, waves per SIMD
-//! (occupancy) and static instruction counts (each instruction once, whatever the loop counts).
+//! Every kernel is planned as on a device with `--workgroup-bytes` of workgroup memory (by
+//! default NVIDIA's 48 KiB for RADV, the device's own limit with `--device system`), translated to
+//! SPIR-V as wgpu does on Vulkan (index clamping, loop bounding; `--unchecked` drops both, as
+//! wgpu's unsafe `create_shader_module_trusted` would), and compiled into a compute pipeline. With
+//! RADV, the GPU is the AMD family `--family` (`RADV_FORCE_FAMILY`: a device that compiles but
+//! cannot run anything). The statistics come from `VK_KHR_pipeline_executable_properties`; RADV
+//! reports registers per invocation, spills, scratch (private memory: what a kernel cannot keep
+//! in registers), workgroup memory, waves per SIMD (occupancy) and static instruction counts
+//! (each instruction once, whatever the loop counts), printed as a table; another driver's
+//! statistics are printed as `name=value` pairs, whatever it names them.
 //!
 //! Mesa 22.3's null device crashes now and then inside pipeline creation (a segmentation fault
 //! in `libvulkan_radeon.so`, about one compile in four, depending on the address layout), so each
-//! row is compiled in a child process of this program, tried up to [`TRIES`] times.
+//! row is compiled in a child process of this program, tried up to [`TRIES`] times when it crashes.
 
 use ash::vk;
 use eigrad::gpu::plan::{plan, JacobiKnobs, Plan};
@@ -48,7 +53,10 @@ struct Args {
     kernels: Vec<Kernel>,
     ns: Vec<u32>,
     checked: bool,
-    workgroup_bytes: u32,
+    /// Workgroup memory to plan for (`None`: the default of the device choice).
+    workgroup_bytes: Option<u32>,
+    /// Mesa RADV's null device (`false`: the loader's devices as configured).
+    radv: bool,
     family: String,
 }
 
@@ -57,7 +65,8 @@ fn parse_args() -> Res<Args> {
         kernels: Kernel::ALL.to_vec(),
         ns: vec![4, 8, 16, 32, 64],
         checked: true,
-        workgroup_bytes: 49152,
+        workgroup_bytes: None,
+        radv: true,
         family: "navi21".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -83,7 +92,14 @@ fn parse_args() -> Res<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--unchecked" => args.checked = false,
-            "--workgroup-bytes" => args.workgroup_bytes = value()?.parse()?,
+            "--workgroup-bytes" => args.workgroup_bytes = Some(value()?.parse()?),
+            "--device" => {
+                args.radv = match value()?.as_str() {
+                    "radv" => true,
+                    "system" => false,
+                    other => return Err(format!("--device radv|system, not {other}").into()),
+                }
+            }
             "--family" => args.family = value()?,
             _ => return Err(format!("unknown argument {a}").into()),
         }
@@ -156,25 +172,35 @@ struct Compiler {
     instance: ash::Instance,
     device: ash::Device,
     stats: ash::khr::pipeline_executable_properties::Device,
+    /// The device's name and driver, e.g. "Null hardware (RADV NAVI21), radv Mesa 22.3.6".
+    name: String,
+    /// Its workgroup memory limit in bytes.
+    workgroup_limit: u32,
 }
 
 impl Compiler {
-    /// A RADV device for `family`, with Mesa's shader cache in `cache` (a fresh folder, so
-    /// that every pipeline is compiled).
-    fn new(family: &str, cache: &std::path::Path) -> Res<Self> {
-        // SAFETY: single-threaded at this point; the Vulkan loader reads these when it starts.
+    /// A device that reports pipeline statistics: RADV's null device for `family` (`radv`), with
+    /// Mesa's shader cache in `cache` (a fresh folder, so that every pipeline is compiled), or
+    /// the loader's first such device, a discrete one if there is one.
+    fn new(radv: bool, family: &str, cache: &std::path::Path) -> Res<Self> {
+        // SAFETY: single-threaded at this point; the Vulkan loader and the drivers read these
+        // when they start.
         unsafe {
-            if std::env::var_os("VK_ICD_FILENAMES").is_none() {
-                std::env::set_var(
-                    "VK_ICD_FILENAMES",
-                    "/usr/share/vulkan/icd.d/radeon_icd.x86_64.json",
-                );
+            if radv {
+                if std::env::var_os("VK_ICD_FILENAMES").is_none() {
+                    std::env::set_var(
+                        "VK_ICD_FILENAMES",
+                        "/usr/share/vulkan/icd.d/radeon_icd.x86_64.json",
+                    );
+                }
+                std::env::set_var("RADV_FORCE_FAMILY", family);
             }
-            std::env::set_var("RADV_FORCE_FAMILY", family);
-            // (With MESA_SHADER_CACHE_DISABLE instead, some kernels crash the null device
-            // every time.)
+            // Compile every time: Mesa's cache in a fresh folder (with MESA_SHADER_CACHE_DISABLE
+            // instead, some kernels crash the null device every time), NVIDIA's off.
             std::env::set_var("MESA_SHADER_CACHE_DIR", cache);
+            std::env::set_var("__GL_SHADER_DISK_CACHE", "0");
         }
+        let statistics = ash::khr::pipeline_executable_properties::NAME;
         // SAFETY: plain Vulkan setup; every structure outlives the call that reads it.
         unsafe {
             let entry = ash::Entry::load()?;
@@ -183,23 +209,41 @@ impl Compiler {
                 &vk::InstanceCreateInfo::default().application_info(&app),
                 None,
             )?;
-            let physical = (instance.enumerate_physical_devices()?.into_iter())
-                .find(|&pd| {
-                    let p = instance.get_physical_device_properties(pd);
-                    let name = p
-                        .device_name_as_c_str()
-                        .unwrap_or_default()
-                        .to_string_lossy();
-                    name.contains("RADV")
-                })
-                .ok_or("no RADV device: install Mesa's Vulkan drivers (mesa-vulkan-drivers)")?;
-            let name = instance.get_physical_device_properties(physical);
-            if std::env::var_os("EIGRAD_SHADER_STATS_VERBOSE").is_some() {
-                eprintln!(
-                    "compiler: {}",
-                    name.device_name_as_c_str()?.to_string_lossy()
-                );
-            }
+            let has = |pd: vk::PhysicalDevice, ext: &std::ffi::CStr| {
+                (instance
+                    .enumerate_device_extension_properties(pd)
+                    .unwrap_or_default())
+                .iter()
+                .any(|e| e.extension_name_as_c_str() == Ok(ext))
+            };
+            let mut candidates: Vec<vk::PhysicalDevice> =
+                (instance.enumerate_physical_devices()?.into_iter())
+                    .filter(|&pd| {
+                        let p = instance.get_physical_device_properties(pd);
+                        let name = p.device_name_as_c_str().unwrap_or_default();
+                        has(pd, statistics) && (!radv || name.to_string_lossy().contains("RADV"))
+                    })
+                    .collect();
+            candidates.sort_by_key(|&pd| {
+                instance.get_physical_device_properties(pd).device_type
+                    != vk::PhysicalDeviceType::DISCRETE_GPU
+            });
+            let physical = *candidates.first().ok_or(if radv {
+                "no RADV device: install Mesa's Vulkan drivers (mesa-vulkan-drivers)"
+            } else {
+                "no Vulkan device reports pipeline statistics (VK_KHR_pipeline_executable_properties)"
+            })?;
+            let props = instance.get_physical_device_properties(physical);
+            let mut driver = vk::PhysicalDeviceDriverProperties::default();
+            let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut driver);
+            instance.get_physical_device_properties2(physical, &mut props2);
+            let name = format!(
+                "{}, {} {}",
+                props.device_name_as_c_str()?.to_string_lossy(),
+                driver.driver_name_as_c_str()?.to_string_lossy(),
+                driver.driver_info_as_c_str()?.to_string_lossy()
+            );
+            let workgroup_limit = props.limits.max_compute_shared_memory_size;
             let mut f13 = vk::PhysicalDeviceVulkan13Features::default();
             let mut f12 = vk::PhysicalDeviceVulkan12Features::default();
             let mut f11 = vk::PhysicalDeviceVulkan11Features::default();
@@ -218,21 +262,24 @@ impl Compiler {
                     .pipeline_executable_info(true);
             let mut robust =
                 vk::PhysicalDeviceRobustness2FeaturesEXT::default().robust_buffer_access2(true);
+            let robustness2 = has(physical, ash::ext::robustness2::NAME);
             let mut enable = vk::PhysicalDeviceFeatures2::default()
                 .features(features)
                 .push_next(&mut f13)
                 .push_next(&mut f12)
                 .push_next(&mut f11)
-                .push_next(&mut executables)
-                .push_next(&mut robust);
+                .push_next(&mut executables);
+            if robustness2 {
+                enable = enable.push_next(&mut robust);
+            }
             let priorities = [1.0f32];
             let queues = [vk::DeviceQueueCreateInfo::default()
                 .queue_family_index(0)
                 .queue_priorities(&priorities)];
-            let extensions = [
-                ash::khr::pipeline_executable_properties::NAME.as_ptr(),
-                ash::ext::robustness2::NAME.as_ptr(),
-            ];
+            let mut extensions = vec![statistics.as_ptr()];
+            if robustness2 {
+                extensions.push(ash::ext::robustness2::NAME.as_ptr());
+            }
             let info = vk::DeviceCreateInfo::default()
                 .queue_create_infos(&queues)
                 .enabled_extension_names(&extensions)
@@ -244,6 +291,8 @@ impl Compiler {
                 instance,
                 device,
                 stats,
+                name,
+                workgroup_limit,
             })
         }
     }
@@ -339,25 +388,25 @@ fn run() -> Res<()> {
         // A child: compile one row, print its values.
         let (kernel, n) = row.split_once(' ').ok_or("bad child row")?;
         let kernel = *(Kernel::ALL.iter().find(|x| format!("{x:?}") == kernel)).ok_or("kernel")?;
-        return compile_row(&args, kernel, n.parse()?);
+        return compile_row(&args, kernel, n.parse()?, std::env::var_os(FIRST).is_some());
     }
-    print!("{:<22} {:>3} {:>4}", "kernel", "n", "wg");
-    for (_, heading) in COLUMNS {
-        print!(" {heading:>10}");
-    }
-    println!();
     let me = std::env::current_exe()?;
+    let mut first = true;
     for &kernel in &args.kernels {
         for &n in &args.ns {
             let mut last = String::new();
             let mut done = false;
             for _ in 0..TRIES {
-                let child = std::process::Command::new(&me)
+                let mut command = std::process::Command::new(&me);
+                command
                     .args(std::env::args_os().skip(1))
                     .env(CHILD, format!("{kernel:?} {n}"))
                     .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()?;
+                    .stderr(std::process::Stdio::piped());
+                if first {
+                    command.env(FIRST, "1");
+                }
+                let child = command.spawn()?;
                 let cache = cache_dir(child.id());
                 let out = child.wait_with_output()?;
                 // A crashed child leaves its cache behind.
@@ -368,10 +417,15 @@ fn run() -> Res<()> {
                     done = true;
                     break;
                 }
+                if out.status.code().is_some() {
+                    // An error, not a crash: trying again would not help.
+                    break;
+                }
             }
             if !done {
-                return Err(format!("{kernel:?} n = {n} failed {TRIES} times: {last}").into());
+                return Err(format!("{kernel:?} n = {n}: {}", last.trim()).into());
             }
+            first = false;
         }
     }
     Ok(())
@@ -384,8 +438,10 @@ fn cache_dir(pid: u32) -> std::path::PathBuf {
 
 /// The environment variable that makes this program a child compiling one row ("Kernel n").
 const CHILD: &str = "EIGRAD_SHADER_STATS_ROW";
+/// Set for the first row's child, which prints the compiler and the table's heading first.
+const FIRST: &str = "EIGRAD_SHADER_STATS_FIRST";
 
-fn compile_row(args: &Args, kernel: Kernel, n: u32) -> Res<()> {
+fn compile_row(args: &Args, kernel: Kernel, n: u32, first: bool) -> Res<()> {
     let knobs = JacobiKnobs {
         max_sweeps: 20,
         rel_threshold: 1e-6,
@@ -393,28 +449,42 @@ fn compile_row(args: &Args, kernel: Kernel, n: u32) -> Res<()> {
         lower: false,
         subgroup_size: 0,
     };
-    let p = match plan(kernel, n, args.workgroup_bytes, Some(knobs), 0, 0) {
-        Ok(p) => p,
-        Err(e) => {
-            println!("{:<22} {n:>3}  not planned: {e}", format!("{kernel:?}"));
-            return Ok(());
-        }
-    };
     let cache = cache_dir(std::process::id());
-    let stats = Compiler::new(&args.family, &cache).and_then(|c| c.compile(&p, args.checked));
+    let result = Compiler::new(args.radv, &args.family, &cache).and_then(|c| {
+        if first {
+            println!("# compiler: {}", c.name);
+            if args.radv {
+                print!("{:<22} {:>3} {:>4}", "kernel", "n", "wg");
+                for (_, heading) in COLUMNS {
+                    print!(" {heading:>10}");
+                }
+                println!();
+            }
+        }
+        let default_limit = if args.radv { 49152 } else { c.workgroup_limit };
+        let limit = args.workgroup_bytes.unwrap_or(default_limit);
+        match plan(kernel, n, limit, Some(knobs), 0, 0) {
+            Ok(p) => Ok(Some((c.compile(&p, args.checked)?, p.workgroup_size()))),
+            Err(e) => {
+                println!("{:<22} {n:>3}  not planned: {e}", format!("{kernel:?}"));
+                Ok(None)
+            }
+        }
+    });
     let _ = std::fs::remove_dir_all(&cache);
-    let stats = stats?;
-    print!(
-        "{:<22} {n:>3} {:>4}",
-        format!("{kernel:?}"),
-        p.workgroup_size()
-    );
-    for (name, _) in COLUMNS {
-        let v = stats
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str());
-        print!(" {:>10}", v.unwrap_or("-"));
+    let Some((stats, wg)) = result? else {
+        return Ok(());
+    };
+    print!("{:<22} {n:>3} {wg:>4}", format!("{kernel:?}"));
+    if args.radv {
+        for (name, _) in COLUMNS {
+            let v = (stats.iter().find(|(k, _)| k == name)).map(|(_, v)| v.as_str());
+            print!(" {:>10}", v.unwrap_or("-"));
+        }
+    } else {
+        for (name, value) in &stats {
+            print!(" | {name}={value}");
+        }
     }
     println!();
     Ok(())
