@@ -646,6 +646,39 @@ fn large_uploads_split_over_threads_round_trip_exactly() {
 }
 
 #[test]
+fn host_calls_in_many_pipelined_rounds_equal_one_round() {
+    let Some(ctx) = gpu() else { return };
+    // A chunk cap of 64 makes rounds of 192 matrices: 6 rounds for 1000 matrices, so rounds
+    // are launched while earlier ones are copied out on another thread (two in flight).
+    let (n, batch) = (5, 1000);
+    let nn = n * n;
+    let mut rng = Rng::new(21);
+    let a = to_f32(&samples::random_symmetric(&mut rng, n, batch));
+    let gl = to_f32(&normal(&mut rng, batch * n));
+    let gv = to_f32(&normal(&mut rng, batch * nn));
+    let tangent = to_f32(&samples::random_symmetric(&mut rng, n, batch));
+    let opts = EighOptions::default();
+    let run = || -> eigrad::Result<_> {
+        let fwd = ctx.eigh(&a, n, &opts, Vectors::Yes)?;
+        let values = ctx.eigh(&a, n, &opts, Vectors::No)?;
+        let vjp = ctx.eigh_vjp(&fwd, Some(&gl), Some(&gv), Degeneracy::default())?;
+        let jvp = ctx.eigh_jvp(&fwd, &tangent, Degeneracy::default())?;
+        Ok((fwd, values, vjp, jvp.values_dot, jvp.vectors_dot))
+    };
+    let whole = run().unwrap();
+    ctx.set_max_chunk(64);
+    let rounds = run();
+    ctx.set_max_chunk(0);
+    let rounds = rounds.unwrap();
+    assert!(whole.0.all_ok());
+    assert_eq!(whole.0, rounds.0, "eigh");
+    assert_eq!(whole.1, rounds.1, "eigenvalues only");
+    assert_eq!(whole.2, rounds.2, "vjp");
+    assert_eq!(whole.3, rounds.3, "jvp values");
+    assert_eq!(whole.4, rounds.4, "jvp vectors");
+}
+
+#[test]
 fn readbacks_from_many_threads_sharing_a_context_all_arrive() {
     let Some(ctx) = gpu() else { return };
     // Each thread's readback waits for a mapping callback that another thread's poll may be

@@ -78,7 +78,17 @@ pub(crate) struct Phases {
 }
 
 impl Phases {
-    /// Logs the phases of a call at debug level.
+    /// Adds `other`'s times to these.
+    pub fn add(&mut self, other: &Phases) {
+        self.upload += other.upload;
+        self.submit += other.submit;
+        self.wait += other.wait;
+        self.copy_out += other.copy_out;
+        self.post += other.post;
+    }
+
+    /// Logs the phases of a call at debug level. Phases that ran on two threads at once sum to
+    /// more than the total: the log then says by how much they overlapped.
     pub fn log(
         &self,
         what: &str,
@@ -89,9 +99,15 @@ impl Phases {
         total: Duration,
     ) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let sum = self.upload + self.submit + self.wait + self.copy_out + self.post;
+        let rest = if sum <= total {
+            format!("+ {:.3} other", ms(total - sum))
+        } else {
+            format!("{:.3} overlapped", ms(sum - total))
+        };
         log::debug!(
             "{what} n={n} batch={batch}: {rounds} round(s), {:.3} MB up, {:.3} MB down; total {:.3} ms = \
-             upload {:.3} + submit {:.3} + wait {:.3} + copy-out {:.3} + post {:.3} (+ {:.3} other)",
+             upload {:.3} + submit {:.3} + wait {:.3} + copy-out {:.3} + post {:.3} ({rest})",
             bytes.0 as f64 / 1e6,
             bytes.1 as f64 / 1e6,
             ms(total),
@@ -100,7 +116,6 @@ impl Phases {
             ms(self.wait),
             ms(self.copy_out),
             ms(self.post),
-            ms(total.saturating_sub(self.upload + self.submit + self.wait + self.copy_out + self.post)),
         );
     }
 }

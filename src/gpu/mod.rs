@@ -36,7 +36,7 @@ pub use registers::REGISTERS_MAX_N;
 /// buffer: bounds device memory for arbitrarily large batches.
 const HOST_CHUNK_BYTES: u64 = 256 << 20;
 /// The host-memory calls split a batch into about this many rounds, pipelined: the host writes
-/// round k + 1's inputs and copies round k − 1's results out while the device runs round k.
+/// round k's inputs and copies round k − 2's results out while the device runs round k − 1.
 const PIPELINE_ROUNDS: usize = 4;
 /// Smallest round, in matrices and in bytes of its largest buffer (smaller rounds would leave
 /// the device underused or cost more in per-round overhead than the overlap saves).
@@ -1053,9 +1053,11 @@ impl GpuContext {
     }
 
     /// Runs a host-memory call as pipelined rounds over `0..batch`: for each round, `launch`
-    /// uploads its inputs, submits its kernels and starts its readback; the previous round's
-    /// readback is then finished by `land` (wait, copy out), so the host's copies of one round
-    /// overlap the device's work on the next. Logs the phase times at debug level.
+    /// uploads its inputs, submits its kernels and starts its readback; `land` finishes a
+    /// readback (wait, copy out). Two rounds are in flight: while the device runs round k − 1,
+    /// one thread launches round k (writing its inputs into staging memory) and another lands
+    /// round k − 2 (copying its results out), so the host's two copies overlap each other as
+    /// well as the device's work. Logs the phase times at debug level.
     fn pipelined(
         &self,
         what: &str,
@@ -1063,35 +1065,45 @@ impl GpuContext {
         batch: usize,
         round: usize,
         bytes: (u64, u64),
-        mut launch: impl FnMut(Range<usize>, &mut Phases) -> Result<Readback>,
-        mut land: impl FnMut(Range<usize>, &[&[u32]], &mut Phases) -> Result<()>,
+        mut launch: impl FnMut(Range<usize>, &mut Phases) -> Result<Readback> + Send,
+        mut land: impl FnMut(Range<usize>, &[&[u32]], &mut Phases) -> Result<()> + Send,
     ) -> Result<()> {
         let t0 = Instant::now();
-        let mut phases = Phases::default();
-        let mut pending: Option<(Range<usize>, Readback)> = None;
+        let mut launched = Phases::default();
+        let mut landed = Phases::default();
+        let mut in_flight: std::collections::VecDeque<(Range<usize>, Readback)> =
+            Default::default();
         let mut rounds = 0;
-        let mut finish = |pending: Option<(Range<usize>, Readback)>, phases: &mut Phases| {
-            match pending {
-                Some((range, rb)) => {
-                    let mut inner_phases = Phases::default();
-                    let r = self
-                        .inner
-                        .finish_read(rb, &mut inner_phases, |w| land(range, w, phases));
-                    phases.wait += inner_phases.wait;
-                    // The copy-out and post-processing times come from `land`.
-                    r
-                }
-                None => Ok(()),
-            }
+        let mut finish = |(range, rb): (Range<usize>, Readback), phases: &mut Phases| {
+            let mut inner_phases = Phases::default();
+            let r = self
+                .inner
+                .finish_read(rb, &mut inner_phases, |w| land(range, w, phases));
+            phases.wait += inner_phases.wait;
+            // The copy-out and post-processing times come from `land`.
+            r
         };
         for start in (0..batch).step_by(round.max(1)) {
             let range = start..(start + round).min(batch);
-            let rb = launch(range.clone(), &mut phases)?;
+            let oldest = (in_flight.len() >= 2)
+                .then(|| in_flight.pop_front())
+                .flatten();
+            let (rb, done) = match oldest {
+                Some(old) => rayon::join(
+                    || launch(range.clone(), &mut launched),
+                    || finish(old, &mut landed),
+                ),
+                None => (launch(range.clone(), &mut launched), Ok(())),
+            };
+            done?;
+            in_flight.push_back((range, rb?));
             rounds += 1;
-            finish(pending.replace((range, rb)), &mut phases)?;
         }
-        finish(pending.take(), &mut phases)?;
-        phases.log(what, n, batch, rounds, bytes, t0.elapsed());
+        for old in in_flight {
+            finish(old, &mut landed)?;
+        }
+        launched.add(&landed);
+        launched.log(what, n, batch, rounds, bytes, t0.elapsed());
         Ok(())
     }
 
@@ -1099,8 +1111,8 @@ impl GpuContext {
     /// the same conventions as [`crate::cpu::jacobi`] (ascending eigenvalues, eigenvectors as
     /// columns with the sign gauge, a status per matrix and NaN outputs for bad matrices).
     ///
-    /// Large batches run as pipelined rounds (upload of the next round and copy-out of the
-    /// previous one overlapping the device's work on the current one).
+    /// Large batches run as pipelined rounds, two in flight: while the device works on one
+    /// round, the upload of the next and the copy-out of the one before run on two threads.
     pub fn eigh<S: Scalar>(
         &self,
         a: &[S],
