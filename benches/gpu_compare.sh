@@ -34,7 +34,8 @@
 #
 # Output, everything also on stdout: $OUT/log.txt (the whole run), $OUT/eigrad.json (the bench
 # reports of all sizes merged), $OUT/jax.txt (the anchor's lines), $OUT/ratios.txt, and
-# $OUT/shader_stats*.txt (the compile statistics). Without $OUT
+# $OUT/shader_stats*.txt (the compile statistics) and $OUT/ir*/ (what the driver gives of the kernels'
+# internal representations). Without $OUT
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
@@ -120,12 +121,23 @@ main() {
         timeout "$(step_timeout 60 400)" .device/shader_stats --device system --kernels "$stats" --n "$NS" \
             | tee "$OUT/shader_stats.txt"
         echo "shader_stats: exit $?"
+        # What the driver gives of the kernels' internal representations (if anything; NVIDIA's
+        # SASS would show local-memory loads and stores) for the one-sided kernel at n = 8, 32
+        # and the register kernel at n = 8, into $OUT/ir.
+        timeout "$(step_timeout 30 390)" .device/shader_stats --device system --kernels HestenesEigh \
+            --n 8,32 --ir "$OUT/ir" >/dev/null &&
+            timeout "$(step_timeout 30 390)" .device/shader_stats --device system --kernels RegistersEigh \
+                --n 8 --ir "$OUT/ir" >/dev/null
+        echo "shader_stats --ir: exit $?; $(ls "$OUT/ir" 2>/dev/null | wc -l) file(s) in $OUT/ir"
     fi
     if [ -x .device/shader_stats_baseline ]; then
         echo "== compile statistics of the baseline: .device/shader_stats_baseline --device system --n $NS"
         timeout "$(step_timeout 60 380)" .device/shader_stats_baseline --device system \
             --kernels HestenesEigh,HestenesEigvalsh,EighVjp --n "$NS" | tee "$OUT/shader_stats_baseline.txt"
         echo "shader_stats_baseline: exit $?"
+        timeout "$(step_timeout 30 370)" .device/shader_stats_baseline --device system --kernels HestenesEigh \
+            --n 8,32 --ir "$OUT/ir_baseline" >/dev/null
+        echo "shader_stats_baseline --ir: exit $?; $(ls "$OUT/ir_baseline" 2>/dev/null | wc -l) file(s) in $OUT/ir_baseline"
     fi
 
     # Runs to make: "label binary forward-kernel" (the label names the kernel in the tables).

@@ -6,7 +6,7 @@
 //! ```sh
 //! cargo run --release --manifest-path benches/shader_stats/Cargo.toml -- \
 //!     [--kernels HestenesEigh,RegistersEigh|all] [--n 4,8,16,32,64] [--unchecked] \
-//!     [--workgroup-bytes B] [--device radv|system] [--family navi21]
+//!     [--workgroup-bytes B] [--device radv|system] [--family navi21] [--ir DIR]
 //! ```
 //!
 //! Every kernel is planned as on a device with `--workgroup-bytes` of workgroup memory (by
@@ -18,7 +18,9 @@
 //! reports registers per invocation, spills, scratch (private memory: what a kernel cannot keep
 //! in registers), workgroup memory, waves per SIMD (occupancy) and static instruction counts
 //! (each instruction once, whatever the loop counts), printed as a table; another driver's
-//! statistics are printed as `name=value` pairs, whatever it names them.
+//! statistics are printed as `name=value` pairs, whatever it names them. `--ir DIR` also writes
+//! what the driver gives of each kernel's internal representations as text (RADV: NIR, ACO's IR
+//! and the assembly) into `DIR/{kernel}_n{n}_{name}.txt`.
 //!
 //! Mesa 22.3's null device crashes now and then inside pipeline creation (a segmentation fault
 //! in `libvulkan_radeon.so`, about one compile in four, depending on the address layout), so each
@@ -58,6 +60,8 @@ struct Args {
     /// Mesa RADV's null device (`false`: the loader's devices as configured).
     radv: bool,
     family: String,
+    /// Where to write the driver's internal representations (`--ir DIR`).
+    ir: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -68,6 +72,7 @@ fn parse_args() -> Res<Args> {
         workgroup_bytes: None,
         radv: true,
         family: "navi21".into(),
+        ir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -101,6 +106,7 @@ fn parse_args() -> Res<Args> {
                 }
             }
             "--family" => args.family = value()?,
+            "--ir" => args.ir = Some(value()?.into()),
             _ => return Err(format!("unknown argument {a}").into()),
         }
     }
@@ -298,7 +304,14 @@ impl Compiler {
     }
 
     /// The statistics of one compiled kernel, by name.
-    fn compile(&self, p: &Plan, checked: bool) -> Res<Vec<(String, String)>> {
+    /// With `ir`, also writes the driver's internal representations of the kernel (those it
+    /// gives as text: IR, assembly) to files `ir/{kernel}_n{n}_{name}.txt`.
+    fn compile(
+        &self,
+        p: &Plan,
+        checked: bool,
+        ir: Option<&std::path::Path>,
+    ) -> Res<Vec<(String, String)>> {
         let code = spirv(p, checked)?;
         let types = bindings(p)?;
         // SAFETY: plain Vulkan calls on live handles; every object made here is destroyed here.
@@ -332,7 +345,12 @@ impl Compiler {
             let info = [vk::ComputePipelineCreateInfo::default()
                 .stage(stage)
                 .layout(layout)
-                .flags(vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR)];
+                .flags(if ir.is_some() {
+                    vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR
+                        | vk::PipelineCreateFlags::CAPTURE_INTERNAL_REPRESENTATIONS_KHR
+                } else {
+                    vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR
+                })];
             let pipeline = d
                 .create_compute_pipelines(vk::PipelineCache::null(), &info, None)
                 .map_err(|(_, e)| e)?[0];
@@ -355,6 +373,9 @@ impl Compiler {
                     };
                     out.push((name, value));
                 }
+                if let Some(dir) = ir {
+                    self.write_ir(&e, dir, &format!("{:?}_n{}", p.kernel, p.n))?;
+                }
             }
             d.destroy_pipeline(pipeline, None);
             d.destroy_pipeline_layout(layout, None);
@@ -362,6 +383,56 @@ impl Compiler {
             d.destroy_shader_module(module, None);
             Ok(out)
         }
+    }
+}
+
+impl Compiler {
+    /// Writes the text internal representations of one pipeline executable into `dir`.
+    fn write_ir(
+        &self,
+        e: &vk::PipelineExecutableInfoKHR,
+        dir: &std::path::Path,
+        stem: &str,
+    ) -> Res<()> {
+        // SAFETY: the two-call idiom of vkGetPipelineExecutableInternalRepresentationsKHR: the
+        // first call (through ash) gives each representation's size, the second fills buffers
+        // of exactly those sizes, which outlive the call.
+        unsafe {
+            let mut reps = self
+                .stats
+                .get_pipeline_executable_internal_representations(e)?;
+            let mut buffers: Vec<Vec<u8>> = reps.iter().map(|r| vec![0u8; r.data_size]).collect();
+            for (r, b) in reps.iter_mut().zip(&mut buffers) {
+                r.p_data = b.as_mut_ptr().cast();
+            }
+            let mut count = reps.len() as u32;
+            (self
+                .stats
+                .fp()
+                .get_pipeline_executable_internal_representations_khr)(
+                self.device.handle(),
+                e,
+                &mut count,
+                reps.as_mut_ptr(),
+            )
+            .result()?;
+            std::fs::create_dir_all(dir)?;
+            for (r, b) in reps.iter().zip(&buffers).take(count as usize) {
+                if r.is_text == vk::FALSE {
+                    continue;
+                }
+                let name = r
+                    .name_as_c_str()?
+                    .to_string_lossy()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+                let text = String::from_utf8_lossy(b);
+                std::fs::write(
+                    dir.join(format!("{stem}_{name}.txt")),
+                    text.trim_end_matches('\0'),
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -464,7 +535,10 @@ fn compile_row(args: &Args, kernel: Kernel, n: u32, first: bool) -> Res<()> {
         let default_limit = if args.radv { 49152 } else { c.workgroup_limit };
         let limit = args.workgroup_bytes.unwrap_or(default_limit);
         match plan(kernel, n, limit, Some(knobs), 0, 0) {
-            Ok(p) => Ok(Some((c.compile(&p, args.checked)?, p.workgroup_size()))),
+            Ok(p) => Ok(Some((
+                c.compile(&p, args.checked, args.ir.as_deref())?,
+                p.workgroup_size(),
+            ))),
             Err(e) => {
                 println!("{:<22} {n:>3}  not planned: {e}", format!("{kernel:?}"));
                 Ok(None)
