@@ -16,7 +16,8 @@
 // Ordering: odd-even transposition (every pair of columns meets exactly once in M_PAD rounds):
 // in even rounds each invocation rotates its (X, Y), then sends Y to invocation k − 1 and
 // receives the next Y from k + 1; in odd rounds invocations 0..H−2 rotate, the last one swaps
-// X and Y instead, then each sends X to k + 1 and receives X from k − 1 (indices mod H). One
+// X and Y instead (as (Y, −X): every invocation runs the same branch-free update, see
+// `pair_step`), then each sends X to k + 1 and receives X from k − 1 (indices mod H). One
 // column of n floats and its norm cross workgroup memory per invocation per round, with one
 // barrier (two buffers alternate, so a round's writes never meet the previous round's reads),
 // or, where the device has subgroup operations of a fixed size that H divides, one subgroup
@@ -121,6 +122,34 @@ fn stage_quad(region: u32, q: u32, r: u32, v: vec4<f32>) {
     }
 }
 
+// One pair's step of a round, as one formula for every invocation (no branch, so the columns
+// stay in the same registers whatever each invocation does): (x, y) ← (c·x − s·y, s·x + c·y).
+// A pair that rotates gets its rotation; one that does not, (c, s) = (1, 0), which leaves both
+// columns exactly as they are; the last invocation of an odd round swaps them instead,
+// (c, s) = (0, −1): (y, −x) (a column's sign is free: the epilogue normalises it).
+struct PairStep {
+    c: f32,
+    s: f32,
+    alpha: f32,      // ‖x‖² afterwards
+    beta: f32,       // ‖y‖² afterwards
+    goes_on: bool,   // the pair was far enough from orthogonal to keep the sweeps going
+}
+
+fn pair_step(alpha: f32, beta: f32, gamma: f32, swap: bool) -> PairStep {
+    let norms = sqrt(alpha) * sqrt(beta);
+    let rotate = !swap && abs(gamma) > ROT_TOL * norms;
+    // (Computed for every pair; only the rotating ones use it.)
+    let cst = rotation(alpha, beta, select(1.0, gamma, rotate));
+    if (swap) {
+        return PairStep(0.0, -1.0, beta, alpha, false);
+    }
+    if (rotate) {
+        return PairStep(cst.x, cst.y, alpha - cst.z * gamma, beta + cst.z * gamma,
+            abs(gamma) > STOP_TOL * norms);
+    }
+    return PairStep(1.0, 0.0, alpha, beta, false);
+}
+
 // `lid` is the invocation's index in the workgroup, numbered so that each subgroup holds
 // consecutive indices when columns travel by subgroup shuffles; `lane` is its index in its
 // subgroup then (unused otherwise).
@@ -204,18 +233,15 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
                 g = fma(x$q, y$q, g);
                 //@end
                 let gamma = (g.x + g.y) + (g.z + g.w);
-                let norms = sqrt(alpha) * sqrt(beta);
-                if (abs(gamma) > ROT_TOL * norms) {
-                    let cst = rotation(alpha, beta, gamma);
-                    //@for q
-                    let xr$q = x$q;
-                    x$q = cst.x * xr$q - cst.y * y$q;
-                    y$q = cst.y * xr$q + cst.x * y$q;
-                    //@end
-                    alpha -= cst.z * gamma;
-                    beta += cst.z * gamma;
-                    any = any || abs(gamma) > STOP_TOL * norms;
-                }
+                let step = pair_step(alpha, beta, gamma, false);
+                //@for q
+                let xr$q = x$q;
+                x$q = step.c * xr$q - step.s * y$q;
+                y$q = step.s * xr$q + step.c * y$q;
+                //@end
+                alpha = step.alpha;
+                beta = step.beta;
+                any = any || step.goes_on;
             }
             //@if sg
             let next = lane - k + (k + 1u) % H;
@@ -237,34 +263,21 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
             beta = xbuf[in_y + R4].x;
             //@fi
             // Odd round: the last invocation swaps instead of rotating; X goes to k + 1.
-            if (last) {
-                //@for q
-                let xs$q = x$q;
-                x$q = y$q;
-                y$q = xs$q;
-                //@end
-                let t = alpha;
-                alpha = beta;
-                beta = t;
-            } else {
-                // Four independent partial sums, added pairwise: ⌈N/4⌉ + 2 dependent operations.
+            {
                 var g = vec4<f32>(0.0);
                 //@for q
                 g = fma(x$q, y$q, g);
                 //@end
                 let gamma = (g.x + g.y) + (g.z + g.w);
-                let norms = sqrt(alpha) * sqrt(beta);
-                if (abs(gamma) > ROT_TOL * norms) {
-                    let cst = rotation(alpha, beta, gamma);
-                    //@for q
-                    let xr$q = x$q;
-                    x$q = cst.x * xr$q - cst.y * y$q;
-                    y$q = cst.y * xr$q + cst.x * y$q;
-                    //@end
-                    alpha -= cst.z * gamma;
-                    beta += cst.z * gamma;
-                    any = any || abs(gamma) > STOP_TOL * norms;
-                }
+                let step = pair_step(alpha, beta, gamma, last);
+                //@for q
+                let xr$q = x$q;
+                x$q = step.c * xr$q - step.s * y$q;
+                y$q = step.s * xr$q + step.c * y$q;
+                //@end
+                alpha = step.alpha;
+                beta = step.beta;
+                any = any || step.goes_on;
             }
             //@if sg
             let prev = lane - k + (k + H - 1u) % H;
