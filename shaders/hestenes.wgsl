@@ -35,8 +35,7 @@ override M_PAD: u32;       // N rounded up to even: columns, including the paddi
 override H: u32;           // M_PAD / 2: invocations per matrix
 override MATS: u32;        // matrices per workgroup
 override WG: u32;          // MATS * H
-override SLOT: u32;        // vec4s per exchange slot (odd, ≥ R4 + 1: the column, then its norm)
-override X_LEN: u32;       // 2 * WG * SLOT (two alternating buffers)
+override X_ROWS: u32;     // 2 * WG: rows of xbuf (two alternating buffers of WG slots)
 override MN_LEN: u32;      // MATS * M_PAD
 override MAX_SWEEPS: u32;  // sweep cap
 override ROT_TOL: f32;     // rotate when |x·y| > ROT_TOL·‖x‖·‖y‖ ...
@@ -44,9 +43,16 @@ override STOP_TOL: f32;    // ... and sweep on while some |x·y| > STOP_TOL·‖
 
 // Bindings in forward_bindings.wgsl (binding 4, the two-sided kernel's scratch, is not used).
 
-// The exchange buffers; after the sweeps, A (for the Rayleigh quotients) and then V (for a
-// coalesced write), each row with stride SLOT vec4s in a region of M_PAD·SLOT per matrix.
-var<workgroup> xbuf: array<vec4<f32>, X_LEN>;
+// Vec4s per row of xbuf (odd, ≥ R4 + 1: a column, then its norm; odd so that the rows of
+// consecutive invocations start in distinct bank groups). plan.rs sizes the workgroup memory
+// with the same formula.
+const SLOT: u32 = (R4 + 1u) | 1u;
+
+// The exchange buffers, one row per invocation (rows WG.. are the second buffer); after the
+// sweeps, A (for the Rayleigh quotients) and then V (for a coalesced write), M_PAD rows per
+// matrix. Rows and vec4s are separate indices so that a row's index is clamped once however
+// many of its vec4s are accessed, and the vec4 index of the sweeps is a constant.
+var<workgroup> xbuf: array<array<vec4<f32>, SLOT>, X_ROWS>;
 var<workgroup> keys: array<f32, MN_LEN>;             // eigenvalue of each column, for ranking
 var<workgroup> ties: array<u32, MN_LEN>;             // its largest component's index, for ties
 var<workgroup> bound_bits: array<atomic<u32>, MATS>; // Gershgorin bound (after prescaling)
@@ -117,7 +123,7 @@ fn stage_quad(region: u32, q: u32, r: u32, v: vec4<f32>) {
     for (var c = 0u; c < 4u; c++) {
         let i = 4u * q + c;
         if (i < N) {
-            xbuf[region + i * SLOT + r / 4u][r % 4u] = v[c];
+            xbuf[region + i][r / 4u][r % 4u] = v[c];
         }
     }
 }
@@ -250,17 +256,17 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
             //@end
             beta = subgroupShuffle(beta, next);
             //@else
-            let out_y = WG * SLOT + lid * SLOT;
+            let out_y = WG + lid;
             //@for q
-            xbuf[out_y + $qu] = y$q;
+            xbuf[out_y][$qu] = y$q;
             //@end
-            xbuf[out_y + R4] = vec4<f32>(beta, 0.0, 0.0, 0.0);
+            xbuf[out_y][R4] = vec4<f32>(beta, 0.0, 0.0, 0.0);
             workgroupBarrier();
-            let in_y = WG * SLOT + (mi * H + (k + 1u) % H) * SLOT;
+            let in_y = WG + mi * H + (k + 1u) % H;
             //@for q
-            y$q = xbuf[in_y + $qu];
+            y$q = xbuf[in_y][$qu];
             //@end
-            beta = xbuf[in_y + R4].x;
+            beta = xbuf[in_y][R4].x;
             //@fi
             // Odd round: the last invocation swaps instead of rotating; X goes to k + 1.
             {
@@ -286,17 +292,17 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
             //@end
             alpha = subgroupShuffle(alpha, prev);
             //@else
-            let out_x = lid * SLOT;
+            let out_x = lid;
             //@for q
-            xbuf[out_x + $qu] = x$q;
+            xbuf[out_x][$qu] = x$q;
             //@end
-            xbuf[out_x + R4] = vec4<f32>(alpha, 0.0, 0.0, 0.0);
+            xbuf[out_x][R4] = vec4<f32>(alpha, 0.0, 0.0, 0.0);
             workgroupBarrier();
-            let in_x = (mi * H + (k + H - 1u) % H) * SLOT;
+            let in_x = mi * H + (k + H - 1u) % H;
             //@for q
-            x$q = xbuf[in_x + $qu];
+            x$q = xbuf[in_x][$qu];
             //@end
-            alpha = xbuf[in_x + R4].x;
+            alpha = xbuf[in_x][R4].x;
             //@fi
         }
         // Convergence: stop when no matrix of the workgroup rotated in this sweep.
@@ -311,8 +317,8 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
     }
     let ok = live && status == 0u;
 
-    // Stage the prescaled A, rows with stride SLOT, for the Rayleigh quotients.
-    let region = mi * M_PAD * SLOT;
+    // Stage the prescaled A, one row of xbuf per row of A, for the Rayleigh quotients.
+    let region = mi * M_PAD;
     for (var e = k; e < N * R4; e += H) {
         let i = e / R4;
         let q = e % R4;
@@ -323,7 +329,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
                 v = with_component(v, c, ldexp(stored_entry(base, i, j), -scale_exp));
             }
         }
-        xbuf[region + i * SLOT + q] = v;
+        xbuf[region + i][q] = v;
     }
     // Unit vectors (a diagonal input's snapped to e_j), the index of their largest component,
     // and whether the column is the padding one (norm 0; M is non-singular otherwise).
@@ -354,7 +360,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
         var vxi = 0.0;
         var vyi = 0.0;
         //@for q
-        let row$q = xbuf[region + i * SLOT + $qu];
+        let row$q = xbuf[region + i][$qu];
         ax += dot(row$q, x$q);
         ay += dot(row$q, y$q);
         if (i / 4u == $qu) {
@@ -414,7 +420,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
             for (var e = k; e < N * N; e += H) {
                 let i = e / N;
                 let r = e % N;
-                let v = xbuf[region + i * SLOT + r / 4u][r % 4u];
+                let v = xbuf[region + i][r / 4u][r % 4u];
                 vectors_out[base + e] = select(nan, v, status == 0u);
             }
         }

@@ -30,6 +30,26 @@ fn validate(plan: &Plan) -> Result<(), String> {
     )
     .map_err(|e| format!("{kernel:?}: overrides {constants:?}: {e}"))?;
     no_run_time_indexed_locals(&module, &info, &source).map_err(|e| format!("{kernel:?}: {e}"))?;
+    // The workgroup memory the shader declares (each variable at its alignment) must be what
+    // the plan counted, since the plan decides what fits the device (hestenes.wgsl's SLOT and
+    // plan.rs's slot are twins, for instance).
+    let mut layouter = naga::proc::Layouter::default();
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| format!("{kernel:?}: layout: {e}"))?;
+    let mut declared = 0u32;
+    for (_, var) in module.global_variables.iter() {
+        if var.space == naga::AddressSpace::WorkGroup {
+            let layout = layouter[var.ty];
+            declared = layout.alignment.round_up(declared) + layout.size;
+        }
+    }
+    if declared > plan.workgroup_bytes {
+        return Err(format!(
+            "{kernel:?} n = {}: the shader declares {declared} bytes of workgroup memory, the plan counted {}",
+            plan.n, plan.workgroup_bytes
+        ));
+    }
     naga::back::spv::write_vec(
         &module,
         &info,

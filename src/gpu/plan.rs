@@ -11,6 +11,10 @@ const TARGET_WORKGROUP: u32 = 64;
 const MAX_WORKGROUP: u32 = 256;
 /// Bytes of one f32 or u32.
 const WORD: u32 = 4;
+/// Room for aligning a kernel's vec4 workgroup arrays after its word arrays: a driver that lays
+/// the variables out in declaration order pads up to 12 bytes before each vec4 array (counted
+/// once: the kernels that need it declare their vec4 arrays together).
+const ALIGN_SLACK: u32 = 16;
 /// The one-sided Jacobi's cosine threshold is at least this many `√m·eps` (m: columns).
 const ONE_SIDED_TOL_FACTOR: f32 = 2.0;
 
@@ -197,7 +201,8 @@ pub fn plan(
             let sg = knobs.subgroup_size;
             let subgroups = sg > 0 && sg.is_multiple_of(h);
             // Exchange slot: the column as ⌈n/4⌉ vec4s, then its norm; an odd number of vec4s
-            // so that the slots of consecutive invocations start in distinct bank groups.
+            // so that the slots of consecutive invocations start in distinct bank groups (the
+            // same formula as `SLOT` in hestenes.wgsl).
             let slot = (n.div_ceil(4) + 1) | 1;
             // Per matrix: two exchange buffers of h slots (16-byte vec4s), the ranking keys and
             // tie indices, and six per-matrix flags; per workgroup two more words.
@@ -207,10 +212,11 @@ pub fn plan(
                 mats = mats.next_multiple_of(sg / h);
             }
             let step = if subgroups { sg / h } else { 1 };
-            while mats > step && per_matrix * mats + 2 * WORD > workgroup_limit {
+            let fixed = 2 * WORD + ALIGN_SLACK;
+            while mats > step && per_matrix * mats + fixed > workgroup_limit {
                 mats -= step;
             }
-            let bytes = per_matrix * mats + 2 * WORD;
+            let bytes = per_matrix * mats + fixed;
             fits(n, bytes, workgroup_limit)?;
             // The computed x·y of orthogonal columns carries rounding noise of about eps·‖x‖‖y‖:
             // rotations go down to the relative threshold (the final columns are then as
@@ -225,8 +231,7 @@ pub fn plan(
                 ("H", h as f64),
                 ("MATS", mats as f64),
                 ("WG", (mats * h) as f64),
-                ("SLOT", slot as f64),
-                ("X_LEN", (2 * mats * h * slot) as f64),
+                ("X_ROWS", (2 * mats * h) as f64),
                 ("MN_LEN", (mats * m_pad) as f64),
                 ("MAX_SWEEPS", knobs.max_sweeps as f64),
                 ("ROT_TOL", knobs.rel_threshold as f64),
@@ -274,10 +279,10 @@ pub fn plan(
             let r4 = n.div_ceil(4);
             let per_matrix = WORD * (3 * 4 * r4 + n + 3);
             let mut mats = (TARGET_WORKGROUP / n).max(1);
-            while mats > 1 && per_matrix * mats > workgroup_limit {
+            while mats > 1 && per_matrix * mats + ALIGN_SLACK > workgroup_limit {
                 mats -= 1;
             }
-            let bytes = per_matrix * mats;
+            let bytes = per_matrix * mats + ALIGN_SLACK;
             fits(n, bytes, workgroup_limit)?;
             let lower = knobs.is_some_and(|k| k.lower);
             let constants = vec![
