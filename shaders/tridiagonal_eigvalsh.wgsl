@@ -33,17 +33,17 @@
 override N: u32;       // matrix size, 1..=MAX_N
 override MATS: u32;    // matrices per workgroup
 override WG: u32;      // MATS * N
-override VEC_LEN: u32; // MATS * R4: vec4 slots of one per-matrix vector buffer
 override MN_LEN: u32;  // MATS * N
 
 // Bindings in forward_bindings.wgsl (bindings 2 and 4, eigenvectors and scratch, are not
 // used; status is 0 or 1).
 
 // Per matrix R4 vec4s each: column k of the current step; v, then T's diagonal d (the padding
-// past N: a huge value, which no count reaches); p, then e_{j−1}² at j.
-var<workgroup> col_sh: array<vec4<f32>, VEC_LEN>;
-var<workgroup> v_sh: array<vec4<f32>, VEC_LEN>;
-var<workgroup> p_sh: array<vec4<f32>, VEC_LEN>;
+// past N: a huge value, which no count reaches); p, then e_{j−1}² at j. Indexed [matrix][vec4]
+// so that the unrolled loops' vec4 index is a literal (no bounds clamp).
+var<workgroup> col_sh: array<array<vec4<f32>, R4>, MATS>;
+var<workgroup> v_sh: array<array<vec4<f32>, R4>, MATS>;
+var<workgroup> p_sh: array<array<vec4<f32>, R4>, MATS>;
 var<workgroup> counts: array<u32, MN_LEN>;           // the multisection's counts
 var<workgroup> off_diag: array<atomic<u32>, MATS>;   // a non-zero off-diagonal entry seen
 
@@ -73,8 +73,8 @@ fn count_below(mi: u32, x: f32, pivmin: f32) -> u32 {
     var q = 1.0;                        // any non-zero start: e_{−1}² = 0
     var c = vec4<u32>(0u);
     //@for q
-    let d$q = v_sh[mi * R4 + $qu];
-    let e$q = p_sh[mi * R4 + $qu];
+    let d$q = v_sh[mi][$qu];
+    let e$q = p_sh[mi][$qu];
     q = sturm(q, d$q.x, e$q.x, x, pivmin);
     c.x += select(0u, 1u, q < 0.0);
     q = sturm(q, d$q.y, e$q.y, x, pivmin);
@@ -94,7 +94,7 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
     let g = workgroup_index(wid, params.groups_x) * MATS + mi;
     let live = g < params.batch;
     let base = g * N * N;
-    let slot = mi * R4 + i / 4u;        // this invocation's vec4 in the vector buffers
+    let slot = i / 4u;                  // this invocation's vec4 in its matrix's vectors
     let lane = i % 4u;
 
     if (i == 0u) {
@@ -103,9 +103,9 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
     }
     // Zero the vector buffers past N (T's diagonal gets PAD_D there after the reduction).
     for (var j = N + i; j < 4u * R4; j += N) {
-        col_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
-        v_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
-        p_sh[mi * R4 + j / 4u][j % 4u] = 0.0;
+        col_sh[mi][j / 4u][j % 4u] = 0.0;
+        v_sh[mi][j / 4u][j % 4u] = 0.0;
+        p_sh[mi][j / 4u][j % 4u] = 0.0;
     }
     workgroupBarrier();
     // Row i (columns ≥ N read 0; a non-finite entry reads 0 and marks the matrix).
@@ -149,16 +149,16 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
         }
         //@end
         let xi = select(0.0, rk, i > k);
-        col_sh[slot][lane] = xi;
+        col_sh[mi][slot][lane] = xi;
         workgroupBarrier();
-        let x0 = col_sh[mi * R4 + (k + 1u) / 4u][(k + 1u) % 4u];
+        let x0 = col_sh[mi][(k + 1u) / 4u][(k + 1u) % 4u];
         // Quads wholly left of column k + 1 hold nothing the step reads or changes (x and v
         // are 0 there), so they are skipped (k is uniform: no divergence).
         var s4 = vec4<f32>(0.0);
         var rx4 = vec4<f32>(0.0);
         //@for q
         if (4u * $qu + 3u > k) {
-            let c$q = col_sh[mi * R4 + $qu];
+            let c$q = col_sh[mi][$qu];
             let below$q = select(c$q, vec4<f32>(0.0), tri_at_most($qu, k + 1u));
             s4 = fma(below$q, below$q, s4);
             rx4 = fma(r$q, c$q, rx4);
@@ -172,8 +172,8 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
         let beta = select(2.0 / fma(vk1, vk1, s), 0.0, skip);
         let vi = select(xi, vk1, i == k + 1u);
         let pi = beta * fma(rk1, vk1 - x0, hsum(rx4));
-        v_sh[slot][lane] = vi;
-        p_sh[slot][lane] = pi;
+        v_sh[mi][slot][lane] = vi;
+        p_sh[mi][slot][lane] = pi;
         if (i == k + 1u) {
             let ek = select(alpha, x0, skip);
             e2 = ek * ek;
@@ -183,15 +183,15 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
         var vp4 = vec4<f32>(0.0);
         //@for q
         if (4u * $qu + 3u > k) {
-            vp4 = fma(v_sh[mi * R4 + $qu], p_sh[mi * R4 + $qu], vp4);
+            vp4 = fma(v_sh[mi][$qu], p_sh[mi][$qu], vp4);
         }
         //@end
         let c = 0.5 * beta * hsum(vp4);
         let wi = pi - c * vi;
         //@for q
         if (4u * $qu + 3u > k) {
-            let vv$q = v_sh[mi * R4 + $qu];
-            let w$q = p_sh[mi * R4 + $qu] - c * vv$q;
+            let vv$q = v_sh[mi][$qu];
+            let w$q = p_sh[mi][$qu] - c * vv$q;
             r$q = r$q - (vi * w$q + wi * vv$q);
         }
         //@end
@@ -214,10 +214,10 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
         e2 = last_e * last_e;
     }
     workgroupBarrier();
-    v_sh[slot][lane] = di;
-    p_sh[slot][lane] = e2;
+    v_sh[mi][slot][lane] = di;
+    p_sh[mi][slot][lane] = e2;
     for (var j = N + i; j < 4u * R4; j += N) {
-        v_sh[mi * R4 + j / 4u][j % 4u] = PAD_D;
+        v_sh[mi][j / 4u][j % 4u] = PAD_D;
     }
     workgroupBarrier();
 
@@ -228,10 +228,10 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
     var max_e2 = 0.0;
     var e_below = 0.0;                  // |e_{j−1}|
     for (var j = 0u; j < N; j++) {
-        let d = v_sh[mi * R4 + j / 4u][j % 4u];
+        let d = v_sh[mi][j / 4u][j % 4u];
         var e_next = 0.0;
         if (j + 1u < N) {
-            let en2 = p_sh[mi * R4 + (j + 1u) / 4u][(j + 1u) % 4u];
+            let en2 = p_sh[mi][(j + 1u) / 4u][(j + 1u) % 4u];
             max_e2 = max(max_e2, en2);
             e_next = sqrt(en2);
         }
@@ -256,7 +256,7 @@ fn tridiagonal_eigvalsh(@builtin(local_invocation_index) lid: u32, @builtin(work
         lam = di;
         rank = 0u;
         for (var j = 0u; j < N; j++) {
-            let dj = v_sh[mi * R4 + j / 4u][j % 4u];
+            let dj = v_sh[mi][j / 4u][j % 4u];
             if (dj < lam || (dj == lam && j < i)) {
                 rank += 1u;
             }

@@ -289,7 +289,6 @@ pub fn plan(
                 ("N", n as f64),
                 ("MATS", mats as f64),
                 ("WG", (mats * n) as f64),
-                ("VEC_LEN", (mats * r4) as f64),
                 ("MN_LEN", (mats * n) as f64),
                 ("LOWER", if lower { 1.0 } else { 0.0 }),
             ];
