@@ -1085,9 +1085,11 @@ impl GpuContext {
         };
         for start in (0..batch).step_by(round.max(1)) {
             let range = start..(start + round).min(batch);
-            let oldest = (in_flight.len() >= 2)
-                .then(|| in_flight.pop_front())
-                .flatten();
+            let oldest = if in_flight.len() >= 2 {
+                in_flight.pop_front()
+            } else {
+                None
+            };
             let (rb, done) = match oldest {
                 Some(old) => rayon::join(
                     || launch(range.clone(), &mut launched),
