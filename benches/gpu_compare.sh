@@ -34,8 +34,9 @@
 #
 # Output, everything also on stdout: $OUT/log.txt (the whole run), $OUT/eigrad.json (the bench
 # reports of all sizes merged), $OUT/jax.txt (the anchor's lines), $OUT/ratios.txt, and
-# $OUT/shader_stats*.txt (the compile statistics) and $OUT/ir*/ (what the driver gives of the kernels'
-# internal representations). Without $OUT
+# $OUT/shader_stats*.txt (the compile statistics), $OUT/ir*/ (what the driver gives of the kernels'
+# internal representations) and $OUT/phases.txt (the host path's phase log of the end-to-end calls
+# at n = 8 and 32). Without $OUT
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
@@ -172,6 +173,17 @@ main() {
                 --n "$n" --batch "$b" --json "$SCRATCH/eigrad_${label}_n$n.json"
             echo "bench $label n = $n: exit $?"
         done
+    done
+
+    # Where the end-to-end time goes (upload, submissions, waits, copy-out per call, and how much
+    # of it overlapped): the host path's phase log at debug level, default kernels, n = 8 and 32
+    # (the sizes whose end-to-end target was missed most), into $OUT/phases.txt.
+    for n in 8 32; do
+        [[ ",$NS," == *",$n,"* ]] || continue
+        echo "== phases: RUST_LOG=eigrad=debug $BIN bench --device gpu --n $n --batch $BATCH"
+        RUST_LOG=eigrad=debug timeout "$(step_timeout 60 200)" "$BIN" bench --device gpu --n "$n" \
+            --batch "$BATCH" 2>&1 >/dev/null | grep 'round(s)' | tee -a "$OUT/phases.txt" | tail -4
+        echo "phases n = $n: exit ${PIPESTATUS[0]}"
     done
 
     echo "== JAX anchor: $ANCHOR --n $NS --batch $BATCH --no-torch"
