@@ -98,6 +98,10 @@ impl Phases {
         bytes: (u64, u64),
         total: Duration,
     ) {
+        // Nothing to format when the line would not be written (every host-memory call ends here).
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let sum = self.upload + self.submit + self.wait + self.copy_out + self.post;
         let rest = if sum <= total {
