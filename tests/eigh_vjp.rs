@@ -36,9 +36,14 @@ fn normal(rng: &mut Rng, len: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The GPU and CPU forward results for the same f32 input.
+/// The GPU (the default context's forward kernel) and CPU forward results for the same f32
+/// input.
 fn forward(n: usize, a: &[f64]) -> Option<(Eigh<f32>, Eigh<f64>)> {
-    let ctx = gpu()?;
+    forward_on(gpu()?, n, a)
+}
+
+/// [`forward`] on `ctx`.
+fn forward_on(ctx: &GpuContext, n: usize, a: &[f64]) -> Option<(Eigh<f32>, Eigh<f64>)> {
     let opts = EighOptions::default();
     let g = ctx.eigh(&to_f32(a), n, &opts, Vectors::Yes).unwrap();
     let c = cpu::jacobi_eigh(a, n, &opts).unwrap();
@@ -59,13 +64,23 @@ fn vjp_matches_cpu_for_every_size_and_policy() {
     for n in SIZES.into_iter().filter(|&n| n <= REGISTERS_MAX_N) {
         check_vjp(one_sided, "one-sided", n);
     }
+    // The tridiagonal kernel's eigenvectors (rounding of order eps·‖A‖, like the two-sided
+    // kernel's) through the reverse rule, wherever it runs.
+    let (kernel, tridiagonal) = *gpu_kernels().last().unwrap();
+    assert_eq!(kernel, ForwardKernel::Tridiagonal);
+    for n in SIZES.into_iter().filter(|&n| runs(tridiagonal, kernel, n)) {
+        check_vjp(tridiagonal, "tridiagonal", n);
+    }
 }
 
-/// The VJP (both cotangents, V̄ alone, λ̄ alone) of `ctx` against the CPU's at size `n`.
+/// The VJP (both cotangents, V̄ alone, λ̄ alone) of `ctx` against the CPU's at size `n`, from
+/// `ctx`'s own forward result.
 fn check_vjp(ctx: &GpuContext, name: &str, n: usize) {
     let batch = if n >= 48 { 3 } else { 5 };
     let a = separated(n, batch, 40 + n as u64);
-    let Some((g, c)) = forward(n, &a) else { return };
+    let Some((g, c)) = forward_on(ctx, n, &a) else {
+        return;
+    };
     let mut rng = Rng::new(n as u64);
     let gl = normal(&mut rng, batch * n);
     let gv = normal(&mut rng, batch * n * n);

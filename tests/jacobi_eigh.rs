@@ -131,9 +131,15 @@ fn eigh_matches_cpu_reference_for_every_size_and_family() {
     }
 }
 
+/// The Jacobi kernels' eigenvalues-only variants do the same sweeps, so their eigenvalues are
+/// bitwise the full decomposition's; the tridiagonal kernel's eigenvalues-only calls bisect
+/// instead of iterating (they agree to rounding, which the reference comparisons check).
 #[test]
 fn eigenvalues_only_kernel_gives_the_same_eigenvalues() {
     for (kernel, ctx) in gpu_kernels() {
+        if kernel == ForwardKernel::Tridiagonal {
+            continue;
+        }
         for n in [3usize, 8, 16, 64]
             .into_iter()
             .filter(|&n| runs(ctx, kernel, n))

@@ -904,7 +904,8 @@ pub(crate) fn bindings(kernel: Kernel) -> &'static [Access] {
         | Kernel::HestenesEigvalsh
         | Kernel::RegistersEigh
         | Kernel::RegistersEigvalsh
-        | Kernel::TridiagonalEigvalsh => &[Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+        | Kernel::TridiagonalEigvalsh
+        | Kernel::TridiagonalEigh => &[Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
         // a_in, values_in, vectors_in, status_in, vectors_out
         Kernel::EighRefine => &[Read, Read, Read, Read, ReadWrite],
         // values_in, vectors_in, grad_values, grad_vectors, status_in, grad_out

@@ -56,6 +56,8 @@ pub struct GpuContext {
     eigvalsh: AtomicU8,
     /// The largest n up to which the tridiagonal eigenvalues-only kernel fits.
     tridiagonal_max_n: usize,
+    /// The largest n up to which the tridiagonal eigendecomposition kernel fits.
+    tridiagonal_eigh_max_n: usize,
     /// The largest n up to which the two-sided kernel's eigenvalues-only variant fits.
     two_sided_values_max_n: usize,
 }
@@ -110,19 +112,29 @@ pub enum ForwardKernel {
     /// runs, the reverse rule ([`GpuContext::eigh_vjp_resident`]) also runs one invocation per
     /// matrix in registers (`shaders/registers_vjp.wgsl`) instead of the register-tile GEMMs.
     Registers,
+    /// Householder reduction to tridiagonal form with the basis accumulated in registers (one
+    /// invocation per row), then implicit QL iterations with Wilkinson shifts whose rotations
+    /// are applied to the basis in workgroup memory (`shaders/tridiagonal_eigh.wgsl`): no
+    /// sweeps, and about a sixth of the Jacobi kernels' arithmetic at n = 32. Its iterations
+    /// are bounded by `max_sweeps` times a Jacobi sweep's n(n − 1)/2 rotations. Its
+    /// eigenvalues-only calls take [`EigvalshKernel::Tridiagonal`] whatever the
+    /// eigenvalues-only choice. Where its workgroup memory does not fit the device (n ≥ 57
+    /// under wgpu's default 16 KiB) the same as [`ForwardKernel::Auto`].
+    Tridiagonal,
 }
 
 impl ForwardKernel {
     /// The environment variable that picks the kernel of new contexts: `auto`, `one-sided`,
-    /// `one-sided-subgroup`, `two-sided` or `registers`.
+    /// `one-sided-subgroup`, `two-sided`, `registers` or `tridiagonal`.
     pub const ENV: &'static str = "EIGRAD_GPU_FORWARD";
 
-    const ALL: [ForwardKernel; 5] = [
+    const ALL: [ForwardKernel; 6] = [
         ForwardKernel::Auto,
         ForwardKernel::OneSided,
         ForwardKernel::OneSidedSubgroup,
         ForwardKernel::TwoSided,
         ForwardKernel::Registers,
+        ForwardKernel::Tridiagonal,
     ];
 
     fn from_env() -> Result<Self> {
@@ -137,6 +149,7 @@ impl ForwardKernel {
             ForwardKernel::OneSidedSubgroup => "one-sided-subgroup",
             ForwardKernel::TwoSided => "two-sided",
             ForwardKernel::Registers => "registers",
+            ForwardKernel::Tridiagonal => "tridiagonal",
         }
     }
 }
@@ -455,6 +468,7 @@ impl GpuContext {
             subgroup_size,
             one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
             tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
+            tridiagonal_eigh_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigh),
             two_sided_values_max_n: max_fitting_n(&inner, Kernel::JacobiEigvalsh),
             inner,
             forward: AtomicU8::new(forward as u8),
@@ -474,6 +488,7 @@ impl GpuContext {
             subgroup_size: 0,
             one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
             tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
+            tridiagonal_eigh_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigh),
             two_sided_values_max_n: max_fitting_n(&inner, Kernel::JacobiEigvalsh),
             inner,
         })
@@ -551,14 +566,18 @@ impl GpuContext {
     /// sizes; on a device that cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto`
     /// takes the two-sided kernel.
     pub fn forward_kernel_for(&self, n: usize) -> ForwardKernel {
-        match self.forward_kernel() {
-            ForwardKernel::Auto | ForwardKernel::Registers if n <= REGISTERS_MAX_N => {
+        let auto = |n: usize| {
+            if n <= REGISTERS_MAX_N {
                 ForwardKernel::Registers
-            }
-            ForwardKernel::Auto | ForwardKernel::Registers if n > self.one_sided_max_n => {
+            } else if n > self.one_sided_max_n {
                 ForwardKernel::TwoSided
+            } else {
+                ForwardKernel::OneSided
             }
-            ForwardKernel::Auto | ForwardKernel::Registers => ForwardKernel::OneSided,
+        };
+        match self.forward_kernel() {
+            ForwardKernel::Auto | ForwardKernel::Registers => auto(n),
+            ForwardKernel::Tridiagonal if n > self.tridiagonal_eigh_max_n => auto(n),
             k => k,
         }
     }
@@ -578,8 +597,13 @@ impl GpuContext {
     /// The kernel the eigenvalues of `n×n` matrices run on this device (never
     /// [`EigvalshKernel::Auto`]): the choice in use, with `Auto` resolved (the tridiagonal
     /// kernel from n = [`TRIDIAGONAL_EIGVALSH_FROM`] and where the Jacobi kernel does not fit
-    /// the device's workgroup memory, the Jacobi kernel's eigenvalues-only variant elsewhere).
+    /// the device's workgroup memory, the Jacobi kernel's eigenvalues-only variant elsewhere);
+    /// always the tridiagonal kernel where [`ForwardKernel::Tridiagonal`] runs, whose
+    /// eigenvalues-only variant it is.
     pub fn eigvalsh_kernel_for(&self, n: usize) -> EigvalshKernel {
+        if self.forward_kernel_for(n) == ForwardKernel::Tridiagonal {
+            return EigvalshKernel::Tridiagonal;
+        }
         match self.eigvalsh_kernel() {
             EigvalshKernel::Auto => {
                 let jacobi_max_n = match self.forward_kernel_for(n) {
@@ -794,6 +818,8 @@ impl GpuContext {
             vectors == Vectors::No && self.eigvalsh_kernel_for(n) == EigvalshKernel::Tridiagonal;
         let kernel = match (forward, vectors) {
             _ if tridiagonal => Kernel::TridiagonalEigvalsh,
+            (ForwardKernel::Tridiagonal, Vectors::Yes) => Kernel::TridiagonalEigh,
+            (ForwardKernel::Tridiagonal, Vectors::No) => Kernel::TridiagonalEigvalsh,
             (ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup, Vectors::Yes) => {
                 Kernel::HestenesEigh
             }

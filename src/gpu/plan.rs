@@ -273,25 +273,44 @@ pub fn plan(
                 writable: false,
             })
         }
-        Kernel::TridiagonalEigvalsh => {
+        Kernel::TridiagonalEigvalsh | Kernel::TridiagonalEigh => {
             // One invocation per row (and then per eigenvalue), rows in registers; per matrix
-            // three vectors of ⌈n/4⌉ vec4s, the multisection's n counts and three flags.
+            // three vectors of ⌈n/4⌉ vec4s and three flags; then the multisection's n counts
+            // (eigenvalues only), or Q column-major with an odd column stride and T's d and e
+            // twice (with eigenvectors, plus two words per workgroup).
+            let vectors = kernel == Kernel::TridiagonalEigh;
             let r4 = n.div_ceil(4);
-            let per_matrix = WORD * (3 * 4 * r4 + n + 3);
+            let np = odd_stride(n);
+            let qs = n * np + 4 * n;
+            let per_matrix = WORD * (3 * 4 * r4 + 3 + if vectors { qs } else { n });
+            let fixed = ALIGN_SLACK + if vectors { 2 * WORD } else { 0 };
             let mut mats = (TARGET_WORKGROUP / n).max(1);
-            while mats > 1 && per_matrix * mats + ALIGN_SLACK > workgroup_limit {
+            while mats > 1 && per_matrix * mats + fixed > workgroup_limit {
                 mats -= 1;
             }
-            let bytes = per_matrix * mats + ALIGN_SLACK;
+            let bytes = per_matrix * mats + fixed;
             fits(n, bytes, workgroup_limit)?;
             let lower = knobs.is_some_and(|k| k.lower);
-            let constants = vec![
+            let mut constants = vec![
                 ("N", n as f64),
                 ("MATS", mats as f64),
                 ("WG", (mats * n) as f64),
                 ("MN_LEN", (mats * n) as f64),
                 ("LOWER", if lower { 1.0 } else { 0.0 }),
             ];
+            if vectors {
+                let knobs = knobs.expect("the tridiagonal eigh kernel needs the Jacobi knobs");
+                // The rotation budget: the sweep cap times a Jacobi sweep's n(n − 1)/2.
+                let budget = u64::from(knobs.max_sweeps) * u64::from(n * (n - 1) / 2);
+                constants.extend([
+                    ("NP", np as f64),
+                    ("QS", qs as f64),
+                    ("Q_LEN", (mats * qs) as f64),
+                    ("MAX_ROT", budget.min(u64::from(u32::MAX)) as f64),
+                    ("TOL", knobs.rel_threshold as f64),
+                    ("FLOOR", knobs.rot_floor as f64),
+                ]);
+            }
             Ok(Plan {
                 kernel,
                 n,

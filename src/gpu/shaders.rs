@@ -19,6 +19,7 @@ const PROJECT: &str = include_str!("../../shaders/project.wgsl");
 const REGISTERS: &str = include_str!("../../shaders/registers.wgsl");
 const VJP_BINDINGS: &str = include_str!("../../shaders/vjp_bindings.wgsl");
 const FORWARD_BINDINGS: &str = include_str!("../../shaders/forward_bindings.wgsl");
+const TRIDIAGONAL: &str = include_str!("../../shaders/tridiagonal.wgsl");
 
 /// The kernels (one WGSL entry point each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +43,9 @@ pub enum Kernel {
     /// Eigenvalues and status only by Householder tridiagonalisation and bisection
     /// (`shaders/tridiagonal_eigvalsh.wgsl`).
     TridiagonalEigvalsh,
+    /// Eigenvalues, eigenvectors and status by Householder tridiagonalisation and implicit QL
+    /// (`shaders/tridiagonal_eigh.wgsl`).
+    TridiagonalEigh,
     /// First-order refinement of the one-sided kernel's eigenvectors with the original matrix
     /// (`shaders/eigh_refine.wgsl`).
     EighRefine,
@@ -61,7 +65,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 15] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::JacobiEigh,
         Kernel::JacobiEigvalsh,
         Kernel::HestenesEigh,
@@ -70,6 +74,7 @@ impl Kernel {
         Kernel::RegistersEigvalsh,
         Kernel::RegistersVjp,
         Kernel::TridiagonalEigvalsh,
+        Kernel::TridiagonalEigh,
         Kernel::EighRefine,
         Kernel::EighVjp,
         Kernel::EighJvp,
@@ -90,6 +95,7 @@ impl Kernel {
             Kernel::RegistersEigvalsh => "registers_eigvalsh",
             Kernel::RegistersVjp => "registers_vjp",
             Kernel::TridiagonalEigvalsh => "tridiagonal_eigvalsh",
+            Kernel::TridiagonalEigh => "tridiagonal_eigh",
             Kernel::EighRefine => "eigh_refine",
             Kernel::EighVjp => "eigh_vjp",
             Kernel::EighJvp => "eigh_jvp",
@@ -163,7 +169,16 @@ impl Kernel {
                 FORWARD_BINDINGS,
                 STORED,
                 ADMIT,
+                TRIDIAGONAL,
                 include_str!("../../shaders/tridiagonal_eigvalsh.wgsl"),
+            ],
+            Kernel::TridiagonalEigh => &[
+                COMMON,
+                FORWARD_BINDINGS,
+                STORED,
+                ADMIT,
+                TRIDIAGONAL,
+                include_str!("../../shaders/tridiagonal_eigh.wgsl"),
             ],
             Kernel::EighRefine => &[
                 COMMON,
@@ -217,7 +232,8 @@ impl Kernel {
         let one_sided = matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh);
         let subgroups = subgroups && one_sided;
         // The kernels that keep vectors in named vec4 registers, written out by `unroll`.
-        let unrolled = one_sided || self == Kernel::TridiagonalEigvalsh;
+        let unrolled =
+            one_sided || matches!(self, Kernel::TridiagonalEigvalsh | Kernel::TridiagonalEigh);
         // (naga 30 takes the subgroup built-ins without an `enable subgroups;` directive, which
         // it rejects; the device needs wgpu::Features::SUBGROUP.)
         let mut s = format!("const MAX_N: u32 = {MAX_N}u;\n");
@@ -316,6 +332,7 @@ mod tests {
                 Kernel::HestenesEigh,
                 Kernel::HestenesEigvalsh,
                 Kernel::TridiagonalEigvalsh,
+                Kernel::TridiagonalEigh,
             ] {
                 let s = k.source(n, sg);
                 for l in s.lines().map(str::trim) {

@@ -26,8 +26,9 @@ pub fn gpu() -> Option<&'static GpuContext> {
 }
 
 /// One context per concrete forward kernel (one-sided through workgroup memory, one-sided
-/// with subgroup exchange where the adapter has it, two-sided, and the register kernel, which
-/// runs only up to `REGISTERS_MAX_N`: see [`runs`]), each set explicitly whatever
+/// with subgroup exchange where the adapter has it, two-sided, the register kernel, which
+/// runs only up to `REGISTERS_MAX_N`, and the tridiagonal kernel, which runs where its
+/// workgroup memory fits: see [`runs`]), each set explicitly whatever
 /// `EIGRAD_GPU_FORWARD` says, and each computing eigenvalues only through that kernel's
 /// eigenvalues-only variant ([`EigvalshKernel::Jacobi`]); empty (after `gpu()`'s skip or
 /// failure) without an adapter. They are contexts of their own: [`gpu`]'s keeps the defaults.
@@ -42,6 +43,7 @@ pub fn gpu_kernels() -> Vec<(ForwardKernel, &'static GpuContext)> {
             ForwardKernel::OneSidedSubgroup,
             ForwardKernel::TwoSided,
             ForwardKernel::Registers,
+            ForwardKernel::Tridiagonal,
         ]
         .into_iter()
         .map(|k| {
