@@ -274,17 +274,26 @@ pub fn plan(
             })
         }
         Kernel::TridiagonalEigvalsh | Kernel::TridiagonalEigh => {
-            // One invocation per row (and then per eigenvalue), rows in registers; per matrix
-            // three vectors of ⌈n/4⌉ vec4s and three flags; then the multisection's n counts
-            // (eigenvalues only), or Q column-major with an odd column stride and T's d and e
-            // twice (with eigenvectors, plus two words per workgroup).
+            // One invocation per row (and then per eigenvalue), rows in registers. Per matrix:
+            // three vectors of ⌈n/4⌉ vec4s and three flags; the QL's block and failure flag (5
+            // words); then the multisection's n counts (eigenvalues only), or the eigenvectors
+            // staged with an odd column stride, and T's d, e and the rotation log (vec2s), ⌈n/4⌉
+            // vec4s' worth each. Per workgroup one word, and with eigenvalues only the QL
+            // arrays of one matrix and the staging's single word (declared, never used).
             let vectors = kernel == Kernel::TridiagonalEigh;
             let r4 = n.div_ceil(4);
             let np = odd_stride(n);
-            let qs = n * np + 4 * n;
-            let per_matrix = WORD * (3 * 4 * r4 + 3 + if vectors { qs } else { n });
-            let fixed = ALIGN_SLACK + if vectors { 2 * WORD } else { 0 };
-            let mut mats = (TARGET_WORKGROUP / n).max(1);
+            let ql = 4 * r4;
+            let per_matrix =
+                WORD * (3 * 4 * r4 + 3 + 3 + if vectors { n * np + 4 * ql } else { n });
+            let fixed = ALIGN_SLACK + WORD * if vectors { 1 } else { 2 + 4 * ql };
+            // Up to 256 invocations, so that one chain invocation per matrix runs beside as
+            // many others as fit (the chains are the QL's sequential part).
+            let mut mats = if vectors {
+                (MAX_WORKGROUP / n).max(1)
+            } else {
+                (TARGET_WORKGROUP / n).max(1)
+            };
             while mats > 1 && per_matrix * mats + fixed > workgroup_limit {
                 mats -= 1;
             }
@@ -304,8 +313,8 @@ pub fn plan(
                 let budget = u64::from(knobs.max_sweeps) * u64::from(n * (n - 1) / 2);
                 constants.extend([
                     ("NP", np as f64),
-                    ("QS", qs as f64),
-                    ("Q_LEN", (mats * qs) as f64),
+                    ("Q_LEN", (mats * n * np) as f64),
+                    ("QL_MATS", mats as f64),
                     ("MAX_ROT", budget.min(u64::from(u32::MAX)) as f64),
                     ("TOL", knobs.rel_threshold as f64),
                     ("FLOOR", knobs.rot_floor as f64),

@@ -249,7 +249,8 @@ impl Kernel {
             if registers {
                 s.push_str(&registers::expand(part, n, self == Kernel::RegistersEigh));
             } else if unrolled {
-                s.push_str(&unroll(&select_branches(part, subgroups), r4));
+                let part = unroll_rotations(part, n);
+                s.push_str(&unroll(&select_branches(&part, subgroups), r4));
             } else {
                 s.push_str(part);
             }
@@ -307,6 +308,41 @@ fn unroll(src: &str, count: u32) -> String {
     out
 }
 
+/// Repeats each block of lines between a `//@for j desc` line and an `//@end` line once per
+/// pair of neighbouring components of an `n`-vector held as named vec4s `q0`, `q1`, …: for
+/// j = n − 2 down to 0, with `$j` replaced by j, `$a` by component j (`q{j/4}.x` …) and `$b` by
+/// component j + 1 (blocks do not nest).
+fn unroll_rotations(src: &str, n: u32) -> String {
+    const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
+    let component = |j: u32| format!("q{}.{}", j / 4, COMPONENTS[(j % 4) as usize]);
+    let mut out = String::with_capacity(src.len() * 2);
+    let mut block: Option<Vec<&str>> = None;
+    for line in src.lines() {
+        match (line.trim(), block.as_mut()) {
+            ("//@for j desc", None) => block = Some(Vec::new()),
+            ("//@end", Some(lines)) => {
+                for j in (0..n.saturating_sub(1)).rev() {
+                    for l in lines.iter() {
+                        let l = l
+                            .replace("$j", &j.to_string())
+                            .replace("$a", &component(j))
+                            .replace("$b", &component(j + 1));
+                        out.push_str(&l);
+                        out.push('\n');
+                    }
+                }
+                block = None;
+            }
+            (_, Some(lines)) => lines.push(line),
+            (_, None) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +352,17 @@ mod tests {
         let src = "a\n  //@for q\n  x$q = $qu;\n//@end\nb\n";
         assert_eq!(unroll(src, 3), "a\n  x0 = 0u;\n  x1 = 1u;\n  x2 = 2u;\nb\n");
         assert_eq!(unroll(src, 0), "a\nb\n");
+    }
+
+    #[test]
+    fn rotation_blocks_visit_neighbouring_components_downwards() {
+        let src = "a\n//@for j desc\nr($ju, $a, $b);\n//@end\n//@for q\nb$q\n//@end\n";
+        assert_eq!(
+            unroll_rotations(src, 6),
+            "a\nr(4u, q1.x, q1.y);\nr(3u, q0.w, q1.x);\nr(2u, q0.z, q0.w);\n\
+             r(1u, q0.y, q0.z);\nr(0u, q0.x, q0.y);\n//@for q\nb$q\n//@end\n"
+        );
+        assert_eq!(unroll_rotations(src, 1), "a\n//@for q\nb$q\n//@end\n");
     }
 
     #[test]
@@ -337,7 +384,7 @@ mod tests {
                 let s = k.source(n, sg);
                 for l in s.lines().map(str::trim) {
                     assert!(!l.starts_with("//@"), "n={n}: marker line {l}");
-                    assert!(l.starts_with("//") || !l.contains("$q"), "n={n}: {l}");
+                    assert!(l.starts_with("//") || !l.contains('$'), "n={n}: {l}");
                 }
             }
         }
