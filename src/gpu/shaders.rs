@@ -281,18 +281,28 @@ fn select_branches(src: &str, sg: bool) -> String {
     out
 }
 
-/// Repeats each block of lines between a `//@for q` line and an `//@end` line `count` times,
-/// with `$q` replaced by 0, 1, …, `count − 1` (blocks do not nest).
-fn unroll(src: &str, count: u32) -> String {
+/// Repeats each block of lines between a `marker` line and an `//@end` line (blocks do not nest)
+/// once per item of `items`, with every `(pattern, text)` pair that `subst` gives for the item
+/// replaced in its lines.
+fn repeat_blocks<I: Copy>(
+    src: &str,
+    marker: &str,
+    items: impl Iterator<Item = I> + Clone,
+    subst: impl Fn(I) -> Vec<(&'static str, String)>,
+) -> String {
     let mut out = String::with_capacity(src.len() * 2);
     let mut block: Option<Vec<&str>> = None;
     for line in src.lines() {
         match (line.trim(), block.as_mut()) {
-            ("//@for q", None) => block = Some(Vec::new()),
+            (m, None) if m == marker => block = Some(Vec::new()),
             ("//@end", Some(lines)) => {
-                for q in 0..count {
+                for item in items.clone() {
+                    let pairs = subst(item);
                     for l in lines.iter() {
-                        out.push_str(&l.replace("$q", &q.to_string()));
+                        let l = pairs
+                            .iter()
+                            .fold(l.to_string(), |l, (p, t)| l.replace(p, t));
+                        out.push_str(&l);
                         out.push('\n');
                     }
                 }
@@ -308,6 +318,12 @@ fn unroll(src: &str, count: u32) -> String {
     out
 }
 
+/// Repeats each block of lines between a `//@for q` line and an `//@end` line `count` times,
+/// with `$q` replaced by 0, 1, …, `count − 1` (blocks do not nest).
+fn unroll(src: &str, count: u32) -> String {
+    repeat_blocks(src, "//@for q", 0..count, |q| vec![("$q", q.to_string())])
+}
+
 /// Repeats each block of lines between a `//@for j desc` line and an `//@end` line once per
 /// pair of neighbouring components of an `n`-vector held as named vec4s `q0`, `q1`, …: for
 /// j = n − 2 down to 0, with `$j` replaced by j, `$a` by component j (`q{j/4}.x` …) and `$b` by
@@ -315,32 +331,14 @@ fn unroll(src: &str, count: u32) -> String {
 fn unroll_rotations(src: &str, n: u32) -> String {
     const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
     let component = |j: u32| format!("q{}.{}", j / 4, COMPONENTS[(j % 4) as usize]);
-    let mut out = String::with_capacity(src.len() * 2);
-    let mut block: Option<Vec<&str>> = None;
-    for line in src.lines() {
-        match (line.trim(), block.as_mut()) {
-            ("//@for j desc", None) => block = Some(Vec::new()),
-            ("//@end", Some(lines)) => {
-                for j in (0..n.saturating_sub(1)).rev() {
-                    for l in lines.iter() {
-                        let l = l
-                            .replace("$j", &j.to_string())
-                            .replace("$a", &component(j))
-                            .replace("$b", &component(j + 1));
-                        out.push_str(&l);
-                        out.push('\n');
-                    }
-                }
-                block = None;
-            }
-            (_, Some(lines)) => lines.push(line),
-            (_, None) => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
+    let pairs = (0..n.saturating_sub(1)).rev();
+    repeat_blocks(src, "//@for j desc", pairs, |j| {
+        vec![
+            ("$j", j.to_string()),
+            ("$a", component(j)),
+            ("$b", component(j + 1)),
+        ]
+    })
 }
 
 #[cfg(test)]
