@@ -1,8 +1,8 @@
-// Householder reduction of batched symmetric matrices to tridiagonal form T = QᵀAQ, the body
-// of the tridiagonal kernels: tridiagonal_eigvalsh.wgsl (bisection on Sturm counts) and
-// tridiagonal_eigh.wgsl (implicit QL on T, its rotations applied to Q, both here). Each entry
-// file defines `const VECTORS: bool` (whether Q is accumulated and the QL runs) and
-// `fn tridiagonal_finish(t: Tri)`.
+// Batched symmetric eigenvalues (tridiagonal_eigvalsh.wgsl) and eigendecompositions
+// (tridiagonal_eigh.wgsl) through Householder reduction to tridiagonal form T = QᵀAQ: the body
+// of both. Each entry file defines `const VECTORS: bool`: without it, T's eigenvalues by
+// bisection on Sturm counts; with it, Q is accumulated and implicit QL iterations on T rotate
+// it into the eigenvectors.
 //
 // Mapping: N invocations per matrix, MATS matrices per workgroup. Invocation i keeps row i of A
 // in registers as R4 = ⌈N/4⌉ named vec4 variables (r0, r1, …; the host repeats every block
@@ -36,8 +36,24 @@
 // identity leaves a pair exactly as it is). Deflation: e_j is negligible when |e_j| ≤ TOL·(|d_j| + |d_{j+1}|) + FLOOR (prescaled
 // units). Budget: MAX_ROT rotations per matrix (the sweep cap times the N(N−1)/2 rotations of a
 // Jacobi sweep); a matrix that would exceed it is marked failed (status 2). The rounds go on
-// until no matrix of the workgroup had a block left. The host prepends `const R4: u32` and
-// expands the `//@for q` and `//@for j desc` blocks.
+// until no matrix of the workgroup had a block left. Then the eigenvalues are ranked
+// (ascending; ties by the index of the vector's largest component, which orders a diagonal
+// input's ties by index as the CPU reference does), the largest component of each vector made
+// positive, and the vectors written out coalesced from a column-major staging area in
+// workgroup memory, which holds STAGE matrices at a time (PASSES passes).
+//
+// Bisection (without VECTORS): the Gershgorin interval [gl, gu] of the tridiagonal matrix T, widened as LAPACK's
+// dstebz does; a multisection first (invocation j counts the eigenvalues of T below
+// gl + (j + 1)(gu − gl)/(N + 1)), which brackets every eigenvalue within one (N + 1)-th of the
+// interval; then each invocation i bisects its bracket for λ_i (ascending) on the Sturm count
+// #{λ < x} (signs of the LDLᵀ pivots q_j = d_j − x − e_{j−1}²/q_{j−1}, with |q| ≤ pivmin
+// replaced by −pivmin, as dstebz) down to eps·‖T‖, about 19 steps at N = 32, and returns the
+// bracket's midpoint. A diagonal input (no non-zero off-diagonal entry) is returned exactly, its
+// diagonal ranked (ties by index). Bisection always converges, so the status is 0 or 1
+// (non-finite input), never 2.
+
+//
+// The host prepends `const R4: u32` and expands the `//@for q` and `//@for j desc` blocks.
 
 override N: u32;       // matrix size, 1..=MAX_N
 override MATS: u32;    // matrices per workgroup
@@ -45,10 +61,12 @@ override WG: u32;      // MATS * N
 override MN_LEN: u32;  // MATS * N
 // With VECTORS (the defaults size the QL arrays for one matrix, and the staging to one word,
 // for the eigenvalues-only kernel): the eigenvectors staged column-major for the output, N·NP
-// words per matrix from mi·N·NP, with an odd column stride NP so that a row of them spreads
-// over distinct banks; the matrices of the QL arrays; the QL's budget and deflation thresholds.
+// words per staged matrix, with an odd column stride NP so that a row of them spreads over
+// distinct banks; the matrices of the QL arrays; the QL's budget and deflation thresholds.
 override NP: u32 = 1u;
-override Q_LEN: u32 = 1u;    // MATS * N * NP
+override STAGE: u32 = 1u;    // matrices staged per pass
+override PASSES: u32 = 1u;   // ⌈MATS / STAGE⌉
+override Q_LEN: u32 = 1u;    // STAGE * N * NP
 override QL_MATS: u32 = 1u;  // MATS
 override MAX_ROT: u32 = 0u; // rotation budget per matrix
 override TOL: f32 = 0.0;    // relative deflation threshold
@@ -57,8 +75,8 @@ override FLOOR: f32 = 0.0;  // absolute deflation threshold (prescaled units)
 // Bindings in forward_bindings.wgsl (binding 4, the two-sided kernel's scratch, is not used).
 
 // Per matrix R4 vec4s each: column k of the current step; v; p. Indexed [matrix][vec4] so that
-// the unrolled loops' vec4 index is a literal (no bounds clamp). The entry files reuse them
-// after the reduction.
+// the unrolled loops' vec4 index is a literal (no bounds clamp). The bisection reuses two of
+// them for T.
 var<workgroup> col_sh: array<array<vec4<f32>, R4>, MATS>;
 var<workgroup> v_sh: array<array<vec4<f32>, R4>, MATS>;
 var<workgroup> p_sh: array<array<vec4<f32>, R4>, MATS>;
@@ -78,7 +96,40 @@ var<workgroup> ql_go: u32;
 // Σ x_j² below which a column is not reflected (see the header).
 const NEGLIGIBLE: f32 = 1e-30;
 
-// What the reduction hands to `tridiagonal_finish`, per invocation.
+// Without VECTORS, after the reduction, per matrix: T's diagonal d in v_sh (the padding past N: a huge value,
+// which no count reaches) and e_{j−1}² at j in p_sh.
+var<workgroup> counts: array<u32, MN_LEN>;           // the multisection's counts
+
+// T's diagonal past N, so that padding never counts as an eigenvalue below x.
+const PAD_D: f32 = 1e30;
+
+// One step of the Sturm recurrence: the pivot after q for diagonal d and e² = e2 (negative
+// pivots are the eigenvalues below x).
+fn sturm(q: f32, d: f32, e2: f32, x: f32, pivmin: f32) -> f32 {
+    let next = (d - x) - e2 / q;
+    return select(next, -pivmin, abs(next) <= pivmin);
+}
+
+// The number of eigenvalues below x of the tridiagonal matrix of slot mi.
+fn count_below(mi: u32, x: f32, pivmin: f32) -> u32 {
+    var q = 1.0;                        // any non-zero start: e_{−1}² = 0
+    var c = vec4<u32>(0u);
+    //@for q
+    let d$q = v_sh[mi][$qu];
+    let e$q = p_sh[mi][$qu];
+    q = sturm(q, d$q.x, e$q.x, x, pivmin);
+    c.x += select(0u, 1u, q < 0.0);
+    q = sturm(q, d$q.y, e$q.y, x, pivmin);
+    c.y += select(0u, 1u, q < 0.0);
+    q = sturm(q, d$q.z, e$q.z, x, pivmin);
+    c.z += select(0u, 1u, q < 0.0);
+    q = sturm(q, d$q.w, e$q.w, x, pivmin);
+    c.w += select(0u, 1u, q < 0.0);
+    //@end
+    return (c.x + c.y) + (c.z + c.w);
+}
+
+// What the reduction hands to the output stage, per invocation.
 struct Tri {
     lid: u32,         // invocation index in the workgroup
     mi: u32,          // matrix slot in the workgroup
@@ -197,6 +248,154 @@ fn ql_iteration(k: u32, st: ptr<function, QlState>) {
     ql_e[k][m] = 0.0;
     ql_block[k] = vec2<u32>(l, m);
     (*st).logged = vec2<u32>(l, m);
+}
+
+// Without VECTORS: T's eigenvalues by bisection, written out ranked.
+fn bisect_eigenvalues(t: Tri) {
+    let mi = t.mi;
+    let i = t.i;
+    let di = t.d;
+    v_sh[mi][i / 4u][i % 4u] = di;
+    p_sh[mi][i / 4u][i % 4u] = t.e * t.e;
+    for (var j = N + i; j < 4u * R4; j += N) {
+        v_sh[mi][j / 4u][j % 4u] = PAD_D;
+    }
+    workgroupBarrier();
+
+    // Gershgorin interval of T, widened as LAPACK's dstebz does (every invocation of the matrix
+    // computes the same values).
+    var gl = PAD_D;
+    var gu = -PAD_D;
+    var max_e2 = 0.0;
+    var e_below = 0.0;                  // |e_{j−1}|
+    for (var j = 0u; j < N; j++) {
+        let d = v_sh[mi][j / 4u][j % 4u];
+        var e_next = 0.0;
+        if (j + 1u < N) {
+            let en2 = p_sh[mi][(j + 1u) / 4u][(j + 1u) % 4u];
+            max_e2 = max(max_e2, en2);
+            e_next = sqrt(en2);
+        }
+        gl = min(gl, d - (e_below + e_next));
+        gu = max(gu, d + (e_below + e_next));
+        e_below = e_next;
+    }
+    let pivmin = 0x1p-100f * max(1.0, max_e2);
+    let tnorm = max(abs(gl), abs(gu));
+    let widen = 2.1 * (f32(N) * 1.1920929e-7 * tnorm + 2.0 * pivmin);
+    gl -= widen;
+    gu += widen;
+    // Multisection: N + 1 equal parts (for every matrix, so that the barrier stays uniform).
+    let h = (gu - gl) / f32(N + 1u);
+    counts[mi * N + i] = count_below(mi, fma(f32(i + 1u), h, gl), pivmin);
+    workgroupBarrier();
+
+    var lam: f32;
+    var rank = i;
+    if (t.diagonal) {
+        // The diagonal itself, ranked: ascending, ties by index.
+        lam = di;
+        rank = 0u;
+        for (var j = 0u; j < N; j++) {
+            let dj = v_sh[mi][j / 4u][j % 4u];
+            if (dj < lam || (dj == lam && j < i)) {
+                rank += 1u;
+            }
+        }
+    } else {
+        // λ_i lies above the last point whose count is ≤ i and at or below the first whose
+        // count is > i (the interval's ends count 0 and N).
+        var lo = gl;
+        var hi = gu;
+        for (var j = 0u; j < N; j++) {
+            let x = fma(f32(j + 1u), h, gl);
+            if (counts[mi * N + j] <= i) {
+                lo = max(lo, x);
+            } else {
+                hi = min(hi, x);
+            }
+        }
+        let tol = 1.1920929e-7 * tnorm;
+        loop {
+            let mid = 0.5 * (lo + hi);
+            if (hi - lo <= tol || mid <= lo || mid >= hi) {
+                break;
+            }
+            if (count_below(mi, mid, pivmin) <= i) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lam = 0.5 * (lo + hi);
+    }
+
+    if (t.live) {
+        let nan = bitcast<f32>(params.nan_bits);
+        values_out[t.g * N + rank] = select(ldexp(lam, t.scale_exp), nan, t.bad);
+        if (i == 0u) {
+            status_out[t.g] = select(0u, 1u, t.bad);
+        }
+    }
+}
+
+// With VECTORS, after the eigenvectors of matrix t.mi were staged in slot `slot`: the index of
+// the largest component of vector t.i (the first on ties) into ql_e (free after the QL), for
+// the ranking; returns the sign that makes that component positive.
+fn vector_tie(t: Tri, slot: u32) -> f32 {
+    let col = (slot * N + t.i) * NP;
+    var best = -1.0;
+    var top = 0u;
+    for (var k = 0u; k < N; k++) {
+        let x = abs(qsh[col + k]);
+        if (x > best) {
+            best = x;
+            top = k;
+        }
+    }
+    ql_e[t.mi][t.i] = f32(top);
+    return select(1.0, -1.0, qsh[col + top] < 0.0);
+}
+
+// After every vector_tie of the matrix: ranks eigenvalue t.i (d_i, its vector staged column
+// t.i of slot `slot`) and writes it, its vector (times `sg`) and the matrix's status.
+fn vector_write(t: Tri, slot: u32, sg: f32) {
+    let row = t.i;
+    let lam = ql_d[t.mi][row];
+    let top = u32(ql_e[t.mi][row]);
+    // The rank (and whether an eigenvalue is not finite, which only a fault of the iteration
+    // could give: then status 2 rather than a wrong answer).
+    var rank = 0u;
+    var finite = true;
+    for (var k = 0u; k < N; k++) {
+        let lk = ql_d[t.mi][k];
+        let tk = u32(ql_e[t.mi][k]);
+        finite = finite && is_finite_f32(lk);
+        if (lk < lam || (lk == lam && (tk < top || (tk == top && k < row)))) {
+            rank += 1u;
+        }
+    }
+    var status = 0u;
+    if (t.bad) {
+        status = 1u;
+    } else if (ql_failed[t.mi] != 0u || !finite) {
+        status = 2u;
+    }
+    if (t.live) {
+        let ok = status == 0u;
+        let nan = bitcast<f32>(params.nan_bits);
+        values_out[t.g * N + rank] = select(nan, ldexp(lam, t.scale_exp), ok);
+        if (row == 0u) {
+            status_out[t.g] = status;
+        }
+        // Column `rank` of the output, row by row: each row's N entries are written by the
+        // matrix's N invocations together.
+        let base = t.g * N * N;
+        let col = (slot * N + row) * NP;
+        for (var k = 0u; k < N; k++) {
+            vectors_out[base + k * N + rank] = select(nan, sg * qsh[col + k], ok);
+        }
+    }
 }
 
 fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
@@ -370,20 +569,37 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
         if (lid < MATS) {
             ql_failed[lid] = select(0u, 1u, st.failed);
         }
-        // The eigenvectors (this row of Q) into column-major storage (a row of stores per
-        // component: distinct banks).
-        //@for q
-        let qf$q = q$q;
-        for (var c = 0u; c < 4u; c++) {
-            let j = 4u * $qu + c;
-            if (j < N) {
-                qsh[(mi * N + j) * NP + i] = qf$q[c];
+        // The output, STAGE matrices per pass: their rows of Q into column-major staging (a row
+        // of stores per component: distinct banks), then ties and signs, then ranks and writes.
+        let t = Tri(lid, mi, i, g, live, bad, scale_exp, diagonal, di, e_sub);
+        let slot = mi % STAGE;
+        for (var round = 0u; round < PASSES; round++) {
+            let mine = mi / STAGE == round;
+            if (mine) {
+                //@for q
+                let qf$q = q$q;
+                for (var c = 0u; c < 4u; c++) {
+                    let j = 4u * $qu + c;
+                    if (j < N) {
+                        qsh[(slot * N + j) * NP + i] = qf$q[c];
+                    }
+                }
+                //@end
             }
+            workgroupBarrier();
+            var sg = 1.0;
+            if (mine) {
+                sg = vector_tie(t, slot);
+            }
+            workgroupBarrier();
+            if (mine) {
+                vector_write(t, slot, sg);
+            }
+            workgroupBarrier();
         }
-        //@end
+    } else {
+        // Every read of v and p of the last step happened before this barrier.
+        workgroupBarrier();
+        bisect_eigenvalues(Tri(lid, mi, i, g, live, bad, scale_exp, diagonal, di, e_sub));
     }
-    // Every read of v and p of the last step, and of the QL's rotations, happened before this
-    // barrier.
-    workgroupBarrier();
-    tridiagonal_finish(Tri(lid, mi, i, g, live, bad, scale_exp, diagonal, di, e_sub));
 }

@@ -526,6 +526,12 @@ fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
         matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
         "{err:?}"
     );
+    // The tridiagonal kernel stages one matrix's eigenvectors per pass there and fits up to
+    // n = 59; above, the context hands it to Auto's choice.
+    ctx.set_forward_kernel(ForwardKernel::Tridiagonal);
+    assert_eq!(ctx.forward_kernel_for(60), ForwardKernel::TwoSided);
+    assert_eq!(ctx.forward_kernel_for(59), ForwardKernel::Tridiagonal);
+    check_family(&ctx, 59, &families(59, 2, 59).swap_remove(0));
 }
 
 #[test]

@@ -118,7 +118,7 @@ pub enum ForwardKernel {
     /// sweeps, and about a sixth of the Jacobi kernels' arithmetic at n = 32. Its iterations
     /// are bounded by `max_sweeps` times a Jacobi sweep's n(n − 1)/2 rotations. Its
     /// eigenvalues-only calls take [`EigvalshKernel::Tridiagonal`] whatever the
-    /// eigenvalues-only choice. Where its workgroup memory does not fit the device (n ≥ 57
+    /// eigenvalues-only choice. Where its workgroup memory does not fit the device (n ≥ 60
     /// under wgpu's default 16 KiB) the same as [`ForwardKernel::Auto`].
     Tridiagonal,
 }

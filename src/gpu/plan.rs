@@ -275,29 +275,35 @@ pub fn plan(
         }
         Kernel::TridiagonalEigvalsh | Kernel::TridiagonalEigh => {
             // One invocation per row (and then per eigenvalue), rows in registers. Per matrix:
-            // three vectors of ⌈n/4⌉ vec4s and three flags; the QL's block and failure flag (5
-            // words); then the multisection's n counts (eigenvalues only), or the eigenvectors
-            // staged with an odd column stride, and T's d, e and the rotation log (vec2s), ⌈n/4⌉
-            // vec4s' worth each. Per workgroup one word, and with eigenvalues only the QL
-            // arrays of one matrix and the staging's single word (declared, never used).
+            // three vectors of ⌈n/4⌉ vec4s, three flags, the QL's block and failure flag and the
+            // multisection's n counts; with eigenvectors also T's d and e and the rotation log
+            // (vec2s), ⌈n/4⌉ vec4s' worth each, and per staged matrix its eigenvectors with an
+            // odd column stride. Per workgroup one word, and with eigenvalues only the QL
+            // arrays of one matrix and a word of staging (declared, never used).
             let vectors = kernel == Kernel::TridiagonalEigh;
             let r4 = n.div_ceil(4);
             let np = odd_stride(n);
             let ql = 4 * r4;
-            let per_matrix =
-                WORD * (3 * 4 * r4 + 3 + 3 + if vectors { n * np + 4 * ql } else { n });
-            let fixed = ALIGN_SLACK + WORD * if vectors { 1 } else { 2 + 4 * ql };
-            // Up to 256 invocations, so that one chain invocation per matrix runs beside as
-            // many others as fit (the chains are the QL's sequential part).
+            let per_matrix = WORD * (3 * 4 * r4 + 6 + n + if vectors { 4 * ql } else { 0 });
+            let staged = if vectors { WORD * n * np } else { WORD };
+            let fixed = ALIGN_SLACK + WORD * if vectors { 1 } else { 1 + 4 * ql };
+            let bytes_for = |mats: u32, stage: u32| per_matrix * mats + staged * stage + fixed;
+            // With eigenvectors up to 256 invocations, so that one chain invocation per matrix
+            // runs beside as many others as fit (the chains are the QL's sequential part); the
+            // staging takes as many of them per pass as then fit.
             let mut mats = if vectors {
                 (MAX_WORKGROUP / n).max(1)
             } else {
                 (TARGET_WORKGROUP / n).max(1)
             };
-            while mats > 1 && per_matrix * mats + fixed > workgroup_limit {
+            while mats > 1 && bytes_for(mats, 1) > workgroup_limit {
                 mats -= 1;
             }
-            let bytes = per_matrix * mats + fixed;
+            let mut stage = if vectors { mats } else { 1 };
+            while stage > 1 && bytes_for(mats, stage) > workgroup_limit {
+                stage -= 1;
+            }
+            let bytes = bytes_for(mats, stage);
             fits(n, bytes, workgroup_limit)?;
             let lower = knobs.is_some_and(|k| k.lower);
             let mut constants = vec![
@@ -313,7 +319,9 @@ pub fn plan(
                 let budget = u64::from(knobs.max_sweeps) * u64::from(n * (n - 1) / 2);
                 constants.extend([
                     ("NP", np as f64),
-                    ("Q_LEN", (mats * n * np) as f64),
+                    ("STAGE", stage as f64),
+                    ("PASSES", mats.div_ceil(stage) as f64),
+                    ("Q_LEN", (stage * n * np) as f64),
                     ("QL_MATS", mats as f64),
                     ("MAX_ROT", budget.min(u64::from(u32::MAX)) as f64),
                     ("TOL", knobs.rel_threshold as f64),
