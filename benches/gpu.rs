@@ -5,7 +5,8 @@
 //! Batch size: `EIGRAD_BENCH_BATCH` (default 4096; a eighth of it for n = 64). Skips with a
 //! message when there is no adapter. Numbers from a software adapter (llvmpipe) say nothing
 //! about GPU speed. The forward kernel is the context's default, which `EIGRAD_GPU_FORWARD`
-//! overrides (`auto`, `one-sided`, `one-sided-subgroup`, `two-sided`, `registers`); eigenvalues only are
+//! overrides (`auto`, `one-sided`, `one-sided-subgroup`, `two-sided`, `registers`,
+//! `tridiagonal`); eigenvalues only are
 //! timed with each eigenvalues-only kernel (`eigvalsh-jacobi`, `eigvalsh-tridiagonal`) besides
 //! the default (`eigvalsh`).
 

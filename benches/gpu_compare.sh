@@ -40,7 +40,7 @@
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
-# GPU_COMPARE_FORWARD (registers,one-sided,one-sided:jacobi,two-sided: the forward kernels to check and time, through
+# GPU_COMPARE_FORWARD (registers,one-sided,one-sided:jacobi,two-sided,tridiagonal: the forward kernels to check and time, through
 # EIGRAD_GPU_FORWARD; `kernel:eigvalsh` also sets EIGRAD_GPU_EIGVALSH for that run, e.g. `one-sided:jacobi`
 # times eigenvalues only through the one-sided sweeps instead of the default tridiagonal kernel; `registers`
 # is timed only at n <= 8, eigrad::gpu::REGISTERS_MAX_N, above which it is the one-sided kernel again),
@@ -62,7 +62,7 @@ ANCHOR=.device/jax_eigh_bench.py
 OUT=${OUT:-$PWD/gpu_compare_out}
 BATCH=${GPU_COMPARE_BATCH:-65536}
 NS=${GPU_COMPARE_N:-4,8,16,32,64}
-FORWARD=${GPU_COMPARE_FORWARD:-registers,one-sided,one-sided:jacobi,two-sided}
+FORWARD=${GPU_COMPARE_FORWARD:-registers,one-sided,one-sided:jacobi,two-sided,tridiagonal}
 BUDGET=${GPU_COMPARE_BUDGET:-540}
 BASELINE=${GPU_COMPARE_BASELINE:-}
 START=$SECONDS
@@ -116,17 +116,17 @@ main() {
 
     # The driver's own compile statistics (registers, local memory, ...) of the kernels eigrad runs:
     # seconds, and they say whether a kernel keeps its columns in registers on this compiler.
-    local stats=RegistersEigh,RegistersEigvalsh,RegistersVjp,HestenesEigh,HestenesEigvalsh,TridiagonalEigvalsh,EighVjp,EighRefine,JacobiEigh
+    local stats=RegistersEigh,RegistersEigvalsh,RegistersVjp,HestenesEigh,HestenesEigvalsh,TridiagonalEigvalsh,TridiagonalEigh,EighVjp,EighRefine,JacobiEigh
     if [ -x .device/shader_stats ]; then
         echo "== compile statistics: .device/shader_stats --device system --n $NS"
         timeout "$(step_timeout 60 400)" .device/shader_stats --device system --kernels "$stats" --n "$NS" \
             | tee "$OUT/shader_stats.txt"
         echo "shader_stats: exit $?"
         # What the driver gives of the kernels' internal representations (if anything; NVIDIA's
-        # SASS would show local-memory loads and stores) for the one-sided kernel at n = 8, 32
-        # and the register kernel at n = 8, into $OUT/ir.
-        timeout "$(step_timeout 30 390)" .device/shader_stats --device system --kernels HestenesEigh \
-            --n 8,32 --ir "$OUT/ir" >/dev/null &&
+        # SASS would show local-memory loads and stores) for the one-sided and the tridiagonal
+        # kernels at n = 8, 32 and the register kernel at n = 8, into $OUT/ir.
+        timeout "$(step_timeout 30 390)" .device/shader_stats --device system \
+            --kernels HestenesEigh,TridiagonalEigh --n 8,32 --ir "$OUT/ir" >/dev/null &&
             timeout "$(step_timeout 30 390)" .device/shader_stats --device system --kernels RegistersEigh \
                 --n 8 --ir "$OUT/ir" >/dev/null
         echo "shader_stats --ir: exit $?; $(ls "$OUT/ir" 2>/dev/null | wc -l) file(s) in $OUT/ir"
