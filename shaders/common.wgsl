@@ -83,8 +83,10 @@ fn rotation(alpha: f32, beta: f32, gamma: f32) -> vec3<f32> {
     }
     let c = inverseSqrt(1.0 + t * t);
     let s = t * c;
-    // One Newton step on c² + s² = 1: inverseSqrt may be a few ulp off on GPUs, and a
-    // systematic norm error would otherwise compound over hundreds of rotations.
-    let fix = 1.5 - 0.5 * (c * c + s * s);
-    return vec3<f32>(c * fix, s * fix, t);
+    // One Newton step on c² + s² = 1, added to c and s: inverseSqrt may be a few ulp off on
+    // GPUs, and a systematic norm error would otherwise compound over hundreds of rotations.
+    // (Added rather than as the factor 1.5 − (c² + s²)/2, which lies on a grid of 2⁻²³ above 1:
+    // on llvmpipe the two-sided kernel's ‖VᵀV − I‖ at n = 64 went from 4.2e-5 to 2.4e-5.)
+    let h = 0.5 * fma(-c, c, fma(-s, s, 1.0));
+    return vec3<f32>(fma(c, h, c), fma(s, h, s), t);
 }

@@ -113,13 +113,18 @@ pub enum ForwardKernel {
     /// matrix in registers (`shaders/registers_vjp.wgsl`) instead of the register-tile GEMMs.
     Registers,
     /// Householder reduction to tridiagonal form with the basis accumulated in registers (one
-    /// invocation per row), then implicit QL iterations with Wilkinson shifts whose rotations
-    /// are applied to the basis in workgroup memory (`shaders/tridiagonal_eigh.wgsl`): no
-    /// sweeps, and about a sixth of the Jacobi kernels' arithmetic at n = 32. Its iterations
-    /// are bounded by `max_sweeps` times a Jacobi sweep's n(n − 1)/2 rotations. Its
-    /// eigenvalues-only calls take [`EigvalshKernel::Tridiagonal`] whatever the
-    /// eigenvalues-only choice. Where its workgroup memory does not fit the device (n ≥ 60
-    /// under wgpu's default 16 KiB) the same as [`ForwardKernel::Auto`].
+    /// invocation per row), then implicit QL iterations with Wilkinson shifts
+    /// (`shaders/tridiagonal.wgsl`): one invocation per matrix runs each iteration's scalar
+    /// chain and logs its rotations, then every invocation applies them to its row of the
+    /// basis, in registers; up to 256/n matrices share a workgroup, so their chains run side by
+    /// side. No sweeps: its iterations are bounded by `max_sweeps` times a Jacobi sweep's
+    /// n(n − 1)/2 rotations. Its compiled instruction count per matrix is 1.3× (n = 16) to
+    /// 1.8× (n = 64) below the one-sided kernel's, with fewer registers; on Mesa's llvmpipe it
+    /// ran slower at n = 16 and 32 and as fast at 64 (benches/README.md, "v5"; not yet
+    /// measured on a GPU, so not `Auto`'s choice). Its eigenvalues-only calls take
+    /// [`EigvalshKernel::Tridiagonal`] whatever the eigenvalues-only choice. Where its
+    /// workgroup memory does not fit the device (n ≥ 60 under wgpu's default 16 KiB) the same
+    /// as [`ForwardKernel::Auto`].
     Tridiagonal,
 }
 
