@@ -131,6 +131,67 @@ fn eigh_matches_cpu_reference_for_every_size_and_family() {
     }
 }
 
+/// Structures that take the QL iterations of the tridiagonal kernel (and the sweeps of the
+/// others) down their special paths: T splitting in the middle (a block-diagonal input), exactly
+/// zero rows and columns, a zero diagonal (a zero first shift and zero rotations), a rank-one
+/// matrix (one eigenvalue and an (n − 1)-fold zero), and off-diagonal entries far below the
+/// deflation threshold.
+fn special_structures(n: usize) -> Vec<Family> {
+    let nn = n * n;
+    let mut rng = Rng::new(90 + n as u64);
+    let random = samples::random_symmetric(&mut rng, n, 1);
+    let half = n / 2;
+    let mut blocks = random.clone();
+    let mut zero_rows = random.clone();
+    let mut tiny_off = random.clone();
+    let mut zero_diagonal = vec![0.0; nn];
+    for i in 0..n {
+        for j in 0..n {
+            if (i < half) != (j < half) {
+                blocks[i * n + j] = 0.0;
+            }
+            if [1, n - 2].contains(&i) || [1, n - 2].contains(&j) {
+                zero_rows[i * n + j] = 0.0;
+            }
+            if i != j {
+                tiny_off[i * n + j] *= 1e-20;
+            }
+            if i.abs_diff(j) == 1 {
+                zero_diagonal[i * n + j] = 1.0;
+            }
+        }
+    }
+    let u: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    let rank_one: Vec<f64> = (0..nn).map(|k| u[k / n] * u[k % n]).collect();
+    [
+        ("block diagonal", blocks),
+        ("zero rows", zero_rows),
+        ("zero diagonal, unit off-diagonal", zero_diagonal),
+        ("rank one", rank_one),
+        ("off-diagonal 1e-20", tiny_off),
+    ]
+    .into_iter()
+    .map(|(name, data)| Family {
+        name,
+        data: round_f32(&data),
+    })
+    .collect()
+}
+
+#[test]
+fn special_structures_match_cpu_reference() {
+    for (kernel, ctx) in gpu_kernels() {
+        for n in [5usize, 8, 17, 33, 64]
+            .into_iter()
+            .filter(|&n| runs(ctx, kernel, n))
+        {
+            for fam in special_structures(n) {
+                check_family(ctx, n, &fam);
+            }
+        }
+    }
+}
+
 /// The Jacobi kernels' eigenvalues-only variants do the same sweeps, so their eigenvalues are
 /// bitwise the full decomposition's; the tridiagonal kernel's eigenvalues-only calls bisect
 /// instead of iterating (they agree to rounding, which the reference comparisons check).
