@@ -20,6 +20,17 @@ struct Family {
     data: Vec<f64>,
 }
 
+/// Named inputs as families, their data rounded to f32 (what the GPU sees).
+fn rounded_families(named: impl IntoIterator<Item = (&'static str, Vec<f64>)>) -> Vec<Family> {
+    named
+        .into_iter()
+        .map(|(name, data)| Family {
+            name,
+            data: round_f32(&data),
+        })
+        .collect()
+}
+
 fn families(n: usize, batch: usize, seed: u64) -> Vec<Family> {
     let mut rng = Rng::new(seed);
     let mut spectra = |f: &mut dyn FnMut(&mut Rng) -> Vec<f64>| -> Vec<f64> {
@@ -37,20 +48,14 @@ fn families(n: usize, batch: usize, seed: u64) -> Vec<Family> {
     let graded = samples::graded(&mut rng, n, batch, 3.0);
     let big: Vec<f64> = random.iter().map(|x| x * 1e30).collect();
     let tiny: Vec<f64> = random.iter().map(|x| x * 1e-30).collect();
-    [
+    rounded_families([
         ("random", random),
         ("repeated", repeated),
         ("clustered 1e-6", clustered),
         ("graded 1e±6", graded),
         ("scaled 1e30", big),
         ("scaled 1e-30", tiny),
-    ]
-    .into_iter()
-    .map(|(name, data)| Family {
-        name,
-        data: round_f32(&data),
-    })
-    .collect()
+    ])
 }
 
 /// Checks eigenvalues `gw` against the reference's `cw`: error ≤ 8·n·eps·‖A‖₂, ascending.
@@ -163,19 +168,13 @@ fn special_structures(n: usize) -> Vec<Family> {
     }
     let u: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
     let rank_one: Vec<f64> = (0..nn).map(|k| u[k / n] * u[k % n]).collect();
-    [
+    rounded_families([
         ("block diagonal", blocks),
         ("zero rows", zero_rows),
         ("zero diagonal, unit off-diagonal", zero_diagonal),
         ("rank one", rank_one),
         ("off-diagonal 1e-20", tiny_off),
-    ]
-    .into_iter()
-    .map(|(name, data)| Family {
-        name,
-        data: round_f32(&data),
-    })
-    .collect()
+    ])
 }
 
 #[test]
