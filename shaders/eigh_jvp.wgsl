@@ -31,7 +31,7 @@ fn eigh_jvp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     let nan = bitcast<f32>(params.nan_bits);
     let ok = x.live && ok_sh[x.mi] != 0u;
     for (var r = 0u; r < 4u; r++) {
-        let i = x.ti + r * T;
+        let i = tile_i(x, r);
         if (x.ti == x.tj && x.live && i < N) {
             values_dot[x.g * N + i] = select(nan, tile_row(p, r)[r], ok);
         }

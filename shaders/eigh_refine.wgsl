@@ -49,7 +49,7 @@ fn correction(x: Ctx, i: u32, j: u32, b: f32, s: i32) -> f32 {
 fn w_elem(x: Ctx, e: u32) -> f32 {
     let p = elem(x, e);
     if (W_SHARED) {
-        return sh[sh_index(SRC_W, p.m, p.i, p.j)];
+        return sh_elem(SRC_W, p.m, p.i, p.j);
     }
     return nn_out[x.first * N * N + e];
 }
@@ -84,13 +84,14 @@ fn eigh_refine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     store_w(x, b);
     // W = C from sym(B).
     let s = scale_sh[x.mi];
+    let bt = transposed_w(x);
     var c = zero_tile();
     for (var r = 0u; r < 4u; r++) {
-        let i = x.ti + r * T;
-        let br = 0.5 * (tile_row(b, r) + transposed_row(x, r));
+        let i = tile_i(x, r);
+        let br = 0.5 * (tile_row(b, r) + tile_row(bt, r));
         var row = vec4<f32>(0.0);
         for (var k = 0u; k < 4u; k++) {
-            row = with_component(row, k, correction(x, i, x.tj + k * T, br[k], s));
+            row = with_component(row, k, correction(x, i, tile_j(x, k), br[k], s));
         }
         c = with_row(c, r, row);
     }
@@ -99,13 +100,7 @@ fn eigh_refine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     let vc = gemm(x, SRC_V, false, SRC_W, false, false);
     var v = vc;
     for (var r = 0u; r < 4u; r++) {
-        let i = x.ti + r * T;
-        let vr = vec4<f32>(
-            at(x, SRC_V, i, x.tj),
-            at(x, SRC_V, i, x.tj + T),
-            at(x, SRC_V, i, x.tj + 2u * T),
-            at(x, SRC_V, i, x.tj + 3u * T),
-        );
+        let vr = row4(x, SRC_V, x.ti, r, x.tj);
         v = with_row(v, r, tile_row(vc, r) + vr);
     }
     store_w(x, v);

@@ -7,16 +7,11 @@
 // Row r of M = diag(λ̄) + F∘skew(X), X = VᵀV̄, from row r of X's tile (`xr`, zero without V̄)
 // and X in W (read only with V̄). M is exactly symmetric: F is antisymmetric and
 // skew(X)_ji = −skew(X)_ij exactly.
-fn vjp_row(x: Ctx, r: u32, xr: vec4<f32>, has_gl: bool, has_gv: bool, thr: f32) -> vec4<f32> {
-    let i = x.ti + r * T;
-    var xt_var = vec4<f32>(0.0);
-    if (has_gv) {
-        xt_var = transposed_row(x, r);
-    }
-    let xt = xt_var;
+fn vjp_row(x: Ctx, r: u32, xr: vec4<f32>, xt: vec4<f32>, has_gl: bool, has_gv: bool, thr: f32) -> vec4<f32> {
+    let i = tile_i(x, r);
     var m = vec4<f32>(0.0);
     for (var c = 0u; c < 4u; c++) {
-        let j = x.tj + c * T;
+        let j = tile_j(x, c);
         if (i == j) {
             if (has_gl && x.live && i < N) {
                 m = with_component(m, c, grad_values[x.g * N + i]);
@@ -50,9 +45,13 @@ fn eigh_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
         xt = gemm(x, SRC_V, true, SRC_W, false, false);
         store_w(x, xt);
     }
+    var xtt = zero_tile();
+    if (has_gv) {
+        xtt = transposed_w(x);
+    }
     var m = zero_tile();
     for (var r = 0u; r < 4u; r++) {
-        m = with_row(m, r, vjp_row(x, r, tile_row(xt, r), has_gl, has_gv, thr));
+        m = with_row(m, r, vjp_row(x, r, tile_row(xt, r), tile_row(xtt, r), has_gl, has_gv, thr));
     }
     store_w(x, m);
     // Ā = (V M) Vᵀ, symmetrised.

@@ -34,13 +34,14 @@ fn begin_projected(x: Ctx) -> Tile {
 // Replaces W (holding P₀ = Vᵀ X V, whose tile is `p`) by weigh(sym(P₀)) entry by entry, with
 // sym(P₀) = (P₀ + P₀ᵀ)/2. Call from uniform control flow (it synchronises).
 fn weigh_projected(x: Ctx, p: Tile, thr: f32) {
+    let pt = transposed_w(x);
     var m = zero_tile();
     for (var r = 0u; r < 4u; r++) {
-        let i = x.ti + r * T;
-        let pr = 0.5 * (tile_row(p, r) + transposed_row(x, r));
+        let i = tile_i(x, r);
+        let pr = 0.5 * (tile_row(p, r) + tile_row(pt, r));
         var row = vec4<f32>(0.0);
         for (var c = 0u; c < 4u; c++) {
-            row = with_component(row, c, weigh(x, i, x.tj + c * T, pr[c], thr));
+            row = with_component(row, c, weigh(x, i, tile_j(x, c), pr[c], thr));
         }
         m = with_row(m, r, row);
     }

@@ -11,6 +11,8 @@ const TARGET_WORKGROUP: u32 = 64;
 const MAX_WORKGROUP: u32 = 256;
 /// Bytes of one f32 or u32.
 const WORD: u32 = 4;
+/// Bytes of one vec4<f32>.
+const VEC4: u32 = 16;
 /// Room for aligning a kernel's vec4 workgroup arrays after its word arrays: a driver that lays
 /// the variables out in declaration order pads up to 12 bytes before each vec4 array (counted
 /// once: the kernels that need it declare their vec4 arrays together).
@@ -125,7 +127,7 @@ fn one_sided_target_workgroup() -> u32 {
 }
 
 /// The smallest odd number ≥ n: a row stride that spreads a column over distinct banks.
-fn odd_stride(n: u32) -> u32 {
+pub(super) fn odd_stride(n: u32) -> u32 {
     n | 1
 }
 
@@ -346,48 +348,33 @@ pub fn plan(
         | Kernel::SpectralApply
         | Kernel::SpectralVjp => {
             // T×T invocations per matrix, each owning a 4×4 register tile of every product
-            // (shaders/dense.wgsl); several matrices per workgroup at small n.
+            // (shaders/dense.wgsl); several matrices per workgroup at small n. Each N×N buffer
+            // is 4T rows of SV vec4s (SV odd; T and SV are generated constants of the source).
             let tiles = n.div_ceil(4);
             let tpm = tiles * tiles;
-            let stride = odd_stride(n);
-            // Words per matrix per buffer: with several matrices per workgroup, matrix m starts
-            // at m·T·STRIDE modulo the 32 banks, so that the tiles of neighbouring matrices in
-            // a warp hit distinct banks.
-            let mstride = |mats: u32| {
-                if mats == 1 {
-                    n * stride
-                } else {
-                    n * stride + (tiles * stride + 32 - n * stride % 32) % 32
-                }
-            };
+            let per_buffer = VEC4 * 4 * tiles * odd_stride(tiles);
             // W in workgroup memory with as many matrices per workgroup as fit (up to the
             // target); spectral_apply needs no second buffer.
             let second = kernel != Kernel::SpectralApply;
             // Per matrix: λ, the ok flag, and the refinement's prescaling exponent.
             let small = n + 1 + u32::from(kernel == Kernel::EighRefine);
             let bytes_for =
-                |mats: u32, w: bool| WORD * ((1 + w as u32) * mats * mstride(mats) + mats * small);
+                |mats: u32, w: bool| (1 + w as u32) * mats * per_buffer + WORD * mats * small;
             let mut mats = (TARGET_WORKGROUP / tpm).max(1);
             while mats > 1 && bytes_for(mats, second) > workgroup_limit {
                 mats /= 2;
             }
             let shared = second && bytes_for(mats, true) <= workgroup_limit;
-            let mstride = mstride(mats);
-            let one = mats * mstride;
-            let sh_len = if shared { 2 * one } else { one };
             let bytes = bytes_for(mats, shared);
             fits(n, bytes, workgroup_limit)?;
             let spectral = matches!(kernel, Kernel::SpectralApply | Kernel::SpectralVjp);
             let mut constants = vec![
                 ("N", n as f64),
-                ("T", tiles as f64),
                 ("MATS", mats as f64),
                 ("TPM", tpm as f64),
                 ("WG", (mats * tpm) as f64),
-                ("STRIDE", stride as f64),
-                ("MSTRIDE", mstride as f64),
                 ("W_SHARED", if shared { 1.0 } else { 0.0 }),
-                ("SH_LEN", sh_len as f64),
+                ("SH_MATS", (if shared { 2 * mats } else { mats }) as f64),
                 ("POLICY", policy as f64),
                 ("MN_LEN", (mats * n) as f64),
             ];

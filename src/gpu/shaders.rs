@@ -1,6 +1,7 @@
 //! WGSL sources: one file per entry point under `shaders/`, shared helpers in their own files,
 //! assembled here by concatenation (WGSL has no includes). The generated text: the `MAX_N`
-//! constant, so that the largest size is defined once, in Rust; for the kernels that keep
+//! constant, so that the largest size is defined once, in Rust; for the GEMM-tiled kernels
+//! (dense.wgsl) their tile count and buffer row stride; for the kernels that keep
 //! vectors in named registers `R4 = ⌈n/4⌉` and the `//@for q` blocks repeated R4 times; and for
 //! the register kernel of the smallest sizes its written-out rotations (src/gpu/registers.rs).
 
@@ -240,6 +241,11 @@ impl Kernel {
         let r4 = n.div_ceil(4);
         if unrolled {
             s.push_str(&format!("const R4: u32 = {r4}u;\n"));
+        }
+        if self.parts().contains(&DENSE) {
+            // dense.wgsl's tiles per dimension and the row stride of its buffers, in vec4s.
+            let sv = super::plan::odd_stride(r4);
+            s.push_str(&format!("const T: u32 = {r4}u;\nconst SV: u32 = {sv}u;\n"));
         }
         let registers = matches!(
             self,
