@@ -111,7 +111,12 @@ fn row4(x: Ctx, src: u32, p: u32, u: u32, q: u32) -> vec4<f32> {
     }
     let r = 4u * p + u;
     let c = 4u * q;
-    return vec4<f32>(at(x, src, r, c), at(x, src, r, c + 1u), at(x, src, r, c + 2u), at(x, src, r, c + 3u));
+    return vec4<f32>(
+        at(x, src, r, c),
+        at(x, src, r, c + 1u),
+        at(x, src, r, c + 2u),
+        at(x, src, r, c + 3u),
+    );
 }
 
 // Stores element (r, c) of buffer `src` (r, c < N).
@@ -138,7 +143,12 @@ fn block(x: Ctx, src: u32, trans: bool, p: u32, q: u32) -> Tile {
             vec4<f32>(l0.w, l1.w, l2.w, l3.w),
         );
     }
-    return Tile(row4(x, src, p, 0u, q), row4(x, src, p, 1u, q), row4(x, src, p, 2u, q), row4(x, src, p, 3u, q));
+    return Tile(
+        row4(x, src, p, 0u, q),
+        row4(x, src, p, 1u, q),
+        row4(x, src, p, 2u, q),
+        row4(x, src, p, 3u, q),
+    );
 }
 
 // λ_k for k = 4q..4q+3 of the caller's matrix (0 past N, so that the padding adds nothing even

@@ -4,10 +4,18 @@
 
 // Bindings in vjp_bindings.wgsl.
 
-// Row r of M = diag(λ̄) + F∘skew(X), X = VᵀV̄, from row r of X's tile (`xr`, zero without V̄)
-// and X in W (read only with V̄). M is exactly symmetric: F is antisymmetric and
-// skew(X)_ji = −skew(X)_ij exactly.
-fn vjp_row(x: Ctx, r: u32, xr: vec4<f32>, xt: vec4<f32>, has_gl: bool, has_gv: bool, thr: f32) -> vec4<f32> {
+// Row r of M = diag(λ̄) + F∘skew(X), X = VᵀV̄, from row r of X's tile (`xr`) and of the tile
+// of Xᵀ (`xt`, read from W; both zero without V̄). M is exactly symmetric: F is antisymmetric
+// and skew(X)_ji = −skew(X)_ij exactly.
+fn vjp_row(
+    x: Ctx,
+    r: u32,
+    xr: vec4<f32>,
+    xt: vec4<f32>,
+    has_gl: bool,
+    has_gv: bool,
+    thr: f32,
+) -> vec4<f32> {
     let i = tile_i(x, r);
     var m = vec4<f32>(0.0);
     for (var c = 0u; c < 4u; c++) {

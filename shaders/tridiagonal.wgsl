@@ -33,25 +33,26 @@
 // identity (1, 0) everywhere else (the invocation resets its previous block first); after a
 // barrier every invocation applies all N − 1 logged rotations to its row of Q in registers (the
 // rotation of columns j and j + 1 written out for every j, `//@for j desc`: no branch, and the
-// identity leaves a pair exactly as it is). Deflation: e_j is negligible when |e_j| ≤ TOL·(|d_j| + |d_{j+1}|) + FLOOR (prescaled
-// units). Budget: MAX_ROT rotations per matrix (the sweep cap times the N(N−1)/2 rotations of a
-// Jacobi sweep); a matrix that would exceed it is marked failed (status 2). The rounds go on
-// until no matrix of the workgroup had a block left. Then the eigenvalues are ranked
-// (ascending; ties by the index of the vector's largest component, which orders a diagonal
-// input's ties by index as the CPU reference does), the largest component of each vector made
-// positive, and the vectors written out coalesced from a column-major staging area in
-// workgroup memory, which holds STAGE matrices at a time (PASSES passes).
+// identity leaves a pair exactly as it is). Deflation: e_j is negligible when
+// |e_j| ≤ TOL·(|d_j| + |d_{j+1}|) + FLOOR (prescaled units); the chain tests each e_j it makes
+// final, so the next iteration's block end is known without rescanning. Budget: MAX_ROT
+// rotations per matrix (the sweep cap times the N(N−1)/2 rotations of a Jacobi sweep); a matrix
+// that would exceed it is marked failed (status 2). The rounds go on until no matrix of the
+// workgroup had a block left. Then the eigenvalues are ranked (ascending; ties by the index of
+// the vector's largest component, which orders a diagonal input's ties by index as the CPU
+// reference does), the largest component of each vector made positive, and the vectors written
+// out coalesced from a column-major staging area in workgroup memory, which holds STAGE
+// matrices at a time (PASSES passes).
 //
-// Bisection (without VECTORS): the Gershgorin interval [gl, gu] of the tridiagonal matrix T, widened as LAPACK's
-// dstebz does; a multisection first (invocation j counts the eigenvalues of T below
-// gl + (j + 1)(gu − gl)/(N + 1)), which brackets every eigenvalue within one (N + 1)-th of the
-// interval; then each invocation i bisects its bracket for λ_i (ascending) on the Sturm count
-// #{λ < x} (signs of the LDLᵀ pivots q_j = d_j − x − e_{j−1}²/q_{j−1}, with |q| ≤ pivmin
+// Bisection (without VECTORS): the Gershgorin interval [gl, gu] of the tridiagonal matrix T,
+// widened as LAPACK's dstebz does; a multisection first (invocation j counts the eigenvalues of
+// T below gl + (j + 1)(gu − gl)/(N + 1)), which brackets every eigenvalue within one (N + 1)-th
+// of the interval; then each invocation i bisects its bracket for λ_i (ascending) on the Sturm
+// count #{λ < x} (signs of the LDLᵀ pivots q_j = d_j − x − e_{j−1}²/q_{j−1}, with |q| ≤ pivmin
 // replaced by −pivmin, as dstebz) down to eps·‖T‖, about 19 steps at N = 32, and returns the
 // bracket's midpoint. A diagonal input (no non-zero off-diagonal entry) is returned exactly, its
 // diagonal ranked (ties by index). Bisection always converges, so the status is 0 or 1
 // (non-finite input), never 2.
-
 //
 // The host prepends `const R4: u32` and expands the `//@for q` and `//@for j desc` blocks.
 
@@ -68,9 +69,9 @@ override STAGE: u32 = 1u;    // matrices staged per pass
 override PASSES: u32 = 1u;   // ⌈MATS / STAGE⌉
 override Q_LEN: u32 = 1u;    // STAGE * N * NP
 override QL_MATS: u32 = 1u;  // MATS
-override MAX_ROT: u32 = 0u; // rotation budget per matrix
-override TOL: f32 = 0.0;    // relative deflation threshold
-override FLOOR: f32 = 0.0;  // absolute deflation threshold (prescaled units)
+override MAX_ROT: u32 = 0u;  // rotation budget per matrix
+override TOL: f32 = 0.0;     // relative deflation threshold
+override FLOOR: f32 = 0.0;   // absolute deflation threshold (prescaled units)
 
 // Bindings in forward_bindings.wgsl (binding 4, the two-sided kernel's scratch, is not used).
 
@@ -96,8 +97,8 @@ var<workgroup> ql_go: u32;
 // Σ x_j² below which a column is not reflected (see the header).
 const NEGLIGIBLE: f32 = 1e-30;
 
-// Without VECTORS, after the reduction, per matrix: T's diagonal d in v_sh (the padding past N: a huge value,
-// which no count reaches) and e_{j−1}² at j in p_sh.
+// Without VECTORS, after the reduction, per matrix: T's diagonal d in v_sh (the padding past N:
+// a huge value, which no count reaches) and e_{j−1}² at j in p_sh.
 var<workgroup> counts: array<u32, MN_LEN>;           // the multisection's counts
 
 // T's diagonal past N, so that padding never counts as an eigenvalue below x.
@@ -443,7 +444,8 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
     var seen = admitted_none();
     //@for q
     var r$q = vec4<f32>(0.0);
-    var q$q = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(4u * $qu) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(i));
+    let rows$q = vec4<u32>(4u * $qu) + vec4<u32>(0u, 1u, 2u, 3u);
+    var q$q = select(vec4<f32>(0.0), vec4<f32>(1.0), rows$q == vec4<u32>(i));
     for (var c = 0u; c < 4u; c++) {
         let j = 4u * $qu + c;
         if (live && j < N) {
