@@ -132,7 +132,6 @@ fn count_below(mi: u32, x: f32, pivmin: f32) -> u32 {
 
 // What the reduction hands to the output stage, per invocation.
 struct Tri {
-    lid: u32,         // invocation index in the workgroup
     mi: u32,          // matrix slot in the workgroup
     i: u32,           // row
     g: u32,           // matrix index in the dispatch
@@ -153,9 +152,14 @@ fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
+// Whether T's off-diagonal entry e, between diagonal entries d0 and d1, is negligible.
+fn negligible(e: f32, d0: f32, d1: f32) -> bool {
+    return abs(e) <= fma(TOL, abs(d0) + abs(d1), FLOOR);
+}
+
 // Whether e_j of matrix k is negligible.
 fn ql_negligible(k: u32, j: u32) -> bool {
-    return abs(ql_e[k][j]) <= fma(TOL, abs(ql_d[k][j]) + abs(ql_d[k][j + 1u]), FLOOR);
+    return negligible(ql_e[k][j], ql_d[k][j], ql_d[k][j + 1u]);
 }
 
 // The QL's progress on one matrix, kept by the invocation that runs its chains.
@@ -163,7 +167,6 @@ struct QlState {
     l: u32,         // every e_j with j < l is negligible
     used: u32,      // rotations so far
     failed: bool,   // the budget ran out
-    logged: vec2<u32>,  // the block of the rotations in the log ([x, y))
     // The first index above l with a negligible e_j, as the last chain found it (valid while
     // l + 1 ≤ next: every e_j in [l + 1, next) is then known not negligible).
     next: u32,
@@ -172,12 +175,14 @@ struct QlState {
 // One QL iteration on matrix k by the one invocation that owns its chain: finds the unreduced
 // block [l, m] (l: the first index with a non-negligible e_l; m: the first index from l on with
 // a negligible e_m, e_{N−1} = 0), updates d and e in place and logs the rotations; records the
-// block in ql_block[k] (empty when there is none or the budget ran out).
+// block in ql_block[k] (empty when there is none or the budget ran out). The log's entries of
+// the previous block, ql_block[k] (only this invocation writes it), go back to the identity
+// first.
 fn ql_iteration(k: u32, st: ptr<function, QlState>) {
-    for (var j = (*st).logged.x; j < (*st).logged.y; j++) {
+    let logged = ql_block[k];
+    for (var j = logged.x; j < logged.y; j++) {
         ql_rot[k][j] = vec2<f32>(1.0, 0.0);
     }
-    (*st).logged = vec2<u32>(0u, 0u);
     var l = (*st).l;
     var m = l;
     loop {
@@ -256,7 +261,7 @@ fn ql_iteration(k: u32, st: ptr<function, QlState>) {
         g = fma(c, r, -b);
         // e_{j1} and d_{j1}, d_{j1+1} are final now (below m): the lowest negligible one ends
         // the next iteration's block.
-        if (j1 < m && abs(e_new) <= fma(TOL, abs(d_new) + abs(d_above), FLOOR)) {
+        if (j1 < m && negligible(e_new, d_new, d_above)) {
             next = j1;
         }
         d_above = d_new;
@@ -267,7 +272,6 @@ fn ql_iteration(k: u32, st: ptr<function, QlState>) {
     ql_e[k][l] = g;
     ql_e[k][m] = 0.0;
     ql_block[k] = vec2<u32>(l, m);
-    (*st).logged = vec2<u32>(l, m);
 }
 
 // Without VECTORS: T's eigenvalues by bisection, written out ranked.
@@ -553,14 +557,18 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
     if (N >= 2u && i == N - 1u) {
         e_sub = last_e;
     }
+    let t = Tri(mi, i, g, live, bad, scale_exp, diagonal, di, e_sub);
     if (VECTORS) {
-        // T into the QL arrays (e_j = T[j+1][j], posted by row j + 1; e_{N−1} = 0), and the
-        // identity into the rotation log.
+        // T into the QL arrays (e_j = T[j+1][j], posted by row j + 1; e_{N−1} = 0), the
+        // identity into the rotation log, and no block logged yet.
         ql_d[mi][i] = di;
         ql_e[mi][select(i, N, i == 0u) - 1u] = e_sub;
         ql_rot[mi][i] = vec2<f32>(1.0, 0.0);
+        if (i == 0u) {
+            ql_block[mi] = vec2<u32>(0u, 0u);
+        }
         workgroupBarrier();
-        var st = QlState(0u, 0u, false, vec2<u32>(0u, 0u), 0u);
+        var st = QlState(0u, 0u, false, 0u);
         loop {
             if (lid < MATS) {
                 ql_iteration(lid, &st);
@@ -592,8 +600,7 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
         }
         // The output, STAGE matrices per pass: their rows of Q into column-major staging (a row
         // of stores per component: distinct banks), then ties and signs, then ranks and writes.
-        let t = Tri(lid, mi, i, g, live, bad, scale_exp, diagonal, di, e_sub);
-        let slot = mi % STAGE;
+        let staged = mi % STAGE;
         for (var round = 0u; round < PASSES; round++) {
             let mine = mi / STAGE == round;
             if (mine) {
@@ -602,7 +609,7 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
                 for (var c = 0u; c < 4u; c++) {
                     let j = 4u * $qu + c;
                     if (j < N) {
-                        qsh[(slot * N + j) * NP + i] = qf$q[c];
+                        qsh[(staged * N + j) * NP + i] = qf$q[c];
                     }
                 }
                 //@end
@@ -610,17 +617,17 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
             workgroupBarrier();
             var sg = 1.0;
             if (mine) {
-                sg = vector_tie(t, slot);
+                sg = vector_tie(t, staged);
             }
             workgroupBarrier();
             if (mine) {
-                vector_write(t, slot, sg);
+                vector_write(t, staged, sg);
             }
             workgroupBarrier();
         }
     } else {
         // Every read of v and p of the last step happened before this barrier.
         workgroupBarrier();
-        bisect_eigenvalues(Tri(lid, mi, i, g, live, bad, scale_exp, diagonal, di, e_sub));
+        bisect_eigenvalues(t);
     }
 }
