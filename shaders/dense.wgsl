@@ -84,6 +84,11 @@ fn sync_dense() {
     workgroupBarrier();
 }
 
+// Whether buffer `src` lives in workgroup memory (V always; W when W_SHARED).
+fn in_workgroup(src: u32) -> bool {
+    return src == SRC_V || W_SHARED;
+}
+
 // Element (r, c) of buffer `src` of matrix m, in workgroup memory.
 fn sh_elem(src: u32, m: u32, r: u32, c: u32) -> f32 {
     return sh[src * MATS + m][r / 4u][r % 4u][c / 4u][c % 4u];
@@ -96,7 +101,7 @@ fn sh_set(src: u32, m: u32, r: u32, c: u32, v: f32) {
 
 // Element (r, c) of buffer `src` of the caller's matrix (r, c < 4T; 0 outside the matrix).
 fn at(x: Ctx, src: u32, r: u32, c: u32) -> f32 {
-    if (src == SRC_V || W_SHARED) {
+    if (in_workgroup(src)) {
         return sh_elem(src, x.mi, r, c);
     }
     let v = nn_out[(x.g * N + min(r, N - 1u)) * N + min(c, N - 1u)];
@@ -106,7 +111,7 @@ fn at(x: Ctx, src: u32, r: u32, c: u32) -> f32 {
 // Columns 4q..4q+3 of row 4p + u of buffer `src` of the caller's matrix (u < 4: a constant
 // at every call).
 fn row4(x: Ctx, src: u32, p: u32, u: u32, q: u32) -> vec4<f32> {
-    if (src == SRC_V || W_SHARED) {
+    if (in_workgroup(src)) {
         return sh[src * MATS + x.mi][p][u][q];
     }
     let r = 4u * p + u;
@@ -121,7 +126,7 @@ fn row4(x: Ctx, src: u32, p: u32, u: u32, q: u32) -> vec4<f32> {
 
 // Stores element (r, c) of buffer `src` (r, c < N).
 fn put(x: Ctx, src: u32, r: u32, c: u32, v: f32) {
-    if (src == SRC_V || W_SHARED) {
+    if (in_workgroup(src)) {
         sh_set(src, x.mi, r, c, v);
     } else if (x.live) {
         nn_out[(x.g * N + r) * N + c] = v;
@@ -206,11 +211,10 @@ fn tile_row(t: Tile, r: u32) -> vec4<f32> {
 // zero); with `mirror`, only entries inside the matrix on or above the diagonal, each to
 // (i, j) and (j, i).
 fn put_tile(x: Ctx, t: Tile, dst: u32, mirror: bool) {
-    let in_sh = dst == SRC_V || W_SHARED;
     for (var r = 0u; r < 4u; r++) {
         let row = tile_row(t, r);
         let i = tile_i(x, r);
-        if (!mirror && in_sh) {
+        if (!mirror && in_workgroup(dst)) {
             let inside = vec4<u32>(tile_j(x, 0u)) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(N);
             let v = select(vec4<f32>(0.0), row, inside & vec4<bool>(i < N));
             sh[dst * MATS + x.mi][x.ti][r][x.tj] = v;

@@ -606,12 +606,13 @@ impl GpuContext {
     /// always the tridiagonal kernel where [`ForwardKernel::Tridiagonal`] runs, whose
     /// eigenvalues-only variant it is.
     pub fn eigvalsh_kernel_for(&self, n: usize) -> EigvalshKernel {
-        if self.forward_kernel_for(n) == ForwardKernel::Tridiagonal {
+        let forward = self.forward_kernel_for(n);
+        if forward == ForwardKernel::Tridiagonal {
             return EigvalshKernel::Tridiagonal;
         }
         match self.eigvalsh_kernel() {
             EigvalshKernel::Auto => {
-                let jacobi_max_n = match self.forward_kernel_for(n) {
+                let jacobi_max_n = match forward {
                     ForwardKernel::TwoSided => self.two_sided_values_max_n,
                     ForwardKernel::Registers => REGISTERS_MAX_N,
                     _ => self.one_sided_max_n,
