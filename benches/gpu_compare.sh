@@ -40,10 +40,13 @@
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
-# GPU_COMPARE_FORWARD (registers,one-sided,one-sided:jacobi,two-sided,tridiagonal: the forward kernels to check and time, through
-# EIGRAD_GPU_FORWARD; `kernel:eigvalsh` also sets EIGRAD_GPU_EIGVALSH for that run, e.g. `one-sided:jacobi`
-# times eigenvalues only through the one-sided sweeps instead of the default tridiagonal kernel; `registers`
-# is timed only at n <= 8, eigrad::gpu::REGISTERS_MAX_N, above which it is the one-sided kernel again),
+# GPU_COMPARE_FORWARD (registers,one-sided,one-sided:jacobi,two-sided,tridiagonal,tridiagonal@64: the forward
+# kernels to check and time, through EIGRAD_GPU_FORWARD; `kernel:eigvalsh` also sets EIGRAD_GPU_EIGVALSH for that
+# run, e.g. `one-sided:jacobi` times eigenvalues only through the one-sided sweeps instead of the default
+# tridiagonal kernel; `kernel@wg` sets the workgroup knobs EIGRAD_GPU_WG_TARGET and EIGRAD_GPU_TRIDIAGONAL_WG to
+# wg, e.g. `tridiagonal@64` runs the tridiagonal eigendecomposition with 64 invocations per workgroup instead of
+# 256; `registers` is timed only at n <= 8, eigrad::gpu::REGISTERS_MAX_N, above which it is the one-sided kernel
+# again),
 # GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
 # path of a second eigrad binary, e.g. an earlier commit's carried in .device/: its one-sided kernel
 # is benchmarked too, as kernel `baseline-one-sided`, so two kernel versions are compared on the
@@ -62,7 +65,7 @@ ANCHOR=.device/jax_eigh_bench.py
 OUT=${OUT:-$PWD/gpu_compare_out}
 BATCH=${GPU_COMPARE_BATCH:-65536}
 NS=${GPU_COMPARE_N:-4,8,16,32,64}
-FORWARD=${GPU_COMPARE_FORWARD:-registers,one-sided,one-sided:jacobi,two-sided,tridiagonal}
+FORWARD=${GPU_COMPARE_FORWARD:-registers,one-sided,one-sided:jacobi,two-sided,tridiagonal,tridiagonal@64}
 BUDGET=${GPU_COMPARE_BUDGET:-540}
 BASELINE=${GPU_COMPARE_BASELINE:-}
 START=$SECONDS
@@ -148,28 +151,35 @@ main() {
     done
     [ -n "$BASELINE" ] && runs+=("baseline-one-sided $BASELINE one-sided")
 
-    # "kernel:eigvalsh" runs `kernel` with EIGRAD_GPU_EIGVALSH=eigvalsh (auto otherwise).
-    local ev
-    for run in "${runs[@]}"; do
-        read -r label bin fk <<<"$run"
+    # "kernel[:eigvalsh][@wg]" runs `kernel` with EIGRAD_GPU_EIGVALSH=eigvalsh (auto otherwise)
+    # and, with @wg, the workgroup knobs EIGRAD_GPU_WG_TARGET (one-sided) and
+    # EIGRAD_GPU_TRIDIAGONAL_WG (tridiagonal eigh) set to wg. Sets fk and knobs (the environment).
+    local knobs=() wg ev
+    parse_run() {
+        read -r label bin fk <<<"$1"
+        wg=
+        [[ $fk == *@* ]] && wg=${fk#*@} && fk=${fk%%@*}
         ev=auto
         [[ $fk == *:* ]] && ev=${fk#*:} && fk=${fk%%:*}
-        echo "== $label: EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev $bin check --device gpu (f32 GPU results against the f64 CPU reference)"
-        EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev timeout "$(step_timeout 60 330)" "$bin" check --device gpu
+        knobs=("EIGRAD_GPU_FORWARD=$fk" "EIGRAD_GPU_EIGVALSH=$ev")
+        [ -n "$wg" ] && knobs+=("EIGRAD_GPU_WG_TARGET=$wg" "EIGRAD_GPU_TRIDIAGONAL_WG=$wg")
+    }
+    for run in "${runs[@]}"; do
+        parse_run "$run"
+        echo "== $label: ${knobs[*]} $bin check --device gpu (f32 GPU results against the f64 CPU reference)"
+        env "${knobs[@]}" timeout "$(step_timeout 60 330)" "$bin" check --device gpu
         echo "check $label: exit $?"
     done
 
     for run in "${runs[@]}"; do
-        read -r label bin fk <<<"$run"
-        ev=auto
-        [[ $fk == *:* ]] && ev=${fk#*:} && fk=${fk%%:*}
+        parse_run "$run"
         for n in ${NS//,/ }; do
             # The register kernel runs up to n = 8 (REGISTERS_MAX_N) only.
             [[ $fk == registers ]] && ((n > 8)) && continue
             b=$BATCH
             ((n > 32)) && b=$((BATCH / 8))
-            echo "== $label: EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev $bin bench --device gpu --n $n --batch $b"
-            EIGRAD_GPU_FORWARD=$fk EIGRAD_GPU_EIGVALSH=$ev timeout "$(step_timeout 120 160)" "$bin" bench --device gpu \
+            echo "== $label: ${knobs[*]} $bin bench --device gpu --n $n --batch $b"
+            env "${knobs[@]}" timeout "$(step_timeout 120 160)" "$bin" bench --device gpu \
                 --n "$n" --batch "$b" --json "$SCRATCH/eigrad_${label}_n$n.json"
             echo "bench $label n = $n: exit $?"
         done

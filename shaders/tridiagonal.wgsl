@@ -172,17 +172,21 @@ struct QlState {
     next: u32,
 }
 
+// Resets the rotation log of matrix k to the identity at indices [start, end).
+fn ql_identity(k: u32, start: u32, end: u32) {
+    for (var j = start; j < end; j++) {
+        ql_rot[k][j] = vec2<f32>(1.0, 0.0);
+    }
+}
+
 // One QL iteration on matrix k by the one invocation that owns its chain: finds the unreduced
 // block [l, m] (l: the first index with a non-negligible e_l; m: the first index from l on with
 // a negligible e_m, e_{N−1} = 0), updates d and e in place and logs the rotations; records the
 // block in ql_block[k] (empty when there is none or the budget ran out). The log's entries of
 // the previous block, ql_block[k] (only this invocation writes it), go back to the identity
-// first.
+// where this iteration does not overwrite them.
 fn ql_iteration(k: u32, st: ptr<function, QlState>) {
     let logged = ql_block[k];
-    for (var j = logged.x; j < logged.y; j++) {
-        ql_rot[k][j] = vec2<f32>(1.0, 0.0);
-    }
     var l = (*st).l;
     var m = l;
     loop {
@@ -212,9 +216,14 @@ fn ql_iteration(k: u32, st: ptr<function, QlState>) {
         busy = false;
     }
     if (!busy) {
+        ql_identity(k, logged.x, logged.y);
         ql_block[k] = vec2<u32>(0u, 0u);
         return;
     }
+    // Successive blocks mostly overlap (the block shrinks as eigenvalues deflate at its ends),
+    // so only the previous block's entries outside [l, m) are reset.
+    ql_identity(k, logged.x, min(logged.y, l));
+    ql_identity(k, max(logged.x, m), logged.y);
     (*st).used += m - l;
     // Wilkinson shift from the top 2×2 block, then the chain from the bottom up.
     let dl = ql_d[k][l];
@@ -228,33 +237,43 @@ fn ql_iteration(k: u32, st: ptr<function, QlState>) {
     var d_next = ql_d[k][m];            // d_{j+1} before this iteration
     var d_above = 0.0;                  // d_{j+2} after it (read from j1 = m − 1 on)
     var next = m;
+    // e_j and d_j are read one step ahead, so that the workgroup-memory latency stays off the
+    // chain's critical path (they are not written before step j reads them: step j writes
+    // index j + 1).
+    var ej = ql_e[k][m - 1u];
+    var dj = ql_d[k][m - 1u];
     for (var j1 = m; j1 > l; j1--) {
         let j = j1 - 1u;
-        let ej = ql_e[k][j];
-        let dj = ql_d[k][j];
+        let ahead = j - select(1u, 0u, j == 0u);
+        let e_ahead = ql_e[k][ahead];
+        let d_ahead = ql_d[k][ahead];
         let f = s * ej;
         let b = c * ej;
-        let e_new = sqrt(fma(f, f, g * g));
+        let b2 = 2.0 * b;
+        let q = fma(f, f, g * g);
+        let e_new = sqrt(q);
         ql_e[k][j1] = e_new;
-        // e_new = 0 (f = g = 0): the identity rotation, as LAPACK's dlartg gives.
-        let zero = e_new == 0.0;
-        let inv = select(1.0 / e_new, 0.0, zero);
+        // q = 0 (f = g = 0): the identity rotation, as LAPACK's dlartg gives. The reciprocal
+        // comes from q itself (one inverse square root, not a square root and then a division
+        // on the chain's critical path).
+        let zero = q == 0.0;
+        let inv = select(inverseSqrt(q), 0.0, zero);
         s = f * inv;
         c = select(g * inv, 1.0, zero);
-        // One Newton step on c² + s² = 1, as a correction added to c and s (a GPU's division
-        // and square root may be a few ulp off, and every column of Q meets hundreds of these
-        // rotations). Even with exact division it helps: on llvmpipe ‖VᵀV − I‖ at n = 64 went
-        // from 1.0e-5 without it to 7.4e-6, and the VJP error from 1.5e-5 to 1.0e-5, where
-        // the form c·(1.5 − (c² + s²)/2) made them worse (2.9e-5, 2.6e-5): that factor lies
-        // on a grid of 2⁻²³ above 1. T's update takes the corrected pair too: with the
-        // correction on the rotation log alone, the eigenvalue error at n = 64 rose from 1.3e-6
-        // to 2.2e-6 and the VJP error to 1.5e-5.
+        // One Newton step on c² + s² = 1, as a correction added to c and s (a GPU's square
+        // root and inverse square root may be a few ulp off, and every column of Q meets
+        // hundreds of these rotations). Even with exact arithmetic it helps: on llvmpipe
+        // ‖VᵀV − I‖ at n = 64 went from 1.0e-5 without it to 7.4e-6, and the VJP error from
+        // 1.5e-5 to 1.0e-5, where the form c·(1.5 − (c² + s²)/2) made them worse (2.9e-5,
+        // 2.6e-5): that factor lies on a grid of 2⁻²³ above 1. T's update takes the corrected
+        // pair too: with the correction on the rotation log alone, the eigenvalue error at
+        // n = 64 rose from 1.3e-6 to 2.2e-6 and the VJP error to 1.5e-5.
         let h = 0.5 * fma(-c, c, fma(-s, s, 1.0));
         s = fma(s, h, s);
         c = fma(c, h, c);
         ql_rot[k][j] = vec2<f32>(c, s);
         g = d_next - p;
-        r = fma(dj - g, s, 2.0 * c * b);
+        r = fma(dj - g, s, c * b2);
         p = s * r;
         let d_new = g + p;
         ql_d[k][j1] = d_new;
@@ -266,6 +285,8 @@ fn ql_iteration(k: u32, st: ptr<function, QlState>) {
         }
         d_above = d_new;
         d_next = dj;
+        ej = e_ahead;
+        dj = d_ahead;
     }
     (*st).next = next;
     ql_d[k][l] = dl - p;
