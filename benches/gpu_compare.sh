@@ -216,6 +216,7 @@ try:
 except OSError:
     pass
 merged = {"tool": "eigrad bench (merged by benches/gpu_compare.sh)", "kernels": {}}
+by_kernel = {}
 speedup_target = {4: 10, 8: 10, 16: 5, 32: 3, 64: 3}
 for fk in sorted({p.split("/")[-1].split("_")[1] for p in glob.glob(f"{scratch}/eigrad_*_n*.json")}):
     results, transfers, adapters = [], [], set()
@@ -227,6 +228,7 @@ for fk in sorted({p.split("/")[-1].split("_")[1] for p in glob.glob(f"{scratch}/
         adapters |= {r["adapter"] for r in rep["results"] if r.get("adapter")}
     merged["kernels"][fk] = {"adapters": sorted(adapters), "results": results, "transfers": transfers}
     res = {(r["n"], r["op"], r["mode"]): r for r in results if r["device"] == "gpu"}
+    by_kernel[fk] = res
     cp = {(t["n"], t["op"]): t for t in transfers}
     ns = sorted({k[0] for k in res} | {k[0] for k in jax})
     used = sorted({(r["n"], r.get("kernel")) for r in results if r["device"] == "gpu"})
@@ -268,6 +270,25 @@ for fk in sorted({p.split("/")[-1].split("_")[1] for p in glob.glob(f"{scratch}/
         c = (f"{t['end_to_end_seconds'] * 1e3:9.3f} {t['copy_seconds'] * 1e3:9.3f} {t['end_to_end_over_copy']:9.3g}"
              if t else f"{'-':>9} {'-':>9} {'-':>9}")
         print(f"{n:>3} {a} {b} {d} {c}")
+    print()
+# Side by side: each kernel run's device-resident median per n and op, the fastest marked with *
+# (the evidence for the choices of `Auto`; a run whose check failed above must not be chosen).
+labels = sorted(by_kernel)
+if labels:
+    print("== side by side: device-resident medians in ms, fastest marked *; JAX's for reference")
+    for op in ("eigh", "eigvalsh", "eigh+vjp", "vjp"):
+        ns = sorted({k[0] for res in by_kernel.values() for k in res if k[1] == op})
+        if not ns:
+            continue
+        print(f"{op}:")
+        print(f"{'n':>3} " + " ".join(f"{l:>20}" for l in labels) + f" {'JAX':>9}")
+        for n in ns:
+            ms = {l: by_kernel[l].get((n, op, "resident")) for l in labels}
+            ms = {l: r["median_seconds"] * 1e3 for l, r in ms.items() if r}
+            best = min(ms, key=ms.get) if ms else None
+            cells = [f"{ms[l]:19.3f}{'*' if l == best else ' '}" if l in ms else f"{'-':>20}" for l in labels]
+            j = jax.get((n, op))
+            print(f"{n:>3} " + " ".join(cells) + (f" {j[1]:9.3f}" if j else f" {'-':>9}"))
     print()
 with open(f"{out}/eigrad.json", "w") as f:
     json.dump(merged, f, indent=1)
