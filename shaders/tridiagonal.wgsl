@@ -595,14 +595,20 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
                 ql_iteration(lid, &st);
             }
             workgroupBarrier();
-            // This row of Q times the logged rotations, j = N − 2 down to 0 (the identity outside
-            // the block): columns (j, j + 1) ← (c·q_j − s·q_{j+1}, s·q_j + c·q_{j+1}).
+            // This row of Q times the logged rotations, j = N − 2 down to 0: columns (j, j + 1) ←
+            // (c·q_j − s·q_{j+1}, s·q_j + c·q_{j+1}). The log holds the identity outside the
+            // iteration's block [blk.x, blk.y), and the rotations are applied in groups, so that
+            // a group of them wholly outside it is skipped (exactly what applying the identity
+            // gives; src/gpu/shaders.rs, `ROTATION_GROUP`).
+            let blk = ql_block[mi];
             //@for j desc
+            //@first if (blk.x <= $hiu && $lou < blk.y) {
             let cs$j = ql_rot[mi][$ju];
             let a$j = $a;
             let b$j = $b;
             $a = cs$j.x * a$j - cs$j.y * b$j;
             $b = cs$j.y * a$j + cs$j.x * b$j;
+            //@last }
             //@end
             if (lid == 0u) {
                 var go = 0u;
