@@ -116,12 +116,13 @@ pub enum ForwardKernel {
     /// invocation per row), then implicit QL iterations with Wilkinson shifts
     /// (`shaders/tridiagonal.wgsl`): one invocation per matrix runs each iteration's scalar
     /// chain and logs its rotations, then every invocation applies them to its row of the
-    /// basis, in registers; up to 256/n matrices share a workgroup, so their chains run side by
-    /// side. No sweeps: its iterations are bounded by `max_sweeps` times a Jacobi sweep's
-    /// n(n − 1)/2 rotations. Its compiled instruction count per matrix is about 1.6× (n = 16,
-    /// 32) to 1.9× (n = 64) below the one-sided kernel's, with fewer registers; on Mesa's
-    /// llvmpipe it ran slower at n = 16 and 32 and as fast at 64 (benches/README.md, "v5"; not
-    /// yet measured on a GPU, so not `Auto`'s choice). Its eigenvalues-only calls take
+    /// basis, in registers, skipping groups of rotations outside the iteration's block; up to
+    /// 256/n matrices share a workgroup (`EIGRAD_GPU_TRIDIAGONAL_WG` sets the invocations per
+    /// workgroup), so their chains run side by side. No sweeps: its iterations are bounded by
+    /// `max_sweeps` times a Jacobi sweep's n(n − 1)/2 rotations. Its modelled instruction count
+    /// per matrix is about 1.75× (n = 16, 32) to 2.1× (n = 64) below the one-sided kernel's,
+    /// with fewer registers; on Mesa's llvmpipe it ran slower at n = 16 and 32 and faster at 64
+    /// (benches/README.md, "v5" to "v5g"; not yet measured on a GPU, so not `Auto`'s choice). Its eigenvalues-only calls take
     /// [`EigvalshKernel::Tridiagonal`] whatever the eigenvalues-only choice. Where its
     /// workgroup memory does not fit the device (n ≥ 60 under wgpu's default 16 KiB) the same
     /// as [`ForwardKernel::Auto`].
