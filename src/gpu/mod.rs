@@ -122,8 +122,9 @@ pub enum ForwardKernel {
     /// `max_sweeps` times a Jacobi sweep's n(n − 1)/2 rotations. Its modelled instruction count
     /// per matrix is about 1.75× (n = 16, 32) to 2.1× (n = 64) below the one-sided kernel's,
     /// with fewer registers; on Mesa's llvmpipe it ran slower at n = 16 and 32 and faster at 64
-    /// (benches/README.md, "v5" to "v5g"; not yet measured on a GPU, so not `Auto`'s choice). Its eigenvalues-only calls take
-    /// [`EigvalshKernel::Tridiagonal`] whatever the eigenvalues-only choice. Where its
+    /// (benches/README.md, "v5" to "v5g"; not yet measured on a GPU, so not `Auto`'s choice).
+    /// Its eigenvalues-only calls take [`EigvalshKernel::Tridiagonal`] whatever the
+    /// eigenvalues-only choice. Where its
     /// workgroup memory does not fit the device (n ≥ 60 under wgpu's default 16 KiB) the same
     /// as [`ForwardKernel::Auto`].
     Tridiagonal,

@@ -340,7 +340,7 @@ const ROTATION_GROUP: u32 = 8;
 /// pair of neighbouring components of an `n`-vector held as named vec4s `q0`, `q1`, …: for
 /// j = n − 2 down to 0, with `$j` replaced by j, `$a` by component j (`q{j/4}.x` …) and `$b` by
 /// component j + 1 (blocks do not nest). The j are visited in groups of [`ROTATION_GROUP`]
-/// (j / 8 equal): `$lo` and `$hi` are the lowest and highest j of j's group, a line starting
+/// (equal j / `ROTATION_GROUP`): `$lo` and `$hi` are the lowest and highest j of j's group, a line starting
 /// with `//@first ` is kept (the marker removed) only for the group's first j (its highest) and
 /// one starting with `//@last ` only for its last, so that a group's rotations can share a
 /// guard.
