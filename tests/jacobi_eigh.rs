@@ -396,6 +396,45 @@ fn chunked_batches_give_the_same_results_as_one_dispatch() {
 }
 
 #[test]
+fn tridiagonal_results_do_not_depend_on_the_workgroup_size() {
+    let Some((kernel, ctx)) = gpu_kernels()
+        .into_iter()
+        .find(|(k, _)| *k == ForwardKernel::Tridiagonal)
+    else {
+        return;
+    };
+    let default = ctx.tridiagonal_workgroup();
+    // Batches that leave the last workgroup partly filled; from 256 invocations (n = 64: four
+    // matrices per workgroup) down to one matrix per workgroup at every size.
+    for (n, batch) in [(5usize, 77usize), (16, 37), (33, 21), (64, 9)] {
+        if !runs(ctx, kernel, n) {
+            continue;
+        }
+        let a = to_f32(&samples::random_symmetric(&mut Rng::new(23), n, batch));
+        let opts = EighOptions::default();
+        ctx.set_tridiagonal_workgroup(256).unwrap();
+        let wide = ctx.eigh(&a, n, &opts, Vectors::Yes);
+        for wg in [1u32, 64, 100] {
+            ctx.set_tridiagonal_workgroup(wg).unwrap();
+            let other = ctx.eigh(&a, n, &opts, Vectors::Yes);
+            ctx.set_tridiagonal_workgroup(default).unwrap();
+            assert_eq!(wide.as_ref().unwrap(), &other.unwrap(), "n={n} wg={wg}");
+        }
+        assert!(wide.unwrap().all_ok(), "n={n}");
+    }
+    for bad in [0u32, 257] {
+        assert!(
+            matches!(
+                ctx.set_tridiagonal_workgroup(bad),
+                Err(eigrad::Error::InvalidArgument(_))
+            ),
+            "{bad}"
+        );
+        assert_eq!(ctx.tridiagonal_workgroup(), default);
+    }
+}
+
+#[test]
 fn f16_input_is_accepted_and_matches_the_reference_on_the_same_values() {
     for (kernel, ctx) in gpu_kernels() {
         let n = 6;

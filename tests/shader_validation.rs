@@ -122,6 +122,7 @@ const KNOBS: JacobiKnobs = JacobiKnobs {
     rot_floor: f32::EPSILON * f32::EPSILON,
     lower: false,
     subgroup_size: 0,
+    workgroup: 0,
 };
 
 #[test]
@@ -129,16 +130,19 @@ fn every_kernel_validates_for_every_size_and_layout() {
     // 48 KiB (NVIDIA), 32 KiB (Mesa llvmpipe), 16 KiB (wgpu's default).
     for limit in [49152u32, 32768, 16384] {
         for kernel in Kernel::ALL {
-            // The one-sided kernels also with subgroup exchange (lavapipe's 8, NVIDIA's 32).
-            let subgroup_sizes: &[u32] = match kernel {
-                Kernel::HestenesEigh | Kernel::HestenesEigvalsh => &[0, 8, 32],
-                _ => &[0],
+            // The one-sided kernels also with subgroup exchange (lavapipe's 8, NVIDIA's 32), the
+            // tridiagonal eigendecomposition also with smaller workgroups (as few as one matrix).
+            let variants: &[(u32, u32)] = match kernel {
+                Kernel::HestenesEigh | Kernel::HestenesEigvalsh => &[(0, 0), (8, 0), (32, 0)],
+                Kernel::TridiagonalEigh => &[(0, 0), (0, 64), (0, 1)],
+                _ => &[(0, 0)],
             };
-            for (n, &sg) in
-                (1..=MAX_N as u32).flat_map(|n| subgroup_sizes.iter().map(move |s| (n, s)))
+            for (n, &(sg, wg)) in
+                (1..=MAX_N as u32).flat_map(|n| variants.iter().map(move |v| (n, v)))
             {
                 let knobs = JacobiKnobs {
                     subgroup_size: sg,
+                    workgroup: wg,
                     ..KNOBS
                 };
                 let p = match plan(kernel, n, limit, Some(knobs), 0, 0) {
@@ -164,7 +168,10 @@ fn every_kernel_validates_for_every_size_and_layout() {
                 if p.subgroups {
                     assert_eq!(p.workgroup_size() % sg, 0, "n={n} sg={sg}");
                 }
-                validate(&p).unwrap_or_else(|e| panic!("n={n} sg={sg}: {e}"));
+                if wg > 0 {
+                    assert!(p.workgroup_size() <= (wg / n).max(1) * n, "n={n} wg={wg}");
+                }
+                validate(&p).unwrap_or_else(|e| panic!("n={n} sg={sg} wg={wg}: {e}"));
             }
         }
     }

@@ -23,7 +23,7 @@ use context::{
 use plan::{plan, JacobiKnobs};
 use shaders::Kernel;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Instant;
 
 /// Largest matrix size the GPU kernels support.
@@ -60,6 +60,45 @@ pub struct GpuContext {
     tridiagonal_eigh_max_n: usize,
     /// The largest n up to which the two-sided kernel's eigenvalues-only variant fits.
     two_sided_values_max_n: usize,
+    /// Invocations a tridiagonal eigendecomposition workgroup aims for (0: the default).
+    tridiagonal_workgroup: AtomicU32,
+}
+
+/// The environment variable that sets [`GpuContext::set_tridiagonal_workgroup`] for new
+/// contexts (1 to 256).
+pub const TRIDIAGONAL_WORKGROUP_ENV: &str = "EIGRAD_GPU_TRIDIAGONAL_WG";
+
+/// The largest workgroup [`GpuContext::set_tridiagonal_workgroup`] takes.
+pub const TRIDIAGONAL_WORKGROUP_MAX: u32 = 256;
+
+/// A tridiagonal workgroup size, checked: 1 to [`TRIDIAGONAL_WORKGROUP_MAX`].
+fn check_tridiagonal_workgroup(invocations: u32) -> Result<u32> {
+    if (1..=TRIDIAGONAL_WORKGROUP_MAX).contains(&invocations) {
+        Ok(invocations)
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "tridiagonal workgroup of {invocations} invocations: expected 1 to \
+             {TRIDIAGONAL_WORKGROUP_MAX}"
+        )))
+    }
+}
+
+/// [`TRIDIAGONAL_WORKGROUP_ENV`]'s value (0 when unset).
+fn tridiagonal_workgroup_from_env() -> Result<u32> {
+    let env = TRIDIAGONAL_WORKGROUP_ENV;
+    match std::env::var(env) {
+        Err(_) => Ok(0),
+        Ok(v) => v
+            .parse::<u32>()
+            .ok()
+            .and_then(|w| check_tridiagonal_workgroup(w).ok())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{env}={v:?}: expected a number of invocations from 1 to \
+                     {TRIDIAGONAL_WORKGROUP_MAX}"
+                ))
+            }),
+    }
 }
 
 /// The device time of one kernel dispatch, from [`GpuContext::profile`].
@@ -117,8 +156,8 @@ pub enum ForwardKernel {
     /// (`shaders/tridiagonal.wgsl`): one invocation per matrix runs each iteration's scalar
     /// chain and logs its rotations, then every invocation applies them to its row of the
     /// basis, in registers, skipping groups of rotations outside the iteration's block; up to
-    /// 256/n matrices share a workgroup (`EIGRAD_GPU_TRIDIAGONAL_WG` sets the invocations per
-    /// workgroup), so their chains run side by side. No sweeps: its iterations are bounded by
+    /// 256/n matrices share a workgroup
+    /// ([`GpuContext::set_tridiagonal_workgroup`] changes that), so their chains run side by side. No sweeps: its iterations are bounded by
     /// `max_sweeps` times a Jacobi sweep's n(n − 1)/2 rotations. Its modelled instruction count
     /// per matrix is about 1.75× (n = 16, 32) to 2.1× (n = 64) below the one-sided kernel's,
     /// with fewer registers; on Mesa's llvmpipe it ran slower at n = 16 and 32 and faster at 64
@@ -393,6 +432,7 @@ fn max_fitting_n(inner: &Inner, kernel: Kernel) -> usize {
         rot_floor: 0.0,
         lower: false,
         subgroup_size: 0,
+        workgroup: 0,
     };
     (1..=MAX_N)
         .take_while(|&n| plan(kernel, n as u32, limit, Some(knobs), 0, 0).is_ok())
@@ -441,6 +481,7 @@ impl GpuContext {
         // an adapter.
         let forward = ForwardKernel::from_env()?;
         let eigvalsh = EigvalshKernel::from_env()?;
+        let tridiagonal_workgroup = tridiagonal_workgroup_from_env()?;
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(pick_adapter(&instance))?;
@@ -480,6 +521,7 @@ impl GpuContext {
             inner,
             forward: AtomicU8::new(forward as u8),
             eigvalsh: AtomicU8::new(eigvalsh as u8),
+            tridiagonal_workgroup: AtomicU32::new(tridiagonal_workgroup),
         })
     }
 
@@ -492,6 +534,7 @@ impl GpuContext {
         Ok(GpuContext {
             forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
             eigvalsh: AtomicU8::new(EigvalshKernel::from_env()? as u8),
+            tridiagonal_workgroup: AtomicU32::new(tridiagonal_workgroup_from_env()?),
             subgroup_size: 0,
             one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
             tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
@@ -558,6 +601,27 @@ impl GpuContext {
     /// [`ForwardKernel::Auto`], or what `EIGRAD_GPU_FORWARD` named when the context was made).
     pub fn set_forward_kernel(&self, kernel: ForwardKernel) {
         self.forward.store(kernel as u8, Ordering::Relaxed);
+    }
+
+    /// Sets the invocations a workgroup of [`ForwardKernel::Tridiagonal`] aims for, 1 to
+    /// [`TRIDIAGONAL_WORKGROUP_MAX`] (the default, or what [`TRIDIAGONAL_WORKGROUP_ENV`] said
+    /// when the context was made); ⌊invocations / n⌋ matrices share a workgroup, at least one.
+    /// A tuning knob: large workgroups run many matrices' QL chains in one warp, small ones let
+    /// more workgroups share a compute unit, each in its own phase. Results do not depend on
+    /// it. Anything outside 1 to 256 is [`Error::InvalidArgument`].
+    pub fn set_tridiagonal_workgroup(&self, invocations: u32) -> Result<()> {
+        let w = check_tridiagonal_workgroup(invocations)?;
+        self.tridiagonal_workgroup.store(w, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The invocations a workgroup of [`ForwardKernel::Tridiagonal`] aims for
+    /// ([`GpuContext::set_tridiagonal_workgroup`]; [`TRIDIAGONAL_WORKGROUP_MAX`] by default).
+    pub fn tridiagonal_workgroup(&self) -> u32 {
+        match self.tridiagonal_workgroup.load(Ordering::Relaxed) {
+            0 => TRIDIAGONAL_WORKGROUP_MAX,
+            w => w,
+        }
     }
 
     /// The eigendecomposition kernel choice in use.
@@ -821,6 +885,7 @@ impl GpuContext {
                 ForwardKernel::OneSidedSubgroup => self.subgroup_size,
                 _ => 0,
             },
+            workgroup: self.tridiagonal_workgroup.load(Ordering::Relaxed),
         };
         let tridiagonal =
             vectors == Vectors::No && self.eigvalsh_kernel_for(n) == EigvalshKernel::Tridiagonal;

@@ -500,6 +500,7 @@ impl GpuContext {
             rot_floor: 0.0,
             lower: opts.symmetry == crate::Symmetry::Lower,
             subgroup_size: 0,
+            workgroup: 0,
         };
         let limit = self.inner.limits().max_compute_workgroup_storage_size;
         let pipe = self.inner.pipeline(plan(

@@ -79,6 +79,9 @@ pub struct JacobiKnobs {
     /// The device's fixed subgroup size when the one-sided kernel may exchange columns through
     /// subgroup operations (0: through workgroup memory).
     pub subgroup_size: u32,
+    /// Invocations a tridiagonal eigendecomposition workgroup aims for, 1 to 256 (0 or more
+    /// than 256: 256); matrices per workgroup are this over n, at least one.
+    pub workgroup: u32,
 }
 
 impl JacobiKnobs {
@@ -115,31 +118,17 @@ fn registers_fit(n: u32) -> Result<()> {
     Ok(())
 }
 
-/// A workgroup-size tuning knob for benchmarks, read once per process: the value of the
-/// environment variable `var` where it is a number from 1 to [`MAX_WORKGROUP`], else `default`.
-fn workgroup_knob(cell: &'static OnceLock<u32>, var: &str, default: u32) -> u32 {
-    *cell.get_or_init(|| {
-        std::env::var(var)
+/// Invocations a one-sided Jacobi workgroup aims for: [`TARGET_WORKGROUP`], or the value of
+/// the environment variable `EIGRAD_GPU_WG_TARGET` (a tuning knob for benchmarks: 1 to 256).
+fn one_sided_target_workgroup() -> u32 {
+    static TARGET: OnceLock<u32> = OnceLock::new();
+    *TARGET.get_or_init(|| {
+        std::env::var("EIGRAD_GPU_WG_TARGET")
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|&t| (1..=MAX_WORKGROUP).contains(&t))
-            .unwrap_or(default)
+            .unwrap_or(TARGET_WORKGROUP)
     })
-}
-
-/// Invocations a one-sided Jacobi workgroup aims for: [`TARGET_WORKGROUP`], or the value of
-/// `EIGRAD_GPU_WG_TARGET`.
-fn one_sided_target_workgroup() -> u32 {
-    static TARGET: OnceLock<u32> = OnceLock::new();
-    workgroup_knob(&TARGET, "EIGRAD_GPU_WG_TARGET", TARGET_WORKGROUP)
-}
-
-/// Invocations a tridiagonal eigendecomposition workgroup aims for: [`MAX_WORKGROUP`], or the
-/// value of `EIGRAD_GPU_TRIDIAGONAL_WG`. Large workgroups put many matrices' QL chains in one
-/// warp; small ones let more workgroups, each at its own phase, share a compute unit.
-fn tridiagonal_target_workgroup() -> u32 {
-    static TARGET: OnceLock<u32> = OnceLock::new();
-    workgroup_knob(&TARGET, "EIGRAD_GPU_TRIDIAGONAL_WG", MAX_WORKGROUP)
 }
 
 /// The smallest odd number ≥ n: a row stride that spreads a column over distinct banks.
@@ -306,11 +295,15 @@ pub fn plan(
             let staged = if vectors { WORD * n * np } else { WORD };
             let fixed = ALIGN_SLACK + WORD * if vectors { 1 } else { 1 + 4 * ql };
             let bytes_for = |mats: u32, stage: u32| per_matrix * mats + staged * stage + fixed;
-            // With eigenvectors up to 256 invocations (`EIGRAD_GPU_TRIDIAGONAL_WG`), so that
-            // the chains of as many matrices as fit share one warp (the chains are the QL's
-            // sequential part); the staging takes as many of them per pass as then fit.
+            // With eigenvectors up to 256 invocations by default (`JacobiKnobs::workgroup`), so
+            // that the chains of as many matrices as fit share one warp (the chains are the
+            // QL's sequential part); the staging takes as many of them per pass as then fit.
+            let target = match knobs.map_or(0, |k| k.workgroup) {
+                0 => MAX_WORKGROUP,
+                w => w.min(MAX_WORKGROUP),
+            };
             let mut mats = if vectors {
-                (tridiagonal_target_workgroup() / n).max(1)
+                (target / n).max(1)
             } else {
                 (TARGET_WORKGROUP / n).max(1)
             };

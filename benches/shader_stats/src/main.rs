@@ -519,6 +519,7 @@ fn compile_row(args: &Args, kernel: Kernel, n: u32, first: bool) -> Res<()> {
         rot_floor: 1e-30,
         lower: false,
         subgroup_size: 0,
+        workgroup: 0,
     };
     let cache = cache_dir(std::process::id());
     let result = Compiler::new(args.radv, &args.family, &cache).and_then(|c| {
