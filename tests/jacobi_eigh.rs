@@ -284,10 +284,7 @@ fn eigenvalues_only_kernels_report_poisoned_matrices_and_keep_neighbours() {
 
 #[test]
 fn tridiagonal_eigenvalues_chunk_read_the_lower_triangle_and_ignore_the_sweep_cap() {
-    let Some((_, ctx)) = gpu_eigvalsh_kernels()
-        .into_iter()
-        .find(|(k, _)| *k == EigvalshKernel::Tridiagonal)
-    else {
+    let Some(ctx) = gpu_eigvalsh_kernel(EigvalshKernel::Tridiagonal) else {
         return;
     };
     let n = 17;
@@ -397,10 +394,8 @@ fn chunked_batches_give_the_same_results_as_one_dispatch() {
 
 #[test]
 fn tridiagonal_results_do_not_depend_on_the_workgroup_size() {
-    let Some((kernel, ctx)) = gpu_kernels()
-        .into_iter()
-        .find(|(k, _)| *k == ForwardKernel::Tridiagonal)
-    else {
+    let kernel = ForwardKernel::Tridiagonal;
+    let Some(ctx) = gpu_kernel(kernel) else {
         return;
     };
     let default = ctx.tridiagonal_workgroup();
@@ -426,7 +421,7 @@ fn tridiagonal_results_do_not_depend_on_the_workgroup_size() {
         assert!(
             matches!(
                 ctx.set_tridiagonal_workgroup(bad),
-                Err(eigrad::Error::InvalidArgument(_))
+                Err(Error::InvalidArgument(_))
             ),
             "{bad}"
         );
@@ -666,10 +661,7 @@ fn auto_takes_the_register_kernel_up_to_its_largest_size() {
         assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::OneSided, "n={n}");
     }
     // Asked for where it does not run, the register kernel hands over to Auto's choice.
-    let (_, registers) = gpu_kernels()
-        .into_iter()
-        .find(|(k, _)| *k == ForwardKernel::Registers)
-        .unwrap();
+    let registers = gpu_kernel(ForwardKernel::Registers).unwrap();
     assert_eq!(
         registers.forward_kernel_for(REGISTERS_MAX_N + 1),
         ForwardKernel::OneSided

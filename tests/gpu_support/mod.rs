@@ -85,6 +85,20 @@ pub fn gpu_eigvalsh_kernels() -> Vec<(EigvalshKernel, &'static GpuContext)> {
     ]
 }
 
+/// [`gpu_kernels`]'s context for `kernel` (`None` without an adapter).
+pub fn gpu_kernel(kernel: ForwardKernel) -> Option<&'static GpuContext> {
+    let found = gpu_kernels().into_iter().find(|&(k, _)| k == kernel);
+    found.map(|(_, c)| c)
+}
+
+/// [`gpu_eigvalsh_kernels`]'s context for `kernel` (`None` without an adapter).
+pub fn gpu_eigvalsh_kernel(kernel: EigvalshKernel) -> Option<&'static GpuContext> {
+    let found = gpu_eigvalsh_kernels()
+        .into_iter()
+        .find(|&(k, _)| k == kernel);
+    found.map(|(_, c)| c)
+}
+
 /// Rounds test data to f32 (what the GPU sees), kept in f64 for the CPU reference.
 pub fn round_f32(a: &[f64]) -> Vec<f64> {
     a.iter().map(|&x| x as f32 as f64).collect()
