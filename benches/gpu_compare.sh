@@ -40,13 +40,14 @@
 # (outside the device tool) it writes to ./gpu_compare_out.
 #
 # Knobs (environment): GPU_COMPARE_BATCH (65536), GPU_COMPARE_N (4,8,16,32,64),
-# GPU_COMPARE_FORWARD (registers,one-sided,one-sided:jacobi,two-sided,tridiagonal,tridiagonal@64: the forward
-# kernels to check and time, through EIGRAD_GPU_FORWARD; `kernel:eigvalsh` also sets EIGRAD_GPU_EIGVALSH for that
-# run, e.g. `one-sided:jacobi` times eigenvalues only through the one-sided sweeps instead of the default
-# tridiagonal kernel; `kernel@wg` sets the workgroup knobs EIGRAD_GPU_WG_TARGET and EIGRAD_GPU_TRIDIAGONAL_WG to
-# wg, e.g. `tridiagonal@64` runs the tridiagonal eigendecomposition with 64 invocations per workgroup instead of
-# 256; `registers` is timed only at n <= 8, eigrad::gpu::REGISTERS_MAX_N, above which it is the one-sided kernel
-# again),
+# GPU_COMPARE_FORWARD (registers,one-sided,one-sided:jacobi,tridiagonal,tridiagonal@128,tridiagonal@64: the
+# forward kernels to check and time, through EIGRAD_GPU_FORWARD; two-sided, measured in every run up to run 4 and
+# now only the fallback where the one-sided kernel does not fit, runs only when named; `kernel:eigvalsh` also
+# sets EIGRAD_GPU_EIGVALSH for that run, e.g. `one-sided:jacobi` times eigenvalues only through the one-sided
+# sweeps instead of the default tridiagonal kernel; `kernel@wg` sets the workgroup knobs EIGRAD_GPU_WG_TARGET and
+# EIGRAD_GPU_TRIDIAGONAL_WG to wg, e.g. `tridiagonal@64` runs the tridiagonal eigendecomposition with 64
+# invocations per workgroup instead of 256; `registers` is timed only at n <= 8, eigrad::gpu::REGISTERS_MAX_N,
+# above which it is the one-sided kernel again),
 # GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
 # path of a second eigrad binary, e.g. an earlier commit's carried in .device/: its one-sided kernel
 # is benchmarked too, as kernel `baseline-one-sided`, so two kernel versions are compared on the
@@ -65,7 +66,7 @@ ANCHOR=.device/jax_eigh_bench.py
 OUT=${OUT:-$PWD/gpu_compare_out}
 BATCH=${GPU_COMPARE_BATCH:-65536}
 NS=${GPU_COMPARE_N:-4,8,16,32,64}
-FORWARD=${GPU_COMPARE_FORWARD:-registers,one-sided,one-sided:jacobi,two-sided,tridiagonal,tridiagonal@64}
+FORWARD=${GPU_COMPARE_FORWARD:-registers,one-sided,one-sided:jacobi,tridiagonal,tridiagonal@128,tridiagonal@64}
 BUDGET=${GPU_COMPARE_BUDGET:-540}
 BASELINE=${GPU_COMPARE_BASELINE:-}
 START=$SECONDS
