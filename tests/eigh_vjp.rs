@@ -59,15 +59,14 @@ fn vjp_matches_cpu_for_every_size_and_policy() {
     }
     // Up to REGISTERS_MAX_N the default context runs the register VJP; the one-sided context
     // the dense one.
-    let (kernel, one_sided) = gpu_kernels()[0];
-    assert_eq!(kernel, ForwardKernel::OneSided);
+    let one_sided = gpu_kernel(ForwardKernel::OneSided).unwrap();
     for n in SIZES.into_iter().filter(|&n| n <= REGISTERS_MAX_N) {
         check_vjp(one_sided, "one-sided", n);
     }
     // The tridiagonal kernel's eigenvectors (rounding of order eps·‖A‖, like the two-sided
     // kernel's) through the reverse rule, wherever it runs.
-    let (kernel, tridiagonal) = *gpu_kernels().last().unwrap();
-    assert_eq!(kernel, ForwardKernel::Tridiagonal);
+    let kernel = ForwardKernel::Tridiagonal;
+    let tridiagonal = gpu_kernel(kernel).unwrap();
     for n in SIZES.into_iter().filter(|&n| runs(tridiagonal, kernel, n)) {
         check_vjp(tridiagonal, "tridiagonal", n);
     }
@@ -720,8 +719,7 @@ fn refined_one_sided_eigenvectors_give_derivatives_as_accurate_as_two_sided() {
     // Above ONE_SIDED_REFINE_ABOVE the one-sided kernel's eigenvectors are refined with the
     // original matrix; unrefined, the shift σ made their VJP several times less accurate than
     // the two-sided kernel's (on llvmpipe at n = 64: 8.0e-5 against 1.6e-5; refined 5.2e-6).
-    let kernels = gpu_kernels();
-    if kernels.is_empty() {
+    if gpu_kernels().is_empty() {
         return;
     }
     let n = eigrad::gpu::ONE_SIDED_REFINE_ABOVE + 16;
@@ -733,7 +731,7 @@ fn refined_one_sided_eigenvectors_give_derivatives_as_accurate_as_two_sided() {
     let policy = Degeneracy::default();
     let want = cpu::eigh_vjp(&c, None, Some(&gv), policy).unwrap();
     let error = |kernel: ForwardKernel| {
-        let ctx = kernels.iter().find(|(k, _)| *k == kernel).unwrap().1;
+        let ctx = gpu_kernel(kernel).unwrap();
         let g = ctx
             .eigh(&to_f32(&a), n, &EighOptions::default(), Vectors::Yes)
             .unwrap();
