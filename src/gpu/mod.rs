@@ -60,7 +60,7 @@ pub struct GpuContext {
     tridiagonal_eigh_max_n: usize,
     /// The largest n up to which the two-sided kernel's eigenvalues-only variant fits.
     two_sided_values_max_n: usize,
-    /// Invocations a tridiagonal eigendecomposition workgroup aims for (0: the default).
+    /// Invocations a tridiagonal eigendecomposition workgroup aims for.
     tridiagonal_workgroup: AtomicU32,
 }
 
@@ -68,8 +68,8 @@ pub struct GpuContext {
 /// contexts (1 to 256).
 pub const TRIDIAGONAL_WORKGROUP_ENV: &str = "EIGRAD_GPU_TRIDIAGONAL_WG";
 
-/// The largest workgroup [`GpuContext::set_tridiagonal_workgroup`] takes.
-pub const TRIDIAGONAL_WORKGROUP_MAX: u32 = 256;
+/// The largest workgroup [`GpuContext::set_tridiagonal_workgroup`] takes, and its default.
+pub const TRIDIAGONAL_WORKGROUP_MAX: u32 = plan::MAX_WORKGROUP;
 
 /// A tridiagonal workgroup size, checked: 1 to [`TRIDIAGONAL_WORKGROUP_MAX`].
 fn check_tridiagonal_workgroup(invocations: u32) -> Result<u32> {
@@ -83,11 +83,11 @@ fn check_tridiagonal_workgroup(invocations: u32) -> Result<u32> {
     }
 }
 
-/// [`TRIDIAGONAL_WORKGROUP_ENV`]'s value (0 when unset).
+/// [`TRIDIAGONAL_WORKGROUP_ENV`]'s value ([`TRIDIAGONAL_WORKGROUP_MAX`] when unset).
 fn tridiagonal_workgroup_from_env() -> Result<u32> {
     let env = TRIDIAGONAL_WORKGROUP_ENV;
     match std::env::var(env) {
-        Err(_) => Ok(0),
+        Err(_) => Ok(TRIDIAGONAL_WORKGROUP_MAX),
         Ok(v) => v
             .parse::<u32>()
             .ok()
@@ -156,16 +156,15 @@ pub enum ForwardKernel {
     /// (`shaders/tridiagonal.wgsl`): one invocation per matrix runs each iteration's scalar
     /// chain and logs its rotations, then every invocation applies them to its row of the
     /// basis, in registers, skipping groups of rotations outside the iteration's block; up to
-    /// 256/n matrices share a workgroup
-    /// ([`GpuContext::set_tridiagonal_workgroup`] changes that), so their chains run side by side. No sweeps: its iterations are bounded by
+    /// 256/n matrices share a workgroup ([`GpuContext::set_tridiagonal_workgroup`] changes
+    /// that), so their chains run side by side. No sweeps: its iterations are bounded by
     /// `max_sweeps` times a Jacobi sweep's n(n − 1)/2 rotations. Its modelled instruction count
     /// per matrix is about 1.75× (n = 16, 32) to 2.1× (n = 64) below the one-sided kernel's,
     /// with fewer registers; on Mesa's llvmpipe it ran slower at n = 16 and 32 and faster at 64
     /// (benches/README.md, "v5" to "v5g"; not yet measured on a GPU, so not `Auto`'s choice).
     /// Its eigenvalues-only calls take [`EigvalshKernel::Tridiagonal`] whatever the
-    /// eigenvalues-only choice. Where its
-    /// workgroup memory does not fit the device (n ≥ 60 under wgpu's default 16 KiB) the same
-    /// as [`ForwardKernel::Auto`].
+    /// eigenvalues-only choice. Where its workgroup memory does not fit the device (n ≥ 60
+    /// under wgpu's default 16 KiB) the same as [`ForwardKernel::Auto`].
     Tridiagonal,
 }
 
@@ -618,10 +617,7 @@ impl GpuContext {
     /// The invocations a workgroup of [`ForwardKernel::Tridiagonal`] aims for
     /// ([`GpuContext::set_tridiagonal_workgroup`]; [`TRIDIAGONAL_WORKGROUP_MAX`] by default).
     pub fn tridiagonal_workgroup(&self) -> u32 {
-        match self.tridiagonal_workgroup.load(Ordering::Relaxed) {
-            0 => TRIDIAGONAL_WORKGROUP_MAX,
-            w => w,
-        }
+        self.tridiagonal_workgroup.load(Ordering::Relaxed)
     }
 
     /// The eigendecomposition kernel choice in use.
@@ -885,7 +881,7 @@ impl GpuContext {
                 ForwardKernel::OneSidedSubgroup => self.subgroup_size,
                 _ => 0,
             },
-            workgroup: self.tridiagonal_workgroup.load(Ordering::Relaxed),
+            workgroup: self.tridiagonal_workgroup(),
         };
         let tridiagonal =
             vectors == Vectors::No && self.eigvalsh_kernel_for(n) == EigvalshKernel::Tridiagonal;

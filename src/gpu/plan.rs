@@ -10,7 +10,7 @@ use crate::{Error, Result};
 /// Invocations a workgroup aims for when several small matrices share it.
 const TARGET_WORKGROUP: u32 = 64;
 /// The largest workgroup the kernels use (wgpu's default `max_compute_invocations_per_workgroup`).
-const MAX_WORKGROUP: u32 = 256;
+pub(super) const MAX_WORKGROUP: u32 = 256;
 /// Bytes of one f32 or u32.
 const WORD: u32 = 4;
 /// Bytes of one vec4<f32>.
