@@ -30,10 +30,11 @@
 // in workgroup memory, e_j = T[j+1][j]; the whole scalar chain on one invocation, so the
 // matrices' chains run side by side instead of every invocation of a matrix repeating its
 // chain) and logs the chain's rotations (c_j, s_j), j = m−1 down to l, in a log that holds the
-// identity (1, 0) everywhere else (the invocation resets its previous block first); after a
-// barrier every invocation applies all N − 1 logged rotations to its row of Q in registers (the
-// rotation of columns j and j + 1 written out for every j, `//@for j desc`: no branch, and the
-// identity leaves a pair exactly as it is). Deflation: e_j is negligible when
+// identity (1, 0) everywhere else (the invocation resets what its previous block logged outside
+// the new one); after a barrier every invocation applies the logged rotations to its row of Q
+// in registers (the rotation of columns j and j + 1 written out for every j, `//@for j desc`,
+// in groups of 8 under one guard that skips a group wholly outside [l, m): the identity would
+// leave its pairs exactly as they are). Deflation: e_j is negligible when
 // |e_j| ≤ TOL·(|d_j| + |d_{j+1}|) + FLOOR (prescaled units); the chain tests each e_j it makes
 // final, so the next iteration's block end is known without rescanning. Budget: MAX_ROT
 // rotations per matrix (the sweep cap times the N(N−1)/2 rotations of a Jacobi sweep); a matrix

@@ -340,10 +340,10 @@ const ROTATION_GROUP: u32 = 8;
 /// pair of neighbouring components of an `n`-vector held as named vec4s `q0`, `q1`, …: for
 /// j = n − 2 down to 0, with `$j` replaced by j, `$a` by component j (`q{j/4}.x` …) and `$b` by
 /// component j + 1 (blocks do not nest). The j are visited in groups of [`ROTATION_GROUP`]
-/// (equal j / `ROTATION_GROUP`): `$lo` and `$hi` are the lowest and highest j of j's group, a line starting
-/// with `//@first ` is kept (the marker removed) only for the group's first j (its highest) and
-/// one starting with `//@last ` only for its last, so that a group's rotations can share a
-/// guard.
+/// (equal j / `ROTATION_GROUP`): `$lo` and `$hi` are the lowest and highest j of j's group, a
+/// line starting with `//@first ` is kept (the marker removed) only for the group's first j
+/// (its highest) and one starting with `//@last ` only for its last, so that a group's
+/// rotations can share a guard.
 fn unroll_rotations(src: &str, n: u32) -> String {
     const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
     const DROP: &str = "//@drop ";
@@ -364,9 +364,6 @@ fn unroll_rotations(src: &str, n: u32) -> String {
             ("//@last ", keep(j == lo)),
         ]
     });
-    if !out.contains(DROP) {
-        return out;
-    }
     let mut kept = String::with_capacity(out.len());
     for line in out.lines().filter(|l| !l.trim_start().starts_with(DROP)) {
         kept.push_str(line);
