@@ -43,7 +43,9 @@
 // the vector's largest component, which orders a diagonal input's ties by index as the CPU
 // reference does), the largest component of each vector made positive, and the vectors written
 // out coalesced from a column-major staging area in workgroup memory, which holds STAGE
-// matrices at a time (PASSES passes).
+// matrices at a time (PASSES passes), or, where not even one matrix's staging fits (UNSTAGED,
+// n ≥ 60 under 16 KiB), through the output buffer itself (each row of Q written, read back by
+// column for the ties and signs, then rewritten permuted and signed).
 //
 // Bisection (without VECTORS): the Gershgorin interval [gl, gu] of the tridiagonal matrix T,
 // widened as LAPACK's dstebz does; a multisection first (invocation j counts the eigenvalues of
@@ -70,6 +72,9 @@ override STAGE: u32 = 1u;    // matrices staged per pass
 override PASSES: u32 = 1u;   // ⌈MATS / STAGE⌉
 override Q_LEN: u32 = 1u;    // STAGE * N * NP
 override QL_MATS: u32 = 1u;  // MATS
+// Without room for even one staged matrix: the eigenvectors pass through the output buffer
+// instead (STAGE and PASSES then unused).
+override UNSTAGED: bool = false;
 override MAX_ROT: u32 = 0u;  // rotation budget per matrix
 override TOL: f32 = 0.0;     // relative deflation threshold
 override FLOOR: f32 = 0.0;   // absolute deflation threshold (prescaled units)
@@ -389,43 +394,65 @@ fn bisect_eigenvalues(t: Tri) {
 // the largest component of vector t.i (the first on ties) into ql_e (free after the QL), for
 // the ranking; returns the sign that makes that component positive.
 fn vector_tie(t: Tri, slot: u32) -> f32 {
-    let col = (slot * N + t.i) * NP;
     var best = -1.0;
     var top = 0u;
     for (var k = 0u; k < N; k++) {
-        let x = abs(qsh[col + k]);
+        let x = abs(vector_entry(t, slot, k));
         if (x > best) {
             best = x;
             top = k;
         }
     }
     ql_e[t.mi][t.i] = f32(top);
-    return select(1.0, -1.0, qsh[col + top] < 0.0);
+    return select(1.0, -1.0, vector_entry(t, slot, top) < 0.0);
+}
+
+// Component k of the unsorted eigenvector t.i: staged in slot `slot` of qsh, or UNSTAGED in
+// the output buffer, where row k of Q was written (0 for a matrix past the batch).
+fn vector_entry(t: Tri, slot: u32, k: u32) -> f32 {
+    if (UNSTAGED) {
+        if (!t.live) {
+            return 0.0;
+        }
+        return vectors_out[(t.g * N + k) * N + t.i];
+    }
+    return qsh[(slot * N + t.i) * NP + k];
+}
+
+// The status of matrix t.mi after the QL: 1 for a non-finite input, 2 when the rotation
+// budget ran out or an eigenvalue is not finite (which only a fault of the iteration could
+// give: status 2 rather than a wrong answer), else 0.
+fn matrix_status(t: Tri) -> u32 {
+    var finite = true;
+    for (var k = 0u; k < N; k++) {
+        finite = finite && is_finite_f32(ql_d[t.mi][k]);
+    }
+    if (t.bad) {
+        return 1u;
+    }
+    return select(0u, 2u, ql_failed[t.mi] != 0u || !finite);
 }
 
 // After every vector_tie of the matrix: ranks eigenvalue t.i (d_i, its vector staged column
-// t.i of slot `slot`) and writes it, its vector (times `sg`) and the matrix's status.
+// t.i of slot `slot`) and writes it and the matrix's status, and its vector (times `sg`);
+// UNSTAGED, posts the rank and sign to col_sh and v_sh (free after the reduction) for
+// unstaged_write instead.
 fn vector_write(t: Tri, slot: u32, sg: f32) {
     let row = t.i;
     let lam = ql_d[t.mi][row];
     let top = u32(ql_e[t.mi][row]);
-    // The rank (and whether an eigenvalue is not finite, which only a fault of the iteration
-    // could give: then status 2 rather than a wrong answer).
     var rank = 0u;
-    var finite = true;
     for (var k = 0u; k < N; k++) {
         let lk = ql_d[t.mi][k];
         let tk = u32(ql_e[t.mi][k]);
-        finite = finite && is_finite_f32(lk);
         if (lk < lam || (lk == lam && (tk < top || (tk == top && k < row)))) {
             rank += 1u;
         }
     }
-    var status = 0u;
-    if (t.bad) {
-        status = 1u;
-    } else if (ql_failed[t.mi] != 0u || !finite) {
-        status = 2u;
+    let status = matrix_status(t);
+    if (UNSTAGED) {
+        col_sh[t.mi][row / 4u][row % 4u] = f32(rank);
+        v_sh[t.mi][row / 4u][row % 4u] = sg;
     }
     if (t.live) {
         let ok = status == 0u;
@@ -434,12 +461,13 @@ fn vector_write(t: Tri, slot: u32, sg: f32) {
         if (row == 0u) {
             status_out[t.g] = status;
         }
-        // Column `rank` of the output, row by row: each row's N entries are written by the
-        // matrix's N invocations together.
-        let base = t.g * N * N;
-        let col = (slot * N + row) * NP;
-        for (var k = 0u; k < N; k++) {
-            vectors_out[base + k * N + rank] = select(nan, sg * qsh[col + k], ok);
+        if (!UNSTAGED) {
+            // Column `rank` of the output, row by row: each row's N entries are written by the
+            // matrix's N invocations together.
+            let base = t.g * N * N;
+            for (var k = 0u; k < N; k++) {
+                vectors_out[base + k * N + rank] = select(nan, sg * vector_entry(t, slot, k), ok);
+            }
         }
     }
 }
@@ -625,6 +653,41 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
         }
         if (lid < MATS) {
             ql_failed[lid] = select(0u, 1u, st.failed);
+        }
+        if (UNSTAGED) {
+            // Where no staging fits the workgroup memory: this row of Q into the output
+            // buffer, which the ties and signs read by column; then ranks and signs, and the
+            // row rewritten in place, permuted and signed. Uncoalesced, the same results.
+            if (live) {
+                //@for q
+                let qo$q = q$q;
+                for (var c = 0u; c < 4u; c++) {
+                    let j = 4u * $qu + c;
+                    if (j < N) {
+                        vectors_out[base + i * N + j] = qo$q[c];
+                    }
+                }
+                //@end
+            }
+            storageBarrier();
+            let sg = vector_tie(t, 0u);
+            storageBarrier();
+            vector_write(t, 0u, sg);
+            workgroupBarrier();
+            let ok = matrix_status(t) == 0u;
+            let nan = bitcast<f32>(params.nan_bits);
+            //@for q
+            let qw$q = q$q;
+            for (var c = 0u; c < 4u; c++) {
+                let j = 4u * $qu + c;
+                if (live && j < N) {
+                    let rank = u32(col_sh[mi][$qu][c]);
+                    let v = v_sh[mi][$qu][c] * qw$q[c];
+                    vectors_out[base + i * N + rank] = select(nan, v, ok);
+                }
+            }
+            //@end
+            return;
         }
         // The output, STAGE matrices per pass: their rows of Q into column-major staging (a row
         // of stores per component: distinct banks), then ties and signs, then ranks and writes.

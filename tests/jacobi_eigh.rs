@@ -556,48 +556,43 @@ fn sign_gauge_takes_the_first_of_equal_largest_components() {
 }
 
 #[test]
-fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
-    if gpu().is_none() {
+fn auto_takes_the_kernels_that_fit_a_device_with_the_default_limits() {
+    let Some(ctx) = gpu_default_limits() else {
         return;
-    }
-    // A device with wgpu's default limits (16 KiB of workgroup memory), as an application that
-    // shares its own device might make.
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .unwrap();
-    let (device, queue) =
-        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
-    assert_eq!(
-        device.limits().max_compute_workgroup_storage_size,
-        16 * 1024
-    );
-    let ctx = GpuContext::from_device(device, queue).unwrap();
+    };
+    let ctx = &ctx;
     // At n = 60 the one-sided kernel needs more than 16 KiB, the two-sided one does not.
     let n = 60;
     let fam = Family {
         name: "random",
         data: round_f32(&samples::random_symmetric(&mut Rng::new(60), n, 2)),
     };
-    ctx.set_forward_kernel(ForwardKernel::Auto);
-    check_family(&ctx, n, &fam);
+    assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::TwoSided);
+    check_family(ctx, n, &fam);
     // The register kernel needs no workgroup memory: Auto's choice at small n there too.
     assert_eq!(ctx.forward_kernel_for(8), ForwardKernel::Registers);
-    check_family(&ctx, 8, &families(8, 2, 8).swap_remove(0));
+    check_family(ctx, 8, &families(8, 2, 8).swap_remove(0));
     ctx.set_forward_kernel(ForwardKernel::Registers);
     assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::TwoSided);
     ctx.set_forward_kernel(ForwardKernel::OneSided);
     let a = to_f32(&fam.data);
     let err = ctx.eigh(&a, n, &EighOptions::default(), Vectors::Yes);
+    ctx.set_forward_kernel(ForwardKernel::Auto);
     assert!(
         matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
         "{err:?}"
     );
+    // From n = 62 not even the two-sided kernel's A fits: the tridiagonal kernel, with its
+    // eigenvectors passing through the output buffer (no staging fits from n = 60).
+    for n in 62..=64 {
+        assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::Tridiagonal);
+    }
+    for fam in families(64, 2, 64).iter().take(4) {
+        check_family(ctx, 64, fam);
+    }
     // Eigenvalues only: the two-sided kernel's eigenvalues-only variant fits up to n = 61 there,
     // the tridiagonal kernel at every size; `Auto` takes the tridiagonal kernel from n = 16 and
     // so also where the Jacobi kernels would fail.
-    ctx.set_forward_kernel(ForwardKernel::Auto);
     assert_eq!(ctx.eigvalsh_kernel_for(8), EigvalshKernel::Jacobi);
     for n in 62..=64 {
         assert_eq!(ctx.eigvalsh_kernel_for(n), EigvalshKernel::Tridiagonal);
@@ -614,18 +609,53 @@ fn auto_takes_the_two_sided_kernel_where_the_one_sided_one_does_not_fit() {
             c.values(b),
         );
     }
+    ctx.set_forward_kernel(ForwardKernel::TwoSided);
     ctx.set_eigvalsh_kernel(EigvalshKernel::Jacobi);
     let err = ctx.eigh(&to_f32(&data), n, &opts, Vectors::No);
+    ctx.set_forward_kernel(ForwardKernel::Auto);
+    ctx.set_eigvalsh_kernel(EigvalshKernel::Auto);
     assert!(
         matches!(&err, Err(Error::Gpu(m)) if m.contains("workgroup memory")),
         "{err:?}"
     );
-    // The tridiagonal kernel stages one matrix's eigenvectors per pass there and fits up to
-    // n = 59; above, the context hands it to Auto's choice.
-    ctx.set_forward_kernel(ForwardKernel::Tridiagonal);
-    assert_eq!(ctx.forward_kernel_for(60), ForwardKernel::TwoSided);
-    assert_eq!(ctx.forward_kernel_for(59), ForwardKernel::Tridiagonal);
-    check_family(&ctx, 59, &families(59, 2, 59).swap_remove(0));
+}
+
+#[test]
+fn tridiagonal_output_without_staging_is_bitwise_the_staged_one() {
+    // The same kernel staging its eigenvectors in workgroup memory (the shared context's
+    // device, Mesa's 32 KiB or more) and passing them through the output buffer (16 KiB, from
+    // n = 60): identical arithmetic, so identical results, poisoned matrices and partly filled
+    // workgroups included.
+    let (Some(staged), Some(unstaged)) =
+        (gpu_kernel(ForwardKernel::Tridiagonal), gpu_default_limits())
+    else {
+        return;
+    };
+    unstaged.set_forward_kernel(ForwardKernel::Tridiagonal);
+    for (n, batch) in [(60usize, 7usize), (64, 9)] {
+        if !runs(staged, ForwardKernel::Tridiagonal, n) {
+            continue;
+        }
+        let mut a = to_f32(&samples::random_symmetric(&mut Rng::new(61), n, batch));
+        a[2 * n * n + 5] = f32::NAN;
+        let opts = EighOptions::default();
+        let s = staged.eigh(&a, n, &opts, Vectors::Yes).unwrap();
+        let u = unstaged.eigh(&a, n, &opts, Vectors::Yes).unwrap();
+        assert_eq!(s.status[2], Status::NonFiniteInput);
+        assert_eq!(
+            s.status.iter().filter(|&&x| x == Status::Ok).count(),
+            batch - 1
+        );
+        // NaN ≠ NaN: compare bit patterns.
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(s.status, u.status, "n={n}");
+        assert_eq!(bits(&s.eigenvalues), bits(&u.eigenvalues), "n={n}");
+        assert_eq!(
+            bits(s.eigenvectors.as_ref().unwrap()),
+            bits(u.eigenvectors.as_ref().unwrap()),
+            "n={n}"
+        );
+    }
 }
 
 #[test]

@@ -58,6 +58,8 @@ pub struct GpuContext {
     tridiagonal_max_n: usize,
     /// The largest n up to which the tridiagonal eigendecomposition kernel fits.
     tridiagonal_eigh_max_n: usize,
+    /// The largest n up to which the two-sided kernel fits.
+    two_sided_max_n: usize,
     /// The largest n up to which the two-sided kernel's eigenvalues-only variant fits.
     two_sided_values_max_n: usize,
     /// Invocations a tridiagonal eigendecomposition workgroup aims for.
@@ -126,7 +128,8 @@ pub enum ForwardKernel {
     /// measured on a GPU); above it the kernel that measured fastest on an NVIDIA H200 there
     /// (benches/README.md): one-sided, except on a
     /// device whose workgroup memory is too small for it (n ≥ 59 under wgpu's default 16 KiB),
-    /// where the two-sided kernel runs instead. The default.
+    /// where the two-sided kernel runs instead, and the tridiagonal kernel where neither fits
+    /// (n ≥ 62 there). The default.
     Auto,
     /// One-sided (Hestenes) Jacobi on `A + σI` (`shaders/hestenes.wgsl`): each invocation keeps
     /// two columns in registers and passes one on per round through workgroup memory, with one
@@ -163,8 +166,10 @@ pub enum ForwardKernel {
     /// with fewer registers; on Mesa's llvmpipe it ran slower at n = 16 and 32 and faster at 64
     /// (benches/README.md, "v5" to "v5g"; not yet measured on a GPU, so not `Auto`'s choice).
     /// Its eigenvalues-only calls take [`EigvalshKernel::Tridiagonal`] whatever the
-    /// eigenvalues-only choice. Where its workgroup memory does not fit the device (n ≥ 60
-    /// under wgpu's default 16 KiB) the same as [`ForwardKernel::Auto`].
+    /// eigenvalues-only choice. Where not even one matrix's eigenvectors fit the workgroup
+    /// memory for the coalesced output (n ≥ 60 under wgpu's default 16 KiB), they pass through
+    /// the output buffer instead (same results, uncoalesced stores); the kernel fits every
+    /// size on every device.
     Tridiagonal,
 }
 
@@ -516,6 +521,7 @@ impl GpuContext {
             one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
             tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
             tridiagonal_eigh_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigh),
+            two_sided_max_n: max_fitting_n(&inner, Kernel::JacobiEigh),
             two_sided_values_max_n: max_fitting_n(&inner, Kernel::JacobiEigvalsh),
             inner,
             forward: AtomicU8::new(forward as u8),
@@ -538,6 +544,7 @@ impl GpuContext {
             one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
             tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
             tridiagonal_eigh_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigh),
+            two_sided_max_n: max_fitting_n(&inner, Kernel::JacobiEigh),
             two_sided_values_max_n: max_fitting_n(&inner, Kernel::JacobiEigvalsh),
             inner,
         })
@@ -631,15 +638,18 @@ impl GpuContext {
     /// [`ForwardKernel::Registers`] above [`REGISTERS_MAX_N`] resolved as `Auto`). Auto's
     /// one-sided kernel needs more workgroup memory than the two-sided one at the largest
     /// sizes; on a device that cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto`
-    /// takes the two-sided kernel.
+    /// takes the two-sided kernel, and where that does not fit either (n ≥ 62 there) the
+    /// tridiagonal kernel, which fits every size.
     pub fn forward_kernel_for(&self, n: usize) -> ForwardKernel {
         let auto = |n: usize| {
             if n <= REGISTERS_MAX_N {
                 ForwardKernel::Registers
-            } else if n > self.one_sided_max_n {
+            } else if n <= self.one_sided_max_n {
+                ForwardKernel::OneSided
+            } else if n <= self.two_sided_max_n || n > self.tridiagonal_eigh_max_n {
                 ForwardKernel::TwoSided
             } else {
-                ForwardKernel::OneSided
+                ForwardKernel::Tridiagonal
             }
         };
         match self.forward_kernel() {

@@ -294,23 +294,34 @@ pub fn plan(
             let per_matrix = WORD * (3 * 4 * r4 + 6 + n + if vectors { 4 * ql } else { 0 });
             let staged = if vectors { WORD * n * np } else { WORD };
             let fixed = ALIGN_SLACK + WORD * if vectors { 1 } else { 1 + 4 * ql };
-            let bytes_for = |mats: u32, stage: u32| per_matrix * mats + staged * stage + fixed;
+            // Stage 0: no staging (UNSTAGED, the one word of qsh still declared).
+            let bytes_for = |mats: u32, stage: u32| {
+                per_matrix * mats + if stage == 0 { WORD } else { staged * stage } + fixed
+            };
             // With eigenvectors up to 256 invocations by default (`JacobiKnobs::workgroup`), so
             // that the chains of as many matrices as fit share one warp (the chains are the
-            // QL's sequential part); the staging takes as many of them per pass as then fit.
+            // QL's sequential part); the staging takes as many of them per pass as then fit,
+            // and where not even one matrix's staging fits (n ≥ 60 under 16 KiB), none.
             let target = match knobs.map_or(0, |k| k.workgroup) {
                 0 => MAX_WORKGROUP,
                 w => w.min(MAX_WORKGROUP),
             };
-            let mut mats = if vectors {
+            let most = if vectors {
                 (target / n).max(1)
             } else {
                 (TARGET_WORKGROUP / n).max(1)
             };
-            while mats > 1 && bytes_for(mats, 1) > workgroup_limit {
+            let unstaged = vectors && bytes_for(1, 1) > workgroup_limit;
+            let least_stage = u32::from(!unstaged);
+            let mut mats = most;
+            while mats > 1 && bytes_for(mats, least_stage) > workgroup_limit {
                 mats -= 1;
             }
-            let mut stage = if vectors { mats } else { 1 };
+            let mut stage = if vectors && !unstaged {
+                mats
+            } else {
+                least_stage
+            };
             while stage > 1 && bytes_for(mats, stage) > workgroup_limit {
                 stage -= 1;
             }
@@ -330,9 +341,10 @@ pub fn plan(
                 let budget = u64::from(knobs.max_sweeps) * u64::from(n * (n - 1) / 2);
                 constants.extend([
                     ("NP", np as f64),
-                    ("STAGE", stage as f64),
-                    ("PASSES", mats.div_ceil(stage) as f64),
-                    ("Q_LEN", (stage * n * np) as f64),
+                    ("UNSTAGED", if unstaged { 1.0 } else { 0.0 }),
+                    ("STAGE", stage.max(1) as f64),
+                    ("PASSES", mats.div_ceil(stage.max(1)) as f64),
+                    ("Q_LEN", (stage * n * np).max(1) as f64),
                     ("QL_MATS", mats as f64),
                     ("MAX_ROT", budget.min(u64::from(u32::MAX)) as f64),
                     ("TOL", knobs.rel_threshold as f64),

@@ -99,6 +99,31 @@ pub fn gpu_eigvalsh_kernel(kernel: EigvalshKernel) -> Option<&'static GpuContext
     found.map(|(_, c)| c)
 }
 
+/// A new context (each test its own, so that its kernel choices are its own) on a device with
+/// wgpu's default limits (16 KiB of workgroup memory), as an application that shares its own
+/// device might make, on the adapter `gpu()` found; its kernel choices are the defaults
+/// (`Auto`) whatever the environment says. `None` (after `gpu()`'s skip or failure) without an
+/// adapter.
+pub fn gpu_default_limits() -> Option<GpuContext> {
+    gpu()?;
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("the adapter gpu() found");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+            .expect("a device with the default limits");
+    assert_eq!(
+        device.limits().max_compute_workgroup_storage_size,
+        16 * 1024
+    );
+    let ctx = GpuContext::from_device(device, queue).expect("a context on that device");
+    ctx.set_forward_kernel(ForwardKernel::Auto);
+    ctx.set_eigvalsh_kernel(EigvalshKernel::Auto);
+    Some(ctx)
+}
+
 /// Rounds test data to f32 (what the GPU sees), kept in f64 for the CPU reference.
 pub fn round_f32(a: &[f64]) -> Vec<f64> {
     a.iter().map(|&x| x as f32 as f64).collect()
