@@ -12,20 +12,23 @@
 // in distinct bank groups (matrices that share a warp, at n ≤ 12, may meet in one). The host
 // prepends `const T: u32` (⌈N/4⌉) and `const SV: u32`.
 //
-// V lives in workgroup memory (buffer SRC_V); a second N×N buffer W (an operand staged from
-// global memory, then each intermediate product) too when it fits (W_SHARED), else in the
-// kernel's N×N output buffer `nn_out`, which serves as scratch until its final write (read
-// there as 0 outside the matrix). Staging loads and final writes run over the whole
-// workgroup's matrices at once, so consecutive invocations touch consecutive global
-// addresses. Each kernel declares `values_in`, `vectors_in`, `status_in`, `nn_out` and
-// `params`.
+// V lives in workgroup memory (buffer SRC_V) when it fits (V_SHARED), else it is read where
+// it is, in `vectors_in`; a second N×N buffer W (an operand staged from global memory, then
+// each intermediate product) lives in workgroup memory too when it fits (W_SHARED, only with
+// V_SHARED), else in the kernel's N×N output buffer `nn_out`, which serves as scratch until
+// its final write (read there as 0 outside the matrix). Staging loads and final writes run
+// over the whole workgroup's matrices at once, so consecutive invocations touch consecutive
+// global addresses. Each kernel declares `values_in`, `vectors_in`, `status_in`, `nn_out` and
+// `params`. The host prepends `const SH_T: u32` and `const SH_SV: u32`, the workgroup array's
+// dimensions: T and SV, or 1 and 1 when no buffer lives there (so that it takes no room).
 
 override N: u32;           // matrix size, 1..=MAX_N
 override MATS: u32;        // matrices per workgroup
 override TPM: u32;         // invocations per matrix, T·T
 override WG: u32;          // MATS · TPM
-override W_SHARED: bool;   // W in workgroup memory (else in nn_out)
-override SH_MATS: u32;     // MATS, twice that when W_SHARED
+override V_SHARED: bool;   // V in workgroup memory (else read from vectors_in)
+override W_SHARED: bool;   // W in workgroup memory (else in nn_out); only with V_SHARED
+override SH_MATS: u32;     // MATS per buffer in workgroup memory (at least 1)
 override POLICY: u32;      // degeneracy policy: 0 mask, 1 Lorentzian, 2 propagate
 override MN_LEN: u32;      // MATS · N
 
@@ -34,7 +37,7 @@ const SRC_V: u32 = 0u;
 const SRC_W: u32 = 1u;
 
 // [buffer · MATS + matrix][row block][row in block][vec4 of the row].
-var<workgroup> sh: array<array<array<array<vec4<f32>, SV>, 4>, T>, SH_MATS>;
+var<workgroup> sh: array<array<array<array<vec4<f32>, SH_SV>, 4>, SH_T>, SH_MATS>;
 var<workgroup> lam_sh: array<f32, MN_LEN>;
 // 1 where the matrix is live and its output is valid (status ok), else 0.
 var<workgroup> ok_sh: array<u32, MATS>;
@@ -84,9 +87,9 @@ fn sync_dense() {
     workgroupBarrier();
 }
 
-// Whether buffer `src` lives in workgroup memory (V always; W when W_SHARED).
+// Whether buffer `src` lives in workgroup memory.
 fn in_workgroup(src: u32) -> bool {
-    return src == SRC_V || W_SHARED;
+    return select(W_SHARED, V_SHARED, src == SRC_V);
 }
 
 // Element (r, c) of buffer `src` of matrix m, in workgroup memory.
@@ -104,7 +107,13 @@ fn at(x: Ctx, src: u32, r: u32, c: u32) -> f32 {
     if (in_workgroup(src)) {
         return sh_elem(src, x.mi, r, c);
     }
-    let v = nn_out[(x.g * N + min(r, N - 1u)) * N + min(c, N - 1u)];
+    let e = (x.g * N + min(r, N - 1u)) * N + min(c, N - 1u);
+    var v = 0.0;
+    if (src == SRC_V) {
+        v = vectors_in[e];
+    } else {
+        v = nn_out[e];
+    }
     return select(0.0, v, r < N && c < N);
 }
 
@@ -249,17 +258,19 @@ fn clear_padding(x: Ctx, src: u32) {
 }
 
 // Stages V (and λ) of the workgroup's live matrices, and ok_sh from the forward status;
-// coalesced over the whole workgroup; zeroes the padding of V and, in workgroup memory, of W.
+// coalesced over the whole workgroup; zeroes the padding of V and W in workgroup memory.
 // Follow with a barrier.
 fn load_eigh(x: Ctx) {
-    for (var e = x.lid; e < MATS * N * N; e += WG) {
-        let m = e / (N * N);
-        let q = e % (N * N);
-        if (x.first + m < params.batch) {
-            sh_set(SRC_V, m, q / N, q % N, vectors_in[x.first * N * N + e]);
+    if (V_SHARED) {
+        for (var e = x.lid; e < MATS * N * N; e += WG) {
+            let m = e / (N * N);
+            let q = e % (N * N);
+            if (x.first + m < params.batch) {
+                sh_set(SRC_V, m, q / N, q % N, vectors_in[x.first * N * N + e]);
+            }
         }
+        clear_padding(x, SRC_V);
     }
-    clear_padding(x, SRC_V);
     if (W_SHARED) {
         clear_padding(x, SRC_W);
     }

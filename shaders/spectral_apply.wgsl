@@ -45,6 +45,25 @@ fn spectral_apply(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     }
     workgroupBarrier();
     let f = gemm(x, SRC_V, false, SRC_V, true, true);
+    if (!V_SHARED) {
+        // V read where it is: the entries on and above the diagonal go straight out, each
+        // mirrored (NaN where the status is not ok).
+        let ok = x.live && ok_sh[x.mi] != 0u;
+        let nan = bitcast<f32>(params.nan_bits);
+        for (var r = 0u; r < 4u; r++) {
+            let row = tile_row(f, r);
+            let i = tile_i(x, r);
+            for (var c = 0u; c < 4u; c++) {
+                let j = tile_j(x, c);
+                if (x.live && i <= j && j < N) {
+                    let v = select(nan, row[c], ok);
+                    nn_out[(x.g * N + i) * N + j] = v;
+                    nn_out[(x.g * N + j) * N + i] = v;
+                }
+            }
+        }
+        return;
+    }
     workgroupBarrier();
     put_tile(x, f, SRC_V, true);
     workgroupBarrier();

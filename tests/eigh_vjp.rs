@@ -122,6 +122,38 @@ fn check_vjp(ctx: &GpuContext, name: &str, n: usize) {
 }
 
 #[test]
+fn derivatives_run_at_every_size_under_the_default_limits() {
+    // From n = 61 not even one matrix's V fits wgpu's default 16 KiB of workgroup memory: the
+    // derivative kernels read V from global memory, which changes no arithmetic, so from the
+    // same forward result they equal those of a device where V fits, bit for bit.
+    let (Some(ctx), Some(wide)) = (gpu_default_limits(), gpu()) else {
+        return;
+    };
+    for n in [60usize, 61, 64] {
+        check_vjp(&ctx, "default limits", n);
+        let batch = 3;
+        let a = separated(n, batch, 90 + n as u64);
+        let (g, c) = forward_on(wide, n, &a);
+        let mut rng = Rng::new(2000 + n as u64);
+        let gl = to_f32(&normal(&mut rng, batch * n));
+        let gv = to_f32(&normal(&mut rng, batch * n * n));
+        let da = normal(&mut rng, batch * n * n);
+        let policy = Degeneracy::default();
+        let vjp = |x: &GpuContext| x.eigh_vjp(&g, Some(&gl), Some(&gv), policy).unwrap();
+        assert_eq!(vjp(&ctx), vjp(wide), "n={n}: VJP");
+        let values_only = |x: &GpuContext| x.eigvalsh_vjp(&g, &gl).unwrap();
+        assert_eq!(values_only(&ctx), values_only(wide), "n={n}");
+        let jvp = |x: &GpuContext| x.eigh_jvp(&g, &to_f32(&da), policy).unwrap();
+        let (x, y) = (jvp(&ctx), jvp(wide));
+        assert_eq!(x.values_dot, y.values_dot, "n={n}: λ̇");
+        assert_eq!(x.vectors_dot, y.vectors_dot, "n={n}: V̇");
+        let cy = cpu::eigh_jvp(&c, &da, policy).unwrap();
+        let e = rel_err(&x.vectors_dot, &cy.vectors_dot);
+        assert!(e <= DERIVATIVE_TOL, "n={n}: V̇ rel err {e:e}");
+    }
+}
+
+#[test]
 fn jvp_matches_cpu_for_every_size() {
     for n in SIZES {
         let batch = if n >= 48 { 3 } else { 5 };

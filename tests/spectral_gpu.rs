@@ -4,6 +4,7 @@
 
 mod gpu_support;
 
+use eigrad::gpu::GpuContext;
 use eigrad::samples::{self, Rng};
 use eigrad::spectral::SpectralFn;
 use eigrad::{cpu, EighOptions, Status};
@@ -51,37 +52,55 @@ fn spd(n: usize, batch: usize, seed: u64) -> Vec<(&'static str, Vec<f64>)> {
 fn spectral_functions_and_vjps_match_cpu() {
     let Some(ctx) = gpu() else { return };
     for n in [1usize, 2, 3, 5, 8, 16, 33, 64] {
-        let batch = if n >= 33 { 2 } else { 4 };
-        for (family, a) in spd(n, batch, 300 + n as u64) {
-            let mut rng = Rng::new(n as u64);
-            let g: Vec<f64> = (0..a.len()).map(|_| rng.normal() as f32 as f64).collect();
-            for f in FUNCTIONS {
-                let opts = EighOptions::default();
-                let x = ctx.spectral(&to_f32(&a), n, f, &opts).unwrap();
-                let y = cpu::spectral(&a, n, f, &opts).unwrap();
-                assert!(x.eig.all_ok(), "{family} n={n} {f:?}: {:?}", x.eig.status);
-                let nn = n * n;
-                for b in 0..batch {
-                    let r = b * nn..(b + 1) * nn;
-                    let e = rel_err(&x.values[r.clone()], &y.values[r]);
-                    assert!(
-                        e <= TOL,
-                        "{family} n={n} {f:?} matrix {b}: f(A) rel err {e:e}"
-                    );
-                }
-                let gx = ctx.spectral_vjp(&x, &to_f32(&g)).unwrap();
-                let gy = cpu::spectral_vjp(&y, &g).unwrap();
-                for b in 0..batch {
-                    let r = b * nn..(b + 1) * nn;
-                    let e = rel_err(&gx[r.clone()], &gy[r]);
-                    assert!(
-                        e <= TOL,
-                        "{family} n={n} {f:?} matrix {b}: VJP rel err {e:e}"
-                    );
-                    assert!(gx[b * nn..(b + 1) * nn].iter().all(|v| v.is_finite()));
-                }
+        check_spectral(ctx, n);
+    }
+}
+
+/// Every spectral function and its VJP on `ctx` against the CPU's at size `n`.
+fn check_spectral(ctx: &GpuContext, n: usize) {
+    let batch = if n >= 33 { 2 } else { 4 };
+    for (family, a) in spd(n, batch, 300 + n as u64) {
+        let mut rng = Rng::new(n as u64);
+        let g: Vec<f64> = (0..a.len()).map(|_| rng.normal() as f32 as f64).collect();
+        for f in FUNCTIONS {
+            let opts = EighOptions::default();
+            let x = ctx.spectral(&to_f32(&a), n, f, &opts).unwrap();
+            let y = cpu::spectral(&a, n, f, &opts).unwrap();
+            assert!(x.eig.all_ok(), "{family} n={n} {f:?}: {:?}", x.eig.status);
+            let nn = n * n;
+            for b in 0..batch {
+                let r = b * nn..(b + 1) * nn;
+                let e = rel_err(&x.values[r.clone()], &y.values[r]);
+                assert!(
+                    e <= TOL,
+                    "{family} n={n} {f:?} matrix {b}: f(A) rel err {e:e}"
+                );
+            }
+            let gx = ctx.spectral_vjp(&x, &to_f32(&g)).unwrap();
+            let gy = cpu::spectral_vjp(&y, &g).unwrap();
+            for b in 0..batch {
+                let r = b * nn..(b + 1) * nn;
+                let e = rel_err(&gx[r.clone()], &gy[r]);
+                assert!(
+                    e <= TOL,
+                    "{family} n={n} {f:?} matrix {b}: VJP rel err {e:e}"
+                );
+                assert!(gx[b * nn..(b + 1) * nn].iter().all(|v| v.is_finite()));
             }
         }
+    }
+}
+
+#[test]
+fn spectral_functions_and_projectors_run_at_every_size_under_the_default_limits() {
+    // From n = 61 not even one matrix's V fits wgpu's default 16 KiB of workgroup memory: the
+    // kernels read V from global memory (and the forward is the tridiagonal kernel's).
+    let Some(ctx) = gpu_default_limits() else {
+        return;
+    };
+    for n in [60usize, 61, 64] {
+        check_spectral(&ctx, n);
+        check_projectors(&ctx, n);
     }
 }
 
@@ -129,32 +148,37 @@ fn paired(n: usize, batch: usize, seed: u64) -> Vec<(&'static str, Vec<f64>)> {
 
 #[test]
 fn projectors_and_their_vjps_match_cpu() {
-    use eigrad::spectral::Projector;
-    use eigrad::Degeneracy;
     let Some(ctx) = gpu() else { return };
     for n in [2usize, 4, 8, 16, 34, 64] {
-        let batch = if n >= 34 { 2 } else { 4 };
-        for (family, a) in paired(n, batch, 500 + n as u64) {
-            let mut rng = Rng::new(n as u64 + 9);
-            let g: Vec<f64> = (0..a.len()).map(|_| rng.normal() as f32 as f64).collect();
-            for sel in [
-                Projector::Lowest(2),
-                Projector::Highest(n - 2),
-                Projector::Highest(n),
-            ] {
-                let opts = EighOptions::default();
-                let x = ctx.projector(&to_f32(&a), n, sel, &opts).unwrap();
-                let y = cpu::projector(&a, n, sel, &opts).unwrap();
-                assert_eq!(x.cut_in_cluster, y.cut_in_cluster, "{family} n={n} {sel:?}");
-                let e = rel_err(&x.values, &y.values);
-                assert!(e <= TOL, "{family} n={n} {sel:?}: P rel err {e:e}");
-                let gx = ctx
-                    .projector_vjp(&x, &to_f32(&g), Degeneracy::default())
-                    .unwrap();
-                let gy = cpu::projector_vjp(&y, &g, Degeneracy::default()).unwrap();
-                let e = rel_err(&gx, &gy);
-                assert!(e <= TOL, "{family} n={n} {sel:?}: VJP rel err {e:e}");
-            }
+        check_projectors(ctx, n);
+    }
+}
+
+/// Projectors (cuts at 2, n − 2 and n) and their VJPs on `ctx` against the CPU's at size `n`.
+fn check_projectors(ctx: &GpuContext, n: usize) {
+    use eigrad::spectral::Projector;
+    use eigrad::Degeneracy;
+    let batch = if n >= 34 { 2 } else { 4 };
+    for (family, a) in paired(n, batch, 500 + n as u64) {
+        let mut rng = Rng::new(n as u64 + 9);
+        let g: Vec<f64> = (0..a.len()).map(|_| rng.normal() as f32 as f64).collect();
+        for sel in [
+            Projector::Lowest(2),
+            Projector::Highest(n - 2),
+            Projector::Highest(n),
+        ] {
+            let opts = EighOptions::default();
+            let x = ctx.projector(&to_f32(&a), n, sel, &opts).unwrap();
+            let y = cpu::projector(&a, n, sel, &opts).unwrap();
+            assert_eq!(x.cut_in_cluster, y.cut_in_cluster, "{family} n={n} {sel:?}");
+            let e = rel_err(&x.values, &y.values);
+            assert!(e <= TOL, "{family} n={n} {sel:?}: P rel err {e:e}");
+            let gx = ctx
+                .projector_vjp(&x, &to_f32(&g), Degeneracy::default())
+                .unwrap();
+            let gy = cpu::projector_vjp(&y, &g, Degeneracy::default()).unwrap();
+            let e = rel_err(&gx, &gy);
+            assert!(e <= TOL, "{family} n={n} {sel:?}: VJP rel err {e:e}");
         }
     }
 }

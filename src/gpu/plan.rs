@@ -33,6 +33,9 @@ pub struct Plan {
     pub mats: u32,
     /// Invocations per matrix.
     pub tpm: u32,
+    /// Whether the first N×N matrix (A for Jacobi, V for the derivatives) lives in workgroup
+    /// memory; otherwise the derivatives read V where it is, in global memory.
+    pub first_shared: bool,
     /// Whether the second N×N matrix (Vᵀ for Jacobi, the work matrix for the derivatives)
     /// lives in workgroup memory; otherwise it lives in a global buffer.
     pub second_shared: bool,
@@ -51,7 +54,9 @@ pub struct Plan {
 impl Plan {
     /// The kernel's WGSL source for this plan.
     pub fn source(&self) -> String {
-        let source = self.kernel.source(self.n, self.subgroups);
+        let source = self
+            .kernel
+            .source(self.n, self.subgroups, self.first_shared);
         if self.writable {
             source.replace("var<storage, read>", "var<storage, read_write>")
         } else {
@@ -192,6 +197,7 @@ pub fn plan(
                 n,
                 mats,
                 tpm,
+                first_shared: true,
                 second_shared: shared,
                 constants,
                 workgroup_bytes: bytes,
@@ -250,6 +256,7 @@ pub fn plan(
                 n,
                 mats,
                 tpm: h,
+                first_shared: true,
                 second_shared: true,
                 constants,
                 workgroup_bytes: bytes,
@@ -273,6 +280,7 @@ pub fn plan(
                 n,
                 mats,
                 tpm: 1,
+                first_shared: true,
                 second_shared: true,
                 constants,
                 workgroup_bytes: 0,
@@ -356,6 +364,7 @@ pub fn plan(
                 n,
                 mats,
                 tpm: n,
+                first_shared: true,
                 second_shared: true,
                 constants,
                 workgroup_bytes: bytes,
@@ -374,19 +383,27 @@ pub fn plan(
             let tiles = n.div_ceil(4);
             let tpm = tiles * tiles;
             let per_buffer = VEC4 * 4 * tiles * odd_stride(tiles);
-            // W in workgroup memory with as many matrices per workgroup as fit (up to the
-            // target); spectral_apply needs no second buffer.
+            // V and W in workgroup memory with as many matrices per workgroup as fit (up to
+            // the target); spectral_apply needs no second buffer. Where not even one matrix's
+            // V fits (n ≥ 61 under 16 KiB), V is read from global memory and W lives there
+            // too, except for the refinement, which rewrites V in place (the workgroup array
+            // then shrinks to four vec4s).
             let second = kernel != Kernel::SpectralApply;
             // Per matrix: λ, the ok flag, and the refinement's prescaling exponent.
             let small = n + 1 + u32::from(kernel == Kernel::EighRefine);
-            let bytes_for =
-                |mats: u32, w: bool| (1 + w as u32) * mats * per_buffer + WORD * mats * small;
+            let bytes_for = |mats: u32, buffers: u32| {
+                buffers * mats * per_buffer
+                    + WORD * mats * small
+                    + 4 * VEC4 * u32::from(buffers == 0)
+            };
             let mut mats = (TARGET_WORKGROUP / tpm).max(1);
-            while mats > 1 && bytes_for(mats, second) > workgroup_limit {
+            let v_shared = kernel == Kernel::EighRefine || bytes_for(1, 1) <= workgroup_limit;
+            while v_shared && mats > 1 && bytes_for(mats, 1 + u32::from(second)) > workgroup_limit {
                 mats /= 2;
             }
-            let shared = second && bytes_for(mats, true) <= workgroup_limit;
-            let bytes = bytes_for(mats, shared);
+            let shared = v_shared && second && bytes_for(mats, 2) <= workgroup_limit;
+            let buffers = u32::from(v_shared) + u32::from(shared);
+            let bytes = bytes_for(mats, buffers);
             fits(n, bytes, workgroup_limit)?;
             let spectral = matches!(kernel, Kernel::SpectralApply | Kernel::SpectralVjp);
             let mut constants = vec![
@@ -394,8 +411,9 @@ pub fn plan(
                 ("MATS", mats as f64),
                 ("TPM", tpm as f64),
                 ("WG", (mats * tpm) as f64),
+                ("V_SHARED", if v_shared { 1.0 } else { 0.0 }),
                 ("W_SHARED", if shared { 1.0 } else { 0.0 }),
-                ("SH_MATS", (if shared { 2 * mats } else { mats }) as f64),
+                ("SH_MATS", (buffers.max(1) * mats) as f64),
                 ("POLICY", policy as f64),
                 ("MN_LEN", (mats * n) as f64),
             ];
@@ -411,6 +429,7 @@ pub fn plan(
                 n,
                 mats,
                 tpm,
+                first_shared: v_shared,
                 second_shared: shared,
                 constants,
                 workgroup_bytes: bytes,
@@ -443,6 +462,7 @@ pub fn plan(
                 n,
                 mats,
                 tpm,
+                first_shared: true,
                 second_shared: false,
                 constants,
                 workgroup_bytes: bytes,

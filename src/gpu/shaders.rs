@@ -228,8 +228,10 @@ impl Kernel {
     }
 
     /// The assembled WGSL module of this kernel for matrix size `n`, exchanging data through
-    /// subgroup operations (`subgroups`, one-sided kernels only) or workgroup memory.
-    pub fn source(self, n: u32, subgroups: bool) -> String {
+    /// subgroup operations (`subgroups`, one-sided kernels only) or workgroup memory; the
+    /// derivative kernels' (dense.wgsl's) workgroup array sized for their N×N buffers when
+    /// `dense_shared`, else to one vec4 per matrix (no buffer lives there).
+    pub fn source(self, n: u32, subgroups: bool, dense_shared: bool) -> String {
         let one_sided = matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh);
         let subgroups = subgroups && one_sided;
         // The kernels that keep vectors in named vec4 registers, written out by `unroll`.
@@ -246,6 +248,10 @@ impl Kernel {
             // dense.wgsl's tiles per dimension and the row stride of its buffers, in vec4s.
             let sv = super::plan::odd_stride(r4);
             s.push_str(&format!("const T: u32 = {r4}u;\nconst SV: u32 = {sv}u;\n"));
+            let (sh_t, sh_sv) = if dense_shared { (r4, sv) } else { (1, 1) };
+            s.push_str(&format!(
+                "const SH_T: u32 = {sh_t}u;\nconst SH_SV: u32 = {sh_sv}u;\n"
+            ));
         }
         let registers = matches!(
             self,
@@ -429,7 +435,7 @@ mod tests {
                 Kernel::TridiagonalEigvalsh,
                 Kernel::TridiagonalEigh,
             ] {
-                let s = k.source(n, sg);
+                let s = k.source(n, sg, true);
                 for l in s.lines().map(str::trim) {
                     assert!(!l.starts_with("//@"), "n={n}: marker line {l}");
                     assert!(l.starts_with("//") || !l.contains('$'), "n={n}: {l}");
