@@ -27,6 +27,15 @@ var<workgroup> norm_sh: array<f32, MATS>;
 var<workgroup> iters_sh: array<u32, MATS>;
 var<workgroup> running: atomic<u32>;
 var<workgroup> go: u32;
+var<workgroup> scale_sh: array<i32, MATS>;
+
+// Without A_SHARED the matrix is read from matrix_out (the symmetric matrix as stored, scaled
+// here as a_sh would hold it: the same values) and never written there again.
+fn a_global(mi: u32, g: u32, r: u32, c: u32) -> f32 {
+    return ldexp(matrix_out[(g * N + r) * N + c], -scale_sh[mi]);
+}
+
+fn a_global_set(g: u32, r: u32, c: u32, x: f32) {}
 
 @compute @workgroup_size(WG)
 fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -52,15 +61,21 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
             matrix_out[base + e] = raw;
             x = admit(&seen, raw);
         }
-        a_sh[pa(mi, r, c)] = x;
+        if (A_SHARED) {
+            a_sh[pa(mi, r, c)] = x;
+        }
     }
     admit_flush(mi, seen);
-    workgroupBarrier();
+    sync_a();
     let bad = admitted_bad(mi);
     let scale_exp = admitted_exponent(mi);
-    for (var e = t; e < N * N; e += TPM) {
-        let idx = pa(mi, e / N, e % N);
-        a_sh[idx] = ldexp(a_sh[idx], -scale_exp);
+    if (A_SHARED) {
+        for (var e = t; e < N * N; e += TPM) {
+            let idx = pa(mi, e / N, e % N);
+            a_sh[idx] = ldexp(a_sh[idx], -scale_exp);
+        }
+    } else if (t == 0u) {
+        scale_sh[mi] = scale_exp;
     }
     // The CPU reference's start vector, normalised.
     for (var i = t; i < N; i += TPM) {
@@ -87,7 +102,7 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
             for (var i = t; i < N; i += TPM) {
                 var s = 0.0;
                 for (var k = 0u; k < N; k++) {
-                    s += a_sh[pa(mi, i, k)] * v_sh[mi * N + k];
+                    s += a_get(mi, g, i, k) * v_sh[mi * N + k];
                 }
                 y_sh[mi * N + i] = s;
             }

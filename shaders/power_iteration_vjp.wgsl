@@ -24,6 +24,15 @@
 
 var<workgroup> failed: array<u32, MATS>;
 
+// Without A_SHARED the Cholesky factor lives in Ā's place until the output overwrites it.
+fn a_global(mi: u32, g: u32, r: u32, c: u32) -> f32 {
+    return grad_out[(g * N + r) * N + c];
+}
+
+fn a_global_set(g: u32, r: u32, c: u32, x: f32) {
+    grad_out[(g * N + r) * N + c] = x;
+}
+
 @compute @workgroup_size(WG)
 fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let mi = lid / TPM;
@@ -58,33 +67,34 @@ fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workg
             } else if (i != j) {
                 m = 0.0;
             }
-            a_sh[pa(mi, i, j)] = m;
+            a_set(mi, g, live, i, j, m);
         }
-        workgroupBarrier();
+        sync_a();
         // Right-looking Cholesky, one column per step.
         let min_pivot = params.tol * abs(lambda);
         for (var j = 0u; j < N; j++) {
             if (t == 0u) {
-                let d = a_sh[pa(mi, j, j)];
+                let d = a_get(mi, g, j, j);
                 if (!(d > min_pivot) && live) {
                     failed[mi] = 1u;
                 }
-                a_sh[pa(mi, j, j)] = sqrt(select(1.0, d, d > 0.0));
+                a_set(mi, g, live, j, j, sqrt(select(1.0, d, d > 0.0)));
             }
-            workgroupBarrier();
+            sync_a();
             for (var i = j + 1u + t; i < N; i += TPM) {
-                a_sh[pa(mi, i, j)] /= a_sh[pa(mi, j, j)];
+                a_set(mi, g, live, i, j, a_get(mi, g, i, j) / a_get(mi, g, j, j));
             }
-            workgroupBarrier();
+            sync_a();
             let m = N - j - 1u;
             for (var e = t; e < m * m; e += TPM) {
                 let i = j + 1u + e / m;
                 let k = j + 1u + e % m;
                 if (k <= i) {
-                    a_sh[pa(mi, i, k)] -= a_sh[pa(mi, i, j)] * a_sh[pa(mi, k, j)];
+                    let x = a_get(mi, g, i, k) - a_get(mi, g, i, j) * a_get(mi, g, k, j);
+                    a_set(mi, g, live, i, k, x);
                 }
             }
-            workgroupBarrier();
+            sync_a();
         }
         // w = sign(λ)(v̄ − (vᵀv̄)v), then L Lᵀ w = rhs, then w ← w − (wᵀv)v.
         if (live && t == 0u) {
@@ -95,17 +105,17 @@ fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workg
             for (var i = 0u; i < N; i++) {
                 var s = sgn * (grad_vector[g * N + i] - vv * v_sh[mi * N + i]);
                 for (var k = 0u; k < i; k++) {
-                    s -= a_sh[pa(mi, i, k)] * y_sh[mi * N + k];
+                    s -= a_get(mi, g, i, k) * y_sh[mi * N + k];
                 }
-                y_sh[mi * N + i] = s / a_sh[pa(mi, i, i)];
+                y_sh[mi * N + i] = s / a_get(mi, g, i, i);
             }
             for (var r = 0u; r < N; r++) {
                 let i = N - 1u - r;
                 var s = y_sh[mi * N + i];
                 for (var k = i + 1u; k < N; k++) {
-                    s -= a_sh[pa(mi, k, i)] * y_sh[mi * N + k];
+                    s -= a_get(mi, g, k, i) * y_sh[mi * N + k];
                 }
-                y_sh[mi * N + i] = s / a_sh[pa(mi, i, i)];
+                y_sh[mi * N + i] = s / a_get(mi, g, i, i);
             }
             var wv = 0.0;
             for (var i = 0u; i < N; i++) {
@@ -116,7 +126,8 @@ fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workg
             }
         }
     }
-    workgroupBarrier();
+    // Every read of the factor before Ā overwrites it.
+    sync_a();
     if (live) {
         let ok = status_in[g] == 0u && failed[mi] == 0u;
         let nan = bitcast<f32>(params.nan_bits);

@@ -245,48 +245,91 @@ fn extreme_eigenvalues_match_cpu_including_exact_ties() {
 
 #[test]
 fn power_iteration_and_its_implicit_vjp_match_cpu() {
-    use eigrad::spectral::PowerIterationOptions;
     let Some(ctx) = gpu() else { return };
     for n in [1usize, 2, 5, 16, 40, 64] {
-        let batch = 4;
-        let mut rng = Rng::new(900 + n as u64);
-        let mut a = Vec::new();
-        for b in 0..batch {
-            // Dominant eigenvalue ±2n, the rest in [−n, n]: |λ|/gap ≤ 2.
-            let sign = if b % 2 == 0 { 1.0 } else { -1.0 };
-            let s: Vec<f64> = (0..n)
-                .map(|k| {
-                    if k == 0 {
-                        sign * 2.0 * n as f64
-                    } else {
-                        (2.0 * rng.uniform() - 1.0) * n as f64
-                    }
-                })
-                .collect();
-            a.extend(samples::with_spectrum(&mut rng, &s));
-        }
-        let a = round_f32(&a);
-        let opts = PowerIterationOptions::default();
-        let x = ctx.power_iteration(&to_f32(&a), n, &opts).unwrap();
-        let y = cpu::power_iteration(&a, n, &opts).unwrap();
-        assert!(x.status.iter().all(|s| s.is_ok()), "n={n}: {:?}", x.status);
-        // The f32 stopping tolerance 32·eps·√n bounds the vector error by about tol·|λ|/gap.
-        let tol = 2.0 * 32.0 * f32::EPSILON as f64 * (n as f64).sqrt() * 2.0;
-        for b in 0..batch {
-            let dl = (x.value[b] as f64 - y.value[b]).abs() / y.value[b].abs();
-            assert!(dl <= tol, "n={n} matrix {b}: λ rel err {dl:e} > {tol:e}");
-        }
-        let ev = rel_err(&x.vector, &y.vector);
-        assert!(ev <= tol, "n={n}: vector rel err {ev:e} > {tol:e}");
-        let gl: Vec<f64> = (0..batch).map(|_| rng.normal() as f32 as f64).collect();
-        let gv: Vec<f64> = (0..batch * n).map(|_| rng.normal() as f32 as f64).collect();
-        let gx = ctx
-            .power_iteration_vjp(&x, Some(&to_f32(&gl)), Some(&to_f32(&gv)))
-            .unwrap();
-        let gy = cpu::power_iteration_vjp(&y, Some(&gl), Some(&gv)).unwrap();
-        let e = rel_err(&gx, &gy);
-        assert!(e <= 4.0 * tol, "n={n}: VJP rel err {e:e} > {:e}", 4.0 * tol);
+        check_power_iteration(ctx, n);
     }
+}
+
+#[test]
+fn power_iteration_runs_at_every_size_under_the_default_limits() {
+    // From n = 63 not even one matrix fits wgpu's default 16 KiB of workgroup memory: both
+    // kernels keep it in global memory instead, which changes no arithmetic, so they equal a
+    // device where it fits, bit for bit (NaN outputs of the poisoned matrix included).
+    let (Some(ctx), Some(wide)) = (gpu_default_limits(), gpu()) else {
+        return;
+    };
+    use eigrad::spectral::PowerIterationOptions;
+    for n in [62usize, 63, 64] {
+        check_power_iteration(&ctx, n);
+        let mut a = power_inputs(n, 5, 950 + n as u64);
+        a[3 * n * n + 7] = f32::NAN;
+        let opts = PowerIterationOptions::default();
+        let (x, y) = (
+            ctx.power_iteration(&a, n, &opts).unwrap(),
+            wide.power_iteration(&a, n, &opts).unwrap(),
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(x.status, y.status, "n={n}");
+        assert_eq!(bits(&x.value), bits(&y.value), "n={n}");
+        assert_eq!(bits(&x.vector), bits(&y.vector), "n={n}");
+        let gl = vec![0.5f32; 5];
+        let gv: Vec<f32> = (0..5 * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        let vjp = |c: &GpuContext| c.power_iteration_vjp(&x, Some(&gl), Some(&gv)).unwrap();
+        assert_eq!(bits(&vjp(&ctx)), bits(&vjp(wide)), "n={n}: VJP");
+    }
+}
+
+/// `batch` matrices whose dominant eigenvalue is ±2n, the rest in [−n, n] (|λ|/gap ≤ 2),
+/// rounded to f32.
+fn power_inputs(n: usize, batch: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut a = Vec::new();
+    for b in 0..batch {
+        let sign = if b % 2 == 0 { 1.0 } else { -1.0 };
+        let s: Vec<f64> = (0..n)
+            .map(|k| {
+                if k == 0 {
+                    sign * 2.0 * n as f64
+                } else {
+                    (2.0 * rng.uniform() - 1.0) * n as f64
+                }
+            })
+            .collect();
+        a.extend(samples::with_spectrum(&mut rng, &s));
+    }
+    to_f32(&a)
+}
+
+/// Power iteration and its implicit VJP on `ctx` against the CPU's at size `n`.
+fn check_power_iteration(ctx: &GpuContext, n: usize) {
+    use eigrad::spectral::PowerIterationOptions;
+    let batch = 4;
+    let a: Vec<f64> = power_inputs(n, batch, 900 + n as u64)
+        .iter()
+        .map(|&x| x as f64)
+        .collect();
+    let mut rng = Rng::new(1900 + n as u64);
+    let opts = PowerIterationOptions::default();
+    let x = ctx.power_iteration(&to_f32(&a), n, &opts).unwrap();
+    let y = cpu::power_iteration(&a, n, &opts).unwrap();
+    assert!(x.status.iter().all(|s| s.is_ok()), "n={n}: {:?}", x.status);
+    // The f32 stopping tolerance 32·eps·√n bounds the vector error by about tol·|λ|/gap.
+    let tol = 2.0 * 32.0 * f32::EPSILON as f64 * (n as f64).sqrt() * 2.0;
+    for b in 0..batch {
+        let dl = (x.value[b] as f64 - y.value[b]).abs() / y.value[b].abs();
+        assert!(dl <= tol, "n={n} matrix {b}: λ rel err {dl:e} > {tol:e}");
+    }
+    let ev = rel_err(&x.vector, &y.vector);
+    assert!(ev <= tol, "n={n}: vector rel err {ev:e} > {tol:e}");
+    let gl: Vec<f64> = (0..batch).map(|_| rng.normal() as f32 as f64).collect();
+    let gv: Vec<f64> = (0..batch * n).map(|_| rng.normal() as f32 as f64).collect();
+    let gx = ctx
+        .power_iteration_vjp(&x, Some(&to_f32(&gl)), Some(&to_f32(&gv)))
+        .unwrap();
+    let gy = cpu::power_iteration_vjp(&y, Some(&gl), Some(&gv)).unwrap();
+    let e = rel_err(&gx, &gy);
+    assert!(e <= 4.0 * tol, "n={n}: VJP rel err {e:e} > {:e}", 4.0 * tol);
 }
 
 #[test]

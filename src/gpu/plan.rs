@@ -440,8 +440,11 @@ pub fn plan(
         Kernel::PowerIteration | Kernel::PowerIterationVjp => {
             let tpm = n.next_power_of_two();
             let mats = (TARGET_WORKGROUP / tpm).max(1);
-            let a_len = mats * n * odd_stride(n);
-            let bytes = WORD * (a_len + 2 * mats * n + 8 * mats + 2);
+            // The matrix in workgroup memory where it fits (else in global memory: power.wgsl).
+            let bytes_for = |a_len: u32| WORD * (a_len + 2 * mats * n + 8 * mats + 2);
+            let shared = bytes_for(mats * n * odd_stride(n)) <= workgroup_limit;
+            let a_len = if shared { mats * n * odd_stride(n) } else { 1 };
+            let bytes = bytes_for(a_len);
             fits(n, bytes, workgroup_limit)?;
             let mut constants = vec![
                 ("N", n as f64),
@@ -449,6 +452,7 @@ pub fn plan(
                 ("TPM", tpm as f64),
                 ("WG", (mats * tpm) as f64),
                 ("STRIDE", odd_stride(n) as f64),
+                ("A_SHARED", if shared { 1.0 } else { 0.0 }),
                 ("A_LEN", a_len as f64),
                 ("MN_LEN", (mats * n) as f64),
             ];
@@ -462,7 +466,7 @@ pub fn plan(
                 n,
                 mats,
                 tpm,
-                first_shared: true,
+                first_shared: shared,
                 second_shared: false,
                 constants,
                 workgroup_bytes: bytes,
