@@ -237,16 +237,7 @@ fn eigh_on_cpu_writes_eigenvalues_eigenvectors_and_int32_status_with_the_batch_s
     let input = dir.path().join("a.npy");
     write_npy(&input, &[2, 3, 4, 4], &a);
     let out = dir.path().join("out");
-    cli(&[
-        "eigh",
-        "--input",
-        &p(&input),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ])
-    .assert_ok();
+    eigh_cpu(&input, &out, &[]).assert_ok();
 
     let want = cpu::tridiagonal_eigh(&a, N, &EighOptions::default()).unwrap();
     let w = read_floats(&out.join("eigenvalues.npy"));
@@ -326,16 +317,7 @@ fn eigh_reads_float16_and_float32_inputs_and_honours_the_output_dtype() {
 
     // float16 in, default (float64 on the CPU) out: exactly the library's result on the f16 data.
     let out = dir.path().join("o16");
-    cli(&[
-        "eigh",
-        "--input",
-        &p(&in16),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ])
-    .assert_ok();
+    eigh_cpu(&in16, &out, &[]).assert_ok();
     let want = cpu::tridiagonal_eigh(&a16, N, &opts).unwrap();
     let w = read_floats(&out.join("eigenvalues.npy"));
     assert_eq!(w.descr, "'<f8'");
@@ -454,16 +436,7 @@ fn eigh_of_a_single_matrix_writes_vector_eigenvalues_and_a_scalar_status() {
     let input = dir.path().join("a.npy");
     write_npy(&input, &[3, 3], &a);
     let out = dir.path().join("out");
-    cli(&[
-        "eigh",
-        "--input",
-        &p(&input),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ])
-    .assert_ok();
+    eigh_cpu(&input, &out, &[]).assert_ok();
     assert_eq!(read_floats(&out.join("eigenvalues.npy")).shape, vec![3]);
     assert_eq!(read_floats(&out.join("eigenvectors.npy")).shape, vec![3, 3]);
     assert_eq!(read_i32(&out.join("status.npy")), (vec![], vec![0]));
@@ -477,15 +450,7 @@ fn a_non_finite_matrix_gets_status_1_and_nan_outputs_without_failing_the_batch()
     let input = dir.path().join("a.npy");
     write_npy(&input, &[3, 4, 4], &a);
     let out = dir.path().join("out");
-    let r = cli(&[
-        "eigh",
-        "--input",
-        &p(&input),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ]);
+    let r = eigh_cpu(&input, &out, &[]);
     r.assert_ok();
     assert!(r.stderr.contains("warning:"), "{}", r.stderr);
     assert_eq!(read_i32(&out.join("status.npy")).1, vec![0, 1, 0]);
@@ -504,16 +469,7 @@ fn eigh_creates_a_missing_out_dir() {
         &samples::random_symmetric(&mut Rng::new(7), N, 1),
     );
     let out = dir.path().join("x/y/z");
-    cli(&[
-        "eigh",
-        "--input",
-        &p(&input),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ])
-    .assert_ok();
+    eigh_cpu(&input, &out, &[]).assert_ok();
     assert_eq!(
         listing(&out),
         ["eigenvalues.npy", "eigenvectors.npy", "status.npy"]
@@ -1059,15 +1015,7 @@ fn a_failure_while_writing_leaves_no_partial_outputs() {
     // status.npy must not appear either, and no temporary may remain.
     let out = dir.path().join("out");
     std::fs::create_dir_all(out.join("eigenvectors.npy/keep")).unwrap();
-    let r = cli(&[
-        "eigh",
-        "--input",
-        &p(&input),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ]);
+    let r = eigh_cpu(&input, &out, &[]);
     r.assert_error("eigenvectors.npy");
     assert_eq!(listing(&out), ["eigenvectors.npy"]);
     // An --output in a directory that does not exist.
@@ -1085,6 +1033,89 @@ fn a_failure_while_writing_leaves_no_partial_outputs() {
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(!dir.path().join("nowhere").exists());
+    // Earlier outputs in place, and status.npy a directory: the command fails before it
+    // replaces anything (it used to replace the first two, then delete them).
+    let out = dir.path().join("out2");
+    std::fs::create_dir_all(out.join("status.npy/keep")).unwrap();
+    for name in ["eigenvalues.npy", "eigenvectors.npy"] {
+        std::fs::write(out.join(name), "OLD").unwrap();
+    }
+    let r = eigh_cpu(&input, &out, &[]);
+    r.assert_error("status.npy: it is a directory");
+    assert_eq!(
+        listing(&out),
+        ["eigenvalues.npy", "eigenvectors.npy", "status.npy"]
+    );
+    for name in ["eigenvalues.npy", "eigenvectors.npy"] {
+        assert_eq!(std::fs::read_to_string(out.join(name)).unwrap(), "OLD");
+    }
+    // The same for the spectral command's two outputs.
+    let f = dir.path().join("f.npy");
+    std::fs::write(&f, "OLD").unwrap();
+    spectral_exp(&input, &p(&f), Some(&out)).assert_error("is a directory");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "OLD");
+    // An --out-dir that is a file.
+    let r = eigh_cpu(&input, &f, &[]);
+    r.assert_error("is not a directory");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "OLD");
+}
+
+/// `eigrad eigh` of `input` on the CPU into `out`, with the `extra` arguments.
+fn eigh_cpu(input: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["eigh".to_string(), "--input".into(), p(input)];
+    args.extend(["--out-dir".into(), p(out), "--device".into(), "cpu".into()]);
+    args.extend(extra.iter().map(|x| x.to_string()));
+    cli(&args)
+}
+
+/// `eigrad spectral --function exp` of `input` on the CPU into `output`, and with `--grad input
+/// --grad-output G` where `grad_output` is given.
+fn spectral_exp(input: &Path, output: &str, grad_output: Option<&Path>) -> Run {
+    let mut args: Vec<String> = ["spectral", "--function", "exp", "--device", "cpu"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--input".into(), p(input), "--output".into(), output.into()]);
+    if let Some(g) = grad_output {
+        args.extend(["--grad".into(), p(input), "--grad-output".into(), p(g)]);
+    }
+    cli(&args)
+}
+
+#[test]
+fn outputs_naming_one_file_twice_are_refused_and_links_are_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.npy");
+    let a = samples::random_symmetric(&mut Rng::new(20), N, 2);
+    write_npy(&input, &[2, 4, 4], &a);
+    // The same file spelt two ways.
+    let f = dir.path().join("f.npy");
+    let again = dir.path().join(".").join("f.npy");
+    spectral_exp(&input, &p(&f), Some(&again)).assert_error("are the same file");
+    assert!(!f.exists());
+    // An output that is a symbolic link: the file it points to gets the result, the link stays.
+    let target = dir.path().join("target.npy");
+    std::fs::write(&target, "OLD").unwrap();
+    let link = dir.path().join("link.npy");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let r = spectral_exp(&input, &p(&link), None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(read_floats(&target).shape, [2, 4, 4]);
+    // A device file cannot take the temporary-then-rename write.
+    spectral_exp(&input, "/dev/null", None).assert_error("not a regular file");
+    // --values-only next to an earlier run's eigenvectors: a warning.
+    let out = dir.path().join("out");
+    assert_eq!(eigh_cpu(&input, &out, &[]).code, 0);
+    let r = eigh_cpu(&input, &out, &["--values-only"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("eigenvectors.npy is from an earlier run"),
+        "{}",
+        r.stderr
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1617,16 +1648,7 @@ fn big_endian_input_and_an_empty_batch_are_read() {
     let payload: Vec<u8> = a.iter().flat_map(|x| x.to_be_bytes()).collect();
     write_raw(&input, ">f8", &[2, 4, 4], &payload);
     let out = dir.path().join("out");
-    cli(&[
-        "eigh",
-        "--input",
-        &p(&input),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ])
-    .assert_ok();
+    eigh_cpu(&input, &out, &[]).assert_ok();
     let want = cpu::tridiagonal_eigh(&a, N, &EighOptions::default()).unwrap();
     assert_close(
         &read_floats(&out.join("eigenvalues.npy")).data,
@@ -1639,16 +1661,7 @@ fn big_endian_input_and_an_empty_batch_are_read() {
     let empty = dir.path().join("empty.npy");
     write_npy::<f32>(&empty, &[0, 4, 4], &[]);
     let out = dir.path().join("out-empty");
-    cli(&[
-        "eigh",
-        "--input",
-        &p(&empty),
-        "--out-dir",
-        &p(&out),
-        "--device",
-        "cpu",
-    ])
-    .assert_ok();
+    eigh_cpu(&empty, &out, &[]).assert_ok();
     assert_eq!(read_floats(&out.join("eigenvalues.npy")).shape, vec![0, 4]);
     assert_eq!(
         read_floats(&out.join("eigenvectors.npy")).shape,

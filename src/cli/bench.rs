@@ -26,13 +26,12 @@
 
 use super::args::BenchArgs;
 use super::device::{Devices, Eig, Engine};
-use super::error::{fail, CliResult};
-use super::npy::{Floats, Outputs};
+use super::error::{CliError, CliResult};
+use super::npy::{self, Floats, Outputs};
 use super::progress;
 use eigrad::gpu::{EigvalshKernel, GpuContext, GpuTensor, MAX_N};
 use eigrad::samples::{self, Rng};
 use eigrad::{Degeneracy, EighOptions, Vectors};
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -617,17 +616,8 @@ fn table_row(device: &str, n: usize, batch: usize, row: &[Sample], col: Column) 
 /// `eigrad bench`.
 pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
     if let Some(path) = &args.json {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            fail!(
-                "--json {}: directory {} does not exist",
-                path.display(),
-                dir.display()
-            );
-        }
+        // Before the (long) run, not after it.
+        npy::check_dest(path).map_err(|e| CliError(format!("--json: {}", e.0)))?;
     }
     let devices = Devices::open(args.device, &args.n)?;
     let mut plan: Vec<(Engine<'_>, usize)> = Vec::new();

@@ -8,6 +8,7 @@ use super::hostbuf::HostBuf;
 use super::npy::{self, with_slice, Dtype, Floats, Matrices, Outputs};
 use super::progress;
 use eigrad::{cpu, Degeneracy, EighOptions, Vectors};
+use std::path::{Path, PathBuf};
 
 /// The Lorentzian broadening used when `--degeneracy lorentzian` comes without
 /// `--degeneracy-tol` (in units of eigenvalue squared, as in Liao et al. 2019).
@@ -29,10 +30,37 @@ pub fn degeneracy(kind: DegeneracyArg, tol: Option<f64>) -> CliResult<Degeneracy
     Ok(policy)
 }
 
+/// Checks an `--out-dir` and the outputs `names` in it before any work: an existing path that
+/// is not a directory, or an output that is, is an error now rather than after the computation.
+fn check_out_dir(dir: &Path, names: &[&str]) -> CliResult<()> {
+    if dir.exists() && !dir.is_dir() {
+        fail!("--out-dir {} is not a directory", dir.display());
+    }
+    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    npy::check_outputs(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+}
+
+/// With `--values-only`, a warning when the output directory still holds an
+/// `eigenvectors.npy` (from an earlier run: this one wrote none).
+fn warn_stale_vectors(args: &EighArgs) {
+    let stale = args.out_dir.join("eigenvectors.npy");
+    if args.values_only && stale.exists() {
+        eprintln!(
+            "warning: {} is from an earlier run (--values-only writes no eigenvectors)",
+            stale.display()
+        );
+    }
+}
+
 /// `eigrad eigh`: writes `eigenvalues.npy` (..., n), `eigenvectors.npy` (..., n, n) unless
 /// `--values-only`, and `status.npy` (...) int32 into `--out-dir`.
 pub fn eigh(args: &EighArgs) -> CliResult<()> {
     let a = npy::read_matrices(&args.input)?;
+    let mut names = vec!["eigenvalues.npy", "status.npy"];
+    if !args.values_only {
+        names.push("eigenvectors.npy");
+    }
+    check_out_dir(&args.out_dir, &names)?;
     let devices = Devices::open(args.device, &[a.n])?;
     let engine = devices.engine(a.n);
     let opts = EighOptions {
@@ -70,6 +98,7 @@ pub fn eigh(args: &EighArgs) -> CliResult<()> {
     }
     out.int32(&args.out_dir.join("status.npy"), &a.lead, &codes)?;
     out.commit()?;
+    warn_stale_vectors(args);
     warn_status(eig.status());
     Ok(())
 }
@@ -111,6 +140,7 @@ fn eigh_cpu(args: &EighArgs, a: Matrices, opts: &EighOptions, vectors: Vectors) 
         &codes,
     )?;
     out.commit()?;
+    warn_stale_vectors(args);
     warn_status(&status);
     Ok(())
 }
@@ -118,6 +148,7 @@ fn eigh_cpu(args: &EighArgs, a: Matrices, opts: &EighOptions, vectors: Vectors) 
 /// `eigrad vjp`: recomputes the forward on the device and writes `Ā` (..., n, n).
 pub fn vjp(args: &VjpArgs) -> CliResult<()> {
     let a = npy::read_matrices(&args.input)?;
+    npy::check_outputs(&[&args.output])?;
     let shown = args.input.display();
     let gw = match &args.grad_eigenvalues {
         Some(p) => Some(npy::read_shaped(
@@ -166,6 +197,10 @@ pub fn vjp(args: &VjpArgs) -> CliResult<()> {
 /// `eigrad jvp`: writes `eigenvalues_dot.npy` (..., n) and `eigenvectors_dot.npy` (..., n, n).
 pub fn jvp(args: &JvpArgs) -> CliResult<()> {
     let a = npy::read_matrices(&args.input)?;
+    check_out_dir(
+        &args.out_dir,
+        &["eigenvalues_dot.npy", "eigenvectors_dot.npy"],
+    )?;
     let tangent = npy::read_shaped(
         &args.tangent,
         &a.shape(),
@@ -220,9 +255,9 @@ pub fn spectral(args: &SpectralArgs) -> CliResult<()> {
         (None, None) => None,
         _ => fail!("--grad and --grad-output go together: give both or neither"),
     };
-    if Some(&args.output) == args.grad_output.as_ref() {
-        fail!("--output and --grad-output must be different files");
-    }
+    let mut dests = vec![args.output.as_path()];
+    dests.extend(args.grad_output.as_deref());
+    npy::check_outputs(&dests)?;
     let devices = Devices::open(args.device, &[a.n])?;
     let engine = devices.engine(a.n);
     let opts = EighOptions {

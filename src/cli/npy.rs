@@ -337,8 +337,84 @@ pub fn read_shaped(
 struct Staged {
     /// The temporary file, in the destination's directory.
     tmp: PathBuf,
-    /// Where it goes.
+    /// Where it goes: the destination as given, through any symbolic links.
     dest: PathBuf,
+    /// The destination as the user named it (for messages).
+    shown: PathBuf,
+}
+
+/// Where an output named `dest` goes: the file a symbolic link points to when `dest` is one (so
+/// the link stays), else `dest` in its canonical directory. An error when `dest` is a directory
+/// or anything else that is not a regular file, or its directory does not exist.
+fn resolve_dest(dest: &Path) -> CliResult<PathBuf> {
+    let shown = dest.display();
+    let name = dest
+        .file_name()
+        .ok_or_else(|| CliError(format!("{shown} is not a file name")))?;
+    if fs::symlink_metadata(dest).is_ok() {
+        let target =
+            fs::canonicalize(dest).map_err(|e| CliError(format!("cannot write {shown}: {e}")))?;
+        let meta =
+            fs::metadata(&target).map_err(|e| CliError(format!("cannot write {shown}: {e}")))?;
+        if meta.is_dir() {
+            fail!("cannot write {shown}: it is a directory");
+        }
+        if !meta.is_file() {
+            fail!(
+                "cannot write {shown}: not a regular file (outputs are written to a temporary \
+                 file, then renamed into place)"
+            );
+        }
+        return Ok(target);
+    }
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => fail!("cannot write {shown}: {} is not a directory", dir.display()),
+        Err(_) => fail!(
+            "cannot write {shown}: directory {} does not exist",
+            dir.display()
+        ),
+    }
+    let dir = fs::canonicalize(dir).map_err(|e| CliError(format!("cannot write {shown}: {e}")))?;
+    Ok(dir.join(name))
+}
+
+/// Checks, before any work, that an output can go to `dest` (see [`Outputs`]): its directory
+/// exists and takes a new file, and it is not a directory or another kind of non-regular file.
+pub fn check_dest(dest: &Path) -> CliResult<()> {
+    let mut probe = Outputs::new();
+    probe.stage(dest).map(drop)
+}
+
+/// Checks, before any work, a command's output files: none is a directory or another kind of
+/// non-regular file, an output directory that exists is a directory, and no two name the same
+/// file (through links or different spellings). Outputs in a directory that does not exist yet
+/// (an `--out-dir` to be created) are checked when they are written.
+pub fn check_outputs(dests: &[&Path]) -> CliResult<()> {
+    let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
+    for &dest in dests {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !dir.exists() {
+            continue;
+        }
+        let resolved = resolve_dest(dest)?;
+        if let Some((_, other)) = seen.iter().find(|(r, _)| *r == resolved) {
+            fail!(
+                "{} and {} are the same file",
+                other.display(),
+                dest.display()
+            );
+        }
+        seen.push((resolved, dest));
+    }
+    Ok(())
 }
 
 /// Distinguishes temporary names within one process.
@@ -366,6 +442,9 @@ impl Outputs {
     /// Creates `dir` and its missing parents (an `--out-dir`); they are removed again (when
     /// still empty) if the command fails.
     pub fn ensure_dir(&mut self, dir: &Path) -> CliResult<()> {
+        if dir.exists() && !dir.is_dir() {
+            fail!("{} is not a directory", dir.display());
+        }
         let mut missing = Vec::new();
         let mut d = Some(dir);
         while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
@@ -381,15 +460,19 @@ impl Outputs {
         Ok(())
     }
 
-    /// Creates the temporary file for `dest` and records it for clean-up.
+    /// Creates the temporary file for `dest` and records it for clean-up. An error when `dest`
+    /// is already one of the set's files under another name.
     fn stage(&mut self, dest: &Path) -> CliResult<File> {
-        let name = dest
-            .file_name()
-            .ok_or_else(|| CliError(format!("{} is not a file name", dest.display())))?;
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let resolved = resolve_dest(dest)?;
+        if let Some(other) = self.staged.iter().find(|s| s.dest == resolved) {
+            fail!(
+                "{} and {} are the same file",
+                other.shown.display(),
+                dest.display()
+            );
+        }
+        let name = resolved.file_name().unwrap_or_default();
+        let dir = resolved.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.{}-{}.tmp",
             name.to_string_lossy(),
@@ -403,7 +486,8 @@ impl Outputs {
             .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))?;
         self.staged.push(Staged {
             tmp,
-            dest: dest.to_path_buf(),
+            dest: resolved,
+            shown: dest.to_path_buf(),
         });
         Ok(file)
     }
@@ -465,19 +549,57 @@ impl Outputs {
             .map_err(|e| CliError(format!("cannot write {}: {e}", dest.display())))
     }
 
-    /// Renames every staged file into place. If a rename fails, the files already renamed by
-    /// this call are removed again and the remaining temporaries are deleted.
+    /// Renames every staged file into place. Files the destinations held before are first
+    /// renamed aside, and deleted only once every new file is in place; if a rename fails, the
+    /// new files already in place are removed, the old ones put back and the remaining
+    /// temporaries deleted, so a failed command leaves the destinations as they were.
     pub fn commit(mut self) -> CliResult<()> {
-        for k in 0..self.staged.len() {
-            let s = &self.staged[k];
-            if let Err(e) = fs::rename(&s.tmp, &s.dest) {
-                let msg = format!("cannot write {}: {e}", s.dest.display());
-                for done in &self.staged[..k] {
-                    let _ = fs::remove_file(&done.dest);
-                }
-                self.staged.drain(..k);
-                return Err(CliError(msg));
+        // The old file (renamed aside) of each destination done so far, if it had one.
+        let mut done: Vec<Option<PathBuf>> = Vec::with_capacity(self.staged.len());
+        let mut failure = None;
+        for s in &self.staged {
+            let aside = s.tmp.with_extension("old");
+            let old = fs::symlink_metadata(&s.dest);
+            if old.as_ref().is_ok_and(|m| m.is_dir()) {
+                // (Since staged: nothing but a file is moved aside.)
+                failure = Some(format!(
+                    "cannot write {}: it is a directory",
+                    s.shown.display()
+                ));
+                break;
             }
+            let had_old = old.is_ok();
+            if had_old {
+                if let Err(e) = fs::rename(&s.dest, &aside) {
+                    failure = Some(format!("cannot replace {}: {e}", s.shown.display()));
+                    break;
+                }
+            }
+            if let Err(e) = fs::rename(&s.tmp, &s.dest) {
+                if had_old {
+                    let _ = fs::rename(&aside, &s.dest);
+                }
+                failure = Some(format!("cannot write {}: {e}", s.shown.display()));
+                break;
+            }
+            done.push(had_old.then_some(aside));
+        }
+        if let Some(msg) = failure {
+            for (s, old) in self.staged.iter().zip(&done) {
+                match old {
+                    Some(aside) => {
+                        let _ = fs::rename(aside, &s.dest);
+                    }
+                    None => {
+                        let _ = fs::remove_file(&s.dest);
+                    }
+                }
+            }
+            self.staged.drain(..done.len());
+            return Err(CliError(msg));
+        }
+        for old in done.iter().flatten() {
+            let _ = fs::remove_file(old);
         }
         self.committed = true;
         Ok(())
@@ -561,6 +683,36 @@ mod tests {
         assert_eq!(fmt_shape(&[]), "()");
         assert_eq!(fmt_shape(&[5]), "(5,)");
         assert_eq!(fmt_shape(&[2, 3, 4]), "(2, 3, 4)");
+    }
+
+    #[test]
+    fn a_destination_failing_in_commit_restores_every_earlier_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+        std::fs::write(&first, "OLD").unwrap();
+        let mut out = Outputs::new();
+        out.int32(&first, &[1], &[1]).unwrap();
+        out.int32(&second, &[1], &[2]).unwrap();
+        // After staging, b.npy becomes a non-empty directory: its rename fails after a.npy's
+        // has replaced the old a.npy, which must come back.
+        std::fs::create_dir_all(second.join("keep")).unwrap();
+        let err = out.commit().unwrap_err();
+        assert!(err.0.contains("b.npy"), "{}", err.0);
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), "OLD");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.npy", "b.npy"]);
+        // Without the failure both are replaced and nothing else is left.
+        std::fs::remove_dir_all(&second).unwrap();
+        let mut out = Outputs::new();
+        out.int32(&first, &[1], &[1]).unwrap();
+        out.int32(&second, &[1], &[2]).unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_ne!(std::fs::read(&first).unwrap(), b"OLD");
     }
 
     #[test]
