@@ -1668,6 +1668,52 @@ fn big_endian_input_and_an_empty_batch_are_read() {
         vec![0, 4, 4]
     );
     assert_eq!(read_i32(&out.join("status.npy")), (vec![0], vec![]));
+
+    // Zero matrices of a size whose byte count overflows (4·2³² entries squared), or that no
+    // machine this runs on has the memory for: usage errors, not a panic or an abort.
+    let known_memory = std::path::Path::new("/proc/meminfo").exists();
+    for n in [1u64 << 32, 1 << 20]
+        .into_iter()
+        .take(1 + usize::from(known_memory))
+    {
+        let huge = dir.path().join("huge.npy");
+        write_raw(&huge, "<f8", &[0, n, n], &[]);
+        let out = dir.path().join("out-huge");
+        eigh_cpu(&huge, &out, &[]).assert_error(&format!("n = {n}"));
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn generated_workloads_too_large_for_memory_are_usage_errors() {
+    // An overflowing byte count, and (where the machine's memory is known, as on Linux) 10¹⁶
+    // bytes: refused before anything is allocated.
+    for (cmd, n, batch) in [
+        ("demo", "8", "18446744073709551615"),
+        ("check", "4294967296", "1"),
+        ("bench", "4", "18446744073709551615"),
+    ] {
+        let r = cli(&[cmd, "--n", n, "--batch", batch, "--device", "cpu"]);
+        r.assert_error("too large");
+    }
+    if std::path::Path::new("/proc/meminfo").exists() {
+        for cmd in ["demo", "check", "bench"] {
+            let r = cli(&[
+                cmd,
+                "--n",
+                "4",
+                "--batch",
+                "100000000000000",
+                "--device",
+                "cpu",
+            ]);
+            r.assert_error("of memory; this machine has");
+        }
+    }
+    // Sizes listed twice run once.
+    let r = cli(&["check", "--n", "3,3,2", "--batch", "4", "--device", "cpu"]);
+    r.assert_ok();
+    assert!(r.stdout.contains("all 2 sizes pass"), "{}", r.stdout);
 }
 
 #[test]

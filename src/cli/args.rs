@@ -54,6 +54,17 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The sizes of an `--n` list in their order, each once.
+pub fn unique_sizes(list: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::with_capacity(list.len());
+    for &n in list {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
 /// Parses `sqrt|log|exp|inv|pow:P`.
 fn spectral_fn(s: &str) -> Result<SpectralFn, String> {
     s.parse::<SpectralFn>().map_err(|e| e.to_string())

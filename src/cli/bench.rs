@@ -24,9 +24,10 @@
 //!
 //! Every timing is the median of up to 10 timed calls after one warm-up call.
 
-use super::args::BenchArgs;
+use super::args::{unique_sizes, BenchArgs};
 use super::device::{Devices, Eig, Engine};
 use super::error::{CliError, CliResult};
+use super::memory;
 use super::npy::{self, Floats, Outputs};
 use super::progress;
 use eigrad::gpu::{EigvalshKernel, GpuContext, GpuTensor, MAX_N};
@@ -148,12 +149,16 @@ fn transfer_words(op: &str, n: usize, batch: usize) -> (Vec<usize>, Vec<usize>) 
 
 /// The default batch for a device and size: about 2^22/n² matrices on the GPU (1024..=2^20),
 /// 2^18/n² on the CPU (64..=65536), so that each call does a comparable amount of work.
+/// The f64 batch-sized arrays a size's benchmark holds at once, about (the inputs, their f32
+/// copies, the outputs and cotangents): what [`memory::check_fits`] budgets.
+const BENCH_COPIES: u64 = 6;
+
 fn default_batch(engine: Engine<'_>, n: usize) -> usize {
     let (budget, lo, hi) = match engine {
         Engine::Gpu(_) => (1usize << 22, 1024, 1 << 20),
         Engine::Cpu => (1 << 18, 64, 1 << 16),
     };
-    (budget / (n * n)).clamp(lo, hi)
+    (budget / n.saturating_mul(n).max(1)).clamp(lo, hi)
 }
 
 /// Timed calls when the first timed call took `first_s`: 10, or fewer for slow calls (5 above
@@ -619,18 +624,29 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
         // Before the (long) run, not after it.
         npy::check_dest(path).map_err(|e| CliError(format!("--json: {}", e.0)))?;
     }
-    let devices = Devices::open(args.device, &args.n)?;
+    let sizes = unique_sizes(&args.n);
+    let devices = Devices::open(args.device, &sizes)?;
     let mut plan: Vec<(Engine<'_>, usize)> = Vec::new();
     if let Some(ctx) = devices.gpu() {
         plan.extend(
-            args.n
+            sizes
                 .iter()
                 .filter(|&&n| n <= MAX_N)
                 .map(|&n| (Engine::Gpu(ctx), n)),
         );
     }
     if devices.cpu_wanted() {
-        plan.extend(args.n.iter().map(|&n| (Engine::Cpu, n)));
+        plan.extend(sizes.iter().map(|&n| (Engine::Cpu, n)));
+    }
+    // Every size's workload is checked before the first runs.
+    for &(engine, n) in &plan {
+        let batch = args.batch.unwrap_or_else(|| default_batch(engine, n));
+        memory::check_fits(
+            &format!("batch {batch} with n = {n}"),
+            n,
+            batch,
+            BENCH_COPIES,
+        )?;
     }
     println!("eigrad bench: median milliseconds per call (up to 10 timed calls after a warm-up)");
     println!("  e2e = end to end from host memory (on the GPU: upload, compute, read back)");

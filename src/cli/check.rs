@@ -5,9 +5,11 @@
 //! VJP check uses well separated spectra, where the derivative is well conditioned. On the CPU
 //! device the CPU path is checked with f32 input and f32 outputs against the f64 reference.
 
-use super::args::CheckArgs;
+use super::args::{unique_sizes, CheckArgs};
+use super::demo::WORK_COPIES;
 use super::device::{Devices, Eig, Engine};
 use super::error::CliResult;
+use super::memory;
 use super::metrics::{self, Forward, Tolerances};
 use super::npy::Floats;
 use super::progress;
@@ -180,7 +182,12 @@ fn kernel_label(engine: Engine<'_>, n: usize) -> String {
 
 /// `eigrad check`.
 pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
-    let devices = Devices::open(args.device, &args.n)?;
+    let sizes = unique_sizes(&args.n);
+    for &n in &sizes {
+        let what = format!("--batch {} with n = {n}", args.batch);
+        memory::check_fits(&what, n, args.batch, WORK_COPIES)?;
+    }
+    let devices = Devices::open(args.device, &sizes)?;
     println!(
         "eigrad check: f32 results against the f64 CPU reference ({} matrices per size and check, seed {})",
         args.batch, args.seed
@@ -191,8 +198,7 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
     println!("  orthog.  = ‖VᵀV − I‖_F       ≤ 16·n·eps   (tol.vec)");
     println!("  vjp.err  = ‖ΔĀ‖_F/‖Ā‖_F      ≤ 1e-4 on well separated spectra; eps = f32::EPSILON");
     println!("  kernel   = the GPU eigendecomposition kernel (+tri: eigenvalues only by the tridiagonal kernel)");
-    if args
-        .n
+    if sizes
         .iter()
         .any(|&n| matches!(devices.engine(n), Engine::Cpu))
     {
@@ -212,9 +218,9 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
         "tol.vec",
         "vjp.err"
     );
-    let pb = progress::bar(args.n.len() as u64, "check");
+    let pb = progress::bar(sizes.len() as u64, "check");
     let mut failed = 0;
-    for &n in &args.n {
+    for &n in &sizes {
         let engine = devices.engine(n);
         pb.set_message(format!("n = {n}"));
         let row = check_size(engine, n, args.batch, args.seed)?;
@@ -246,10 +252,10 @@ pub fn check(args: &CheckArgs) -> CliResult<ExitCode> {
     pb.finish_and_clear();
     println!();
     if failed == 0 {
-        println!("all {} sizes pass", args.n.len());
+        println!("all {} sizes pass", sizes.len());
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{failed} of {} sizes FAIL", args.n.len());
+        println!("{failed} of {} sizes FAIL", sizes.len());
         Ok(ExitCode::from(1))
     }
 }

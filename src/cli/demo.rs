@@ -6,6 +6,7 @@ use super::args::DemoArgs;
 use super::check::{as_f32_outputs, normals};
 use super::device::{warn_status, Devices};
 use super::error::CliResult;
+use super::memory;
 use super::metrics::{self, Tolerances};
 use super::npy::Floats;
 use super::progress;
@@ -58,9 +59,19 @@ fn smallest_gap(eig: &eigrad::Eigh<f64>) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// The f64 batch-sized arrays the demo and `check` hold at once, about (inputs, reference and
+/// device results, cotangents, gradients): what [`memory::check_fits`] budgets.
+pub const WORK_COPIES: u64 = 8;
+
 /// `eigrad demo`.
 pub fn demo(args: &DemoArgs) -> CliResult<ExitCode> {
     let (n, batch) = (args.n, args.batch);
+    memory::check_fits(
+        &format!("--batch {batch} with --n {n}"),
+        n,
+        batch,
+        WORK_COPIES,
+    )?;
     let nn = n * n;
     let observations = 4 * n;
     let devices = Devices::open(args.device, &[n])?;

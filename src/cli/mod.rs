@@ -6,6 +6,7 @@
 //! - [`device`]: `--device auto|gpu|cpu` and one engine over the CPU and GPU paths.
 //! - [`files`]: `eigh`, `vjp`, `jvp`, `spectral` on files.
 //! - [`demo`], [`check`], [`bench`]: generated workloads against the CPU reference.
+//! - [`memory`]: refusing sizes that cannot fit before allocating them.
 
 mod args;
 mod bench;
@@ -15,6 +16,7 @@ mod device;
 mod error;
 mod files;
 mod hostbuf;
+mod memory;
 mod metrics;
 mod npy;
 mod progress;

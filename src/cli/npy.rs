@@ -282,6 +282,10 @@ impl Matrices {
     }
 }
 
+/// The `n×n` f64 arrays a command may hold besides its batch (per-thread workspaces, one
+/// matrix's results): what an input's n must leave room for.
+const MATRIX_WORK_COPIES: u64 = 16;
+
 /// Reads a file of matrices `(..., n, n)`: rank at least 2, square trailing dimensions, `n ≥ 1`.
 pub fn read_matrices(path: &Path) -> CliResult<Matrices> {
     let a = read(path)?;
@@ -306,6 +310,10 @@ pub fn read_matrices(path: &Path) -> CliResult<Matrices> {
             fmt_shape(&a.shape)
         );
     }
+    // The batch's matrices are in memory already; one matrix's working arrays must fit too
+    // (an empty batch claims any n without data).
+    let what = format!("{shown}'s matrix size n = {rows}");
+    super::memory::check_fits(&what, rows, 1, MATRIX_WORK_COPIES)?;
     Ok(Matrices {
         lead: a.shape[..rank - 2].to_vec(),
         n: rows,
