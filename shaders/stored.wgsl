@@ -4,11 +4,13 @@
 override LOWER: bool;  // read only the lower triangle (else symmetrise)
 
 // Entry (r, c) of the symmetric matrix stored from `base`: (A + Aᵀ)/2, or the lower triangle.
+// A diagonal entry is returned as stored: a driver may evaluate 0.5·x + 0.5·x as 0.5·(x + x)
+// (Mesa's llvmpipe does), which overflows from x > f32::MAX/2.
 fn stored_entry(base: u32, r: u32, c: u32) -> f32 {
     let upper = a_in[base + c * N + r];
     let lower = a_in[base + r * N + c];
     if (LOWER) {
         return select(upper, lower, r >= c);
     }
-    return 0.5 * lower + 0.5 * upper;
+    return select(0.5 * lower + 0.5 * upper, lower, r == c);
 }

@@ -494,12 +494,14 @@ fn zero_identity_and_diagonal_inputs_are_exact() {
     for (kernel, ctx) in gpu_kernels() {
         let n = 7;
         let nn = n * n;
-        // Zero, identity, a descending diagonal, and a diagonal with ties out of order.
-        let diagonals: [Vec<f32>; 4] = [
+        // Zero, identity, a descending diagonal, a diagonal with ties out of order, and one with
+        // entries above f32::MAX/2 (whose symmetrisation must not overflow).
+        let diagonals: [Vec<f32>; 5] = [
             vec![0.0; n],
             vec![1.0; n],
             (0..n).map(|i| (n - i) as f32 * 0.5).collect(),
             (0..n).map(|i| ((i * 7) % 5) as f32 * 0.5 - 1.0).collect(),
+            (0..n).map(|i| f32::MAX / (1.0 + i as f32)).collect(),
         ];
         let mut a = vec![0f32; diagonals.len() * nn];
         for (m, d) in diagonals.iter().enumerate() {
