@@ -53,9 +53,15 @@ impl std::str::FromStr for SpectralFn {
             "log" => Ok(SpectralFn::Log),
             "exp" => Ok(SpectralFn::Exp),
             "inv" => Ok(SpectralFn::Inv),
-            _ => match s.strip_prefix("pow:").map(str::parse::<f64>) {
-                Some(Ok(p)) if p.is_finite() => Ok(SpectralFn::Pow(p)),
-                _ => Err(Error::InvalidArgument(format!(
+            _ => match s.strip_prefix("pow:").map(|p| (p, p.parse::<f64>())) {
+                Some((_, Ok(p))) => {
+                    let f = SpectralFn::Pow(p);
+                    f.validate().map(|()| f)
+                }
+                Some((p, Err(_))) => Err(Error::InvalidArgument(format!(
+                    "the exponent of pow must be a number, got '{p}' (pow:P, e.g. pow:0.5)"
+                ))),
+                None => Err(Error::InvalidArgument(format!(
                     "unknown spectral function '{s}' (expected sqrt, log, exp, inv or pow:P)"
                 ))),
             },

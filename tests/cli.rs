@@ -672,7 +672,11 @@ fn vjp_rejects_meaningless_or_negative_degeneracy_tolerances() {
         ),
         (
             ["--degeneracy", "mask", "--degeneracy-tol", "-1"],
-            "tolerance",
+            "--degeneracy-tol: invalid argument: mask tolerance",
+        ),
+        (
+            ["--degeneracy", "mask", "--degeneracy-tol", "-inf"],
+            "--degeneracy-tol: invalid argument: mask tolerance must be finite",
         ),
         (
             ["--degeneracy", "lorentzian", "--degeneracy-tol", "0"],
@@ -855,16 +859,29 @@ fn spectral_rejects_a_lone_grad_flag_and_an_unknown_function() {
         &p(&out),
     ]);
     r.assert_error("cbrt");
-    let r = cli(&[
-        "spectral",
-        "--function",
-        "pow:x",
-        "--input",
-        &p(&pa),
-        "--output",
-        &p(&out),
-    ]);
-    r.assert_error("pow:x");
+    for (function, needle) in [
+        ("pow:x", "the exponent of pow must be a number, got 'x'"),
+        ("pow:nan", "the exponent of pow must be finite"),
+        ("pow:-inf", "the exponent of pow must be finite"),
+    ] {
+        let r = cli(&[
+            "spectral",
+            "--function",
+            function,
+            "--input",
+            &p(&pa),
+            "--output",
+            &p(&out),
+        ]);
+        r.assert_error(needle);
+    }
+    // Counts and seeds that are negative reach their parsers (not taken for flags).
+    for (flag, needle) in [("--n", "at least 1"), ("--seed", "whole number")] {
+        cli(&["check", flag, "-1", "--device", "cpu"]).assert_error(needle);
+    }
+    // Inputs that are not files.
+    let r = cli(&["eigh", "--input", &p(dir.path()), "--out-dir", &p(&out)]);
+    r.assert_error("it is a directory");
     assert_eq!(listing(dir.path()), ["a.npy"]);
 }
 

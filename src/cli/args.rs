@@ -50,8 +50,16 @@ fn positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
-        Err(e) => Err(e.to_string()),
+        Err(_) if s.trim().parse::<i128>().is_ok() => Err("must be at least 1".into()),
+        Err(e) => Err(format!("not a whole number ({e})")),
     }
+}
+
+/// Parses a seed: a whole number from 0 to 2^64 − 1.
+fn seed(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|e| format!("must be a whole number from 0 to 2^64 - 1 ({e})"))
 }
 
 /// The sizes of an `--n` list in their order, each once.
@@ -105,10 +113,10 @@ pub enum DegeneracyArg {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Matrix size.
-    #[arg(long, value_name = "N", default_value = "8", value_parser = positive)]
+    #[arg(long, value_name = "N", default_value = "8", value_parser = positive, allow_hyphen_values = true)]
     pub n: usize,
     /// Number of matrices.
-    #[arg(long, value_name = "B", default_value = "4096", value_parser = positive)]
+    #[arg(long, value_name = "B", default_value = "4096", value_parser = positive, allow_hyphen_values = true)]
     pub batch: usize,
     /// Where to run.
     #[arg(long, value_name = "D", value_enum, default_value_t)]
@@ -124,14 +132,15 @@ pub struct CheckArgs {
         value_name = "LIST",
         value_delimiter = ',',
         value_parser = positive,
+        allow_hyphen_values = true,
         default_value = "1,2,3,4,5,7,8,13,16,31,32,33,48,64"
     )]
     pub n: Vec<usize>,
     /// Matrices per size (for the forward check and again for the VJP check).
-    #[arg(long, value_name = "B", default_value = "64", value_parser = positive)]
+    #[arg(long, value_name = "B", default_value = "64", value_parser = positive, allow_hyphen_values = true)]
     pub batch: usize,
     /// Seed of the random matrices.
-    #[arg(long, value_name = "S", default_value = "0")]
+    #[arg(long, value_name = "S", default_value = "0", value_parser = seed, allow_hyphen_values = true)]
     pub seed: u64,
     /// Where to run.
     #[arg(long, value_name = "D", value_enum, default_value_t)]
@@ -186,7 +195,7 @@ pub struct VjpArgs {
     #[arg(long, value_enum, default_value_t)]
     pub degeneracy: DegeneracyArg,
     /// Relative mask tolerance (mask) or broadening eps (lorentzian).
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    #[arg(long, value_name = "X", allow_hyphen_values = true)]
     pub degeneracy_tol: Option<f64>,
     /// Where to run.
     #[arg(long, value_name = "D", value_enum, default_value_t)]
@@ -218,7 +227,7 @@ pub struct JvpArgs {
     #[arg(long, value_enum, default_value_t)]
     pub degeneracy: DegeneracyArg,
     /// Relative mask tolerance (mask) or broadening eps (lorentzian).
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    #[arg(long, value_name = "X", allow_hyphen_values = true)]
     pub degeneracy_tol: Option<f64>,
     /// How the symmetric matrix is formed from the input (as for `eigh`).
     #[arg(long, value_enum, default_value_t)]
@@ -269,11 +278,12 @@ pub struct BenchArgs {
         value_name = "LIST",
         value_delimiter = ',',
         value_parser = positive,
+        allow_hyphen_values = true,
         default_value = "2,4,8,16,32,64"
     )]
     pub n: Vec<usize>,
     /// Matrices per call (default: about 2^22/n² on the GPU, 2^18/n² on the CPU).
-    #[arg(long, value_name = "B", value_parser = positive)]
+    #[arg(long, value_name = "B", value_parser = positive, allow_hyphen_values = true)]
     pub batch: Option<usize>,
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]

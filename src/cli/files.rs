@@ -3,7 +3,7 @@
 
 use super::args::{DegeneracyArg, EighArgs, JvpArgs, SpectralArgs, VjpArgs};
 use super::device::{warn_status, Devices, Engine};
-use super::error::{fail, CliResult};
+use super::error::{fail, CliError, CliResult};
 use super::hostbuf::HostBuf;
 use super::npy::{self, with_slice, Dtype, Floats, Matrices, Outputs};
 use super::progress;
@@ -26,7 +26,9 @@ pub fn degeneracy(kind: DegeneracyArg, tol: Option<f64>) -> CliResult<Degeneracy
             fail!("--degeneracy-tol has no meaning with --degeneracy propagate")
         }
     };
-    policy.validate()?;
+    policy
+        .validate()
+        .map_err(|e| CliError(format!("--degeneracy-tol: {e}")))?;
     Ok(policy)
 }
 

@@ -155,7 +155,14 @@ pub fn read(path: &Path) -> CliResult<Array> {
     let shown = path.display();
     let cannot = |e: io::Error| CliError(format!("cannot read {shown}: {e}"));
     let mut file = File::open(path).map_err(cannot)?;
-    let file_len = file.metadata().map_err(cannot)?.len();
+    let meta = file.metadata().map_err(cannot)?;
+    if meta.is_dir() {
+        fail!("cannot read {shown}: it is a directory");
+    }
+    if !meta.is_file() {
+        fail!("cannot read {shown}: not a regular file (.npy inputs are read from files)");
+    }
+    let file_len = meta.len();
     // Reads exactly the header (npyz reads the preamble, then `read_exact`s the header text).
     let header = NpyHeader::from_reader(&mut file).map_err(|e| {
         CliError(format!(
