@@ -1355,6 +1355,7 @@ fn demo_on_the_cpu_reports_accuracy_and_throughput() {
         "cpu f64 reference",
         "residual",
         "orthogonality",
+        "per matrix ≤ max(1e-4, 16·n·eps/gap)",
         "result: pass",
     ] {
         assert!(
@@ -1363,6 +1364,13 @@ fn demo_on_the_cpu_reports_accuracy_and_throughput() {
             r.stdout
         );
     }
+    // The VJP is judged too (ok or FAIL on its line), not only printed.
+    let vjp = r.stdout.lines().find(|l| l.contains("worst error / bound"));
+    assert!(
+        vjp.is_some_and(|l| l.trim_end().ends_with("ok")),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

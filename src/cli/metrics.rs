@@ -168,6 +168,13 @@ pub fn relative(dev: &[f64], reference: &[f64], nn: usize) -> f64 {
     if dev.len() != reference.len() {
         return f64::NAN;
     }
+    relative_each(dev, reference, nn)
+        .into_iter()
+        .fold(0.0, worst)
+}
+
+/// [`relative`] of each matrix (NaN where the device has a NaN the reference does not).
+pub fn relative_each(dev: &[f64], reference: &[f64], nn: usize) -> Vec<f64> {
     dev.par_chunks(nn)
         .zip(reference.par_chunks(nn))
         .map(|(d, r)| {
@@ -179,7 +186,7 @@ pub fn relative(dev: &[f64], reference: &[f64], nn: usize) -> f64 {
                 num.sqrt()
             }
         })
-        .reduce(|| 0.0, worst)
+        .collect()
 }
 
 #[cfg(test)]
