@@ -1172,6 +1172,20 @@ fn device_gpu_either_runs_on_the_gpu_or_fails_cleanly_without_an_adapter() {
             8.0 * N as f64 * EPS32 * 4.0,
             "gpu eigenvalues",
         );
+        // A float64 entry beyond the float32 range: its matrix gets status 1 on the GPU, and
+        // the command says why.
+        let mut big = a.clone();
+        big[N * N] = 1e300;
+        write_npy(&input, &[3, 4, 4], &big);
+        let r = cli(&["eigh", "--input", &p(&input), "--out-dir", &p(&out)]);
+        r.assert_ok();
+        assert!(
+            r.stderr
+                .contains("1 finite float64 entries are outside the float32 range"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(read_i32(&out.join("status.npy")).1, [0, 1, 0]);
     } else {
         r.assert_error("gpu");
         assert!(!out.exists());

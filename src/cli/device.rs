@@ -9,6 +9,7 @@ use super::npy::{with_slice, Dtype, Floats};
 use eigrad::gpu::{GpuContext, MAX_N};
 use eigrad::spectral::{Spectral, SpectralFn};
 use eigrad::{cpu, Degeneracy, Eigh, EighOptions, Status, Vectors};
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// The `--device` option.
@@ -250,7 +251,10 @@ impl Engine<'_> {
     ) -> CliResult<Eig> {
         let eig = match self {
             Engine::Cpu => Eig::F64(with_slice!(a, s => cpu::jacobi(s, n, opts, vectors))?),
-            Engine::Gpu(ctx) => Eig::F32(with_slice!(a, s => ctx.eigh(s, n, opts, vectors))?),
+            Engine::Gpu(ctx) => {
+                warn_f32_range(a);
+                Eig::F32(with_slice!(a, s => ctx.eigh(s, n, opts, vectors))?)
+            }
         };
         // Guards the GPU path's contract, so that a wrong-sized result is an error, not a panic.
         let batch = a.len() / (n * n);
@@ -374,6 +378,23 @@ pub fn status_summary(status: &[Status]) -> Option<String> {
         status.len(),
         parts.join(", ")
     ))
+}
+
+/// Warns when float64 input has finite entries outside the float32 range, which the GPU reads
+/// as ±inf (so their matrices get status 1, "non-finite input").
+fn warn_f32_range(a: &Floats) {
+    if let Floats::F64(x) = a {
+        let outside = x
+            .par_iter()
+            .filter(|v| v.is_finite() && !(**v as f32).is_finite())
+            .count();
+        if outside > 0 {
+            eprintln!(
+                "warning: {outside} finite float64 entries are outside the float32 range and read \
+                 as ±inf on the GPU (their matrices get status 1); --device cpu computes in float64"
+            );
+        }
+    }
 }
 
 /// Prints [`status_summary`] as a warning on stderr, if there is anything to say.
