@@ -905,6 +905,9 @@ fn bad_inputs_are_rejected_with_a_message_naming_the_problem_and_no_output() {
     case("uint8.npy", "integer", &|f| {
         write_npy(f, &[4, 4], &[1u8; 16])
     });
+    case("bool.npy", "boolean", &|f| {
+        write_raw(f, "|b1", &[2, 4, 4], &[0u8; 32])
+    });
     case("complex.npy", "complex", &|f| {
         write_raw(f, "<c8", &[2, 4, 4], &[0u8; 2 * 16 * 8])
     });
@@ -1695,6 +1698,26 @@ fn big_endian_input_and_an_empty_batch_are_read() {
         0.0,
         "big-endian input",
     );
+
+    // Float descriptors without a byte order, or with '=' or '|' (numpy reads them all as the
+    // machine's order): read as '<f8'.
+    let payload: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
+    for descr in ["f8", "=f8", "|f8"] {
+        let text = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2, 4, 4), }}");
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(text.len() as u16 + 1).to_le_bytes());
+        bytes.extend(text.bytes().chain([b'\n']).chain(payload.iter().copied()));
+        let input = dir.path().join("plain.npy");
+        std::fs::write(&input, bytes).unwrap();
+        let out = dir.path().join("out-plain");
+        eigh_cpu(&input, &out, &[]).assert_ok();
+        assert_close(
+            &read_floats(&out.join("eigenvalues.npy")).data,
+            &want.eigenvalues,
+            0.0,
+            descr,
+        );
+    }
 
     // Zero matrices of size 4: empty outputs of the right shapes.
     let empty = dir.path().join("empty.npy");

@@ -128,6 +128,68 @@ pub struct Array {
     pub data: Floats,
 }
 
+/// Reads the header at the start of `file` (`len` bytes long), leaving the file at the data.
+/// numpy also reads a `descr` without a byte order (`'f8'`) or with `=` or `|` (the machine's
+/// order); npyz does not, so those are rewritten with the machine's order before npyz parses
+/// the header.
+fn read_header(file: &mut File, len: u64) -> Result<NpyHeader, String> {
+    let mut pre = [0u8; 8];
+    file.read_exact(&mut pre).map_err(|e| e.to_string())?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err("no .npy magic string".into());
+    }
+    let width = match pre[6] {
+        1 => 2,
+        2 | 3 => 4,
+        v => return Err(format!("unsupported format version {v}")),
+    };
+    let mut size = [0u8; 4];
+    file.read_exact(&mut size[..width])
+        .map_err(|e| e.to_string())?;
+    let text_len = u32::from_le_bytes(size) as u64;
+    if 8 + width as u64 + text_len > len {
+        return Err(format!("a header of {text_len} bytes in a file of {len}"));
+    }
+    let mut text = vec![0u8; text_len as usize];
+    file.read_exact(&mut text).map_err(|e| e.to_string())?;
+    let text = with_byte_order(text);
+    let mut bytes = pre.to_vec();
+    bytes.extend_from_slice(&(text.len() as u32).to_le_bytes()[..width]);
+    bytes.extend(text);
+    NpyHeader::from_reader(io::Cursor::new(bytes)).map_err(|e| e.to_string())
+}
+
+/// The header text with a float `descr` of `'f8'`, `'=f8'` or `'|f8'` (any size) given the
+/// machine's byte order; any other text unchanged (other kinds keep their own messages).
+fn with_byte_order(text: Vec<u8>) -> Vec<u8> {
+    const KEY: &[u8] = b"'descr': '";
+    let Some(at) = text.windows(KEY.len()).position(|w| w == KEY) else {
+        return text;
+    };
+    let start = at + KEY.len();
+    let order = if cfg!(target_endian = "little") {
+        b'<'
+    } else {
+        b'>'
+    };
+    let float_at =
+        |i: usize| text.get(i) == Some(&b'f') && text.get(i + 1).is_some_and(u8::is_ascii_digit);
+    match text.get(start) {
+        Some(b'f') if float_at(start) => {
+            let mut out = text[..start].to_vec();
+            out.push(order);
+            out.extend_from_slice(&text[start..]);
+            out
+        }
+        Some(b'=' | b'|') if float_at(start + 1) => {
+            let mut out = text;
+            out[start] = order;
+            out
+        }
+        _ => text,
+    }
+}
+
 /// A human name for a non-float dtype, e.g. `integer dtype int32 ('<i4')`.
 fn describe_dtype(dtype: &DType) -> String {
     match dtype {
@@ -163,8 +225,7 @@ pub fn read(path: &Path) -> CliResult<Array> {
         fail!("cannot read {shown}: not a regular file (.npy inputs are read from files)");
     }
     let file_len = meta.len();
-    // Reads exactly the header (npyz reads the preamble, then `read_exact`s the header text).
-    let header = NpyHeader::from_reader(&mut file).map_err(|e| {
+    let header = read_header(&mut file, file_len).map_err(|e| {
         CliError(format!(
             "{shown} is not a valid .npy file (corrupt or truncated header: {e})"
         ))
