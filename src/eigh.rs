@@ -1,6 +1,29 @@
 //! The owning result of a batched eigendecomposition.
 
-use crate::Status;
+use crate::{Error, Result, Status};
+
+/// An error unless `len` is `expected` (`what` names the field).
+pub(crate) fn check_field(len: usize, expected: usize, what: &str) -> Result<()> {
+    if len != expected {
+        return Err(Error::Shape(format!(
+            "{what} has {len} elements, expected {expected}"
+        )));
+    }
+    Ok(())
+}
+
+/// `n·n`, or an error when `n` is 0 or `n·n` f64s could not be addressed.
+pub(crate) fn matrix_len(n: usize) -> Result<usize> {
+    if n == 0 {
+        return Err(Error::Shape("matrix size n must be at least 1".into()));
+    }
+    n.checked_mul(n)
+        .filter(|nn| {
+            nn.checked_mul(size_of::<f64>())
+                .is_some_and(|b| b <= isize::MAX as usize)
+        })
+        .ok_or_else(|| Error::Shape(format!("matrix size n = {n} is too large")))
+}
 
 /// Eigenvalues (ascending), optional eigenvectors (columns) and a status per matrix for a batch of
 /// `batch` matrices of size `n×n`. `T` is f64 for the CPU reference and f32 for GPU readback.
@@ -20,6 +43,24 @@ pub struct Eigh<T> {
 }
 
 impl<T> Eigh<T> {
+    /// Checks that the fields agree with `n` and `batch` (the derivatives check the forward
+    /// result they are given, whose fields are public): `n ≥ 1`, `batch·n` eigenvalues, `batch`
+    /// statuses and, when present, `batch·n²` eigenvector entries.
+    pub fn check(&self) -> Result<()> {
+        let nn = matrix_len(self.n)?;
+        let shape = |k: usize| {
+            self.batch
+                .checked_mul(k)
+                .ok_or_else(|| Error::Shape(format!("a batch of {} is too large", self.batch)))
+        };
+        check_field(self.eigenvalues.len(), shape(self.n)?, "eigenvalues")?;
+        check_field(self.status.len(), self.batch, "status")?;
+        if let Some(v) = &self.eigenvectors {
+            check_field(v.len(), shape(nn)?, "eigenvectors")?;
+        }
+        Ok(())
+    }
+
     /// The eigenvalues of matrix `b`.
     pub fn values(&self, b: usize) -> &[T] {
         &self.eigenvalues[b * self.n..(b + 1) * self.n]

@@ -27,6 +27,7 @@
 //! # Ok::<(), eigrad::Error>(())
 //! ```
 
+use crate::eigh::check_field;
 use crate::{Eigh, Error, Result, Status, Symmetry};
 
 /// A scalar function applied to the spectrum of a symmetric matrix.
@@ -355,6 +356,24 @@ pub struct ExtremeEigenvalue<T> {
     pub status: Vec<Status>,
 }
 
+impl<T> ExtremeEigenvalue<T> {
+    /// Checks the VJP's inputs: `grad_values` (its length) per matrix, and the fields against
+    /// `n` and `batch` (public fields: a result may have been edited).
+    pub(crate) fn check_vjp_inputs(&self, grad_values: usize) -> Result<()> {
+        let nn = crate::eigh::matrix_len(self.n)?;
+        let len = self.batch.checked_mul(nn);
+        check_field(grad_values, self.batch, "grad_values")?;
+        check_field(self.status.len(), self.batch, "status")?;
+        match len {
+            Some(len) => check_field(self.grads.len(), len, "extreme-eigenvalue gradients"),
+            None => Err(Error::Shape(format!(
+                "a batch of {} is too large",
+                self.batch
+            ))),
+        }
+    }
+}
+
 /// The start vector of power iteration (CPU and GPU alike) is `1 + fract((i + 1)·STEP)/2`,
 /// normalised: deterministic, positive, and with no special structure.
 pub const POWER_START_STEP: f64 = 0.618_033_988_749_894_9;
@@ -432,22 +451,20 @@ impl<T> PowerIteration<T> {
         grad_vector: Option<usize>,
     ) -> Result<()> {
         let (n, batch) = (self.n, self.batch);
-        let check = |len: usize, expected: usize, what: &str| {
-            if len == expected {
-                Ok(())
-            } else {
-                Err(Error::Shape(format!(
-                    "{what} has {len} elements, expected {expected}"
-                )))
-            }
-        };
+        let nn = crate::eigh::matrix_len(n)?;
+        let check = check_field;
         if let Some(len) = grad_value {
             check(len, batch, "grad_value")?;
         }
         if let Some(len) = grad_vector {
             check(len, batch * n, "grad_vector")?;
         }
-        check(self.matrix.len(), batch * n * n, "power-iteration matrix")?;
-        check(self.vector.len(), batch * n, "power-iteration vector")
+        let matrices = batch
+            .checked_mul(nn)
+            .ok_or_else(|| Error::Shape(format!("a batch of {batch} is too large")))?;
+        check(self.matrix.len(), matrices, "power-iteration matrix")?;
+        check(self.vector.len(), batch * n, "power-iteration vector")?;
+        check(self.value.len(), batch, "power-iteration value")?;
+        check(self.status.len(), batch, "status")
     }
 }

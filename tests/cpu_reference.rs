@@ -1317,3 +1317,75 @@ fn sample_covariances_are_well_conditioned_with_distinct_eigenvalues() {
         }
     }
 }
+
+#[test]
+fn empty_batches_of_any_size_cost_nothing_and_overflowing_sizes_are_errors() {
+    use eigrad::spectral::{PowerIterationOptions, SpectralFn};
+    let opts = EighOptions::default();
+    let empty: &[f64] = &[];
+    // n = 100 000 would need 80 GB per workspace: an empty batch must not make one.
+    let n = 100_000;
+    assert_eq!(cpu::jacobi_eigh(empty, n, &opts).unwrap().batch, 0);
+    assert_eq!(cpu::jacobi_eigvalsh(empty, n, &opts).unwrap().batch, 0);
+    assert_eq!(cpu::tridiagonal_eigh(empty, n, &opts).unwrap().batch, 0);
+    assert!(cpu::tridiagonal_eigh_in_place(&mut [], n, &opts)
+        .unwrap()
+        .0
+        .is_empty());
+    let p = cpu::power_iteration(empty, n, &PowerIterationOptions::default()).unwrap();
+    assert!(p.value.is_empty());
+    let s = cpu::spectral(empty, n, SpectralFn::Exp, &opts).unwrap();
+    assert!(s.values.is_empty());
+    // n² overflows: an error naming the size, not a division by zero.
+    for n in [1usize << 32, usize::MAX] {
+        let e = cpu::jacobi_eigh(empty, n, &opts).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("n = {n} is too large")),
+            "{e}"
+        );
+        assert!(cpu::tridiagonal_eigh(empty, n, &opts).is_err());
+        assert!(cpu::power_iteration(empty, n, &PowerIterationOptions::default()).is_err());
+    }
+}
+
+#[test]
+fn derivatives_reject_forward_results_whose_fields_disagree() {
+    use eigrad::spectral::{Extreme, PowerIterationOptions};
+    let (n, opts, policy) = (2, EighOptions::default(), Degeneracy::default());
+    let a = samples::random_symmetric(&mut Rng::new(3), n, 2);
+    let good = cpu::jacobi_eigh(&a, n, &opts).unwrap();
+    let mut bad = Vec::new();
+    let mut e = good.clone();
+    e.status.pop();
+    bad.push(("a status short", e));
+    let mut e = good.clone();
+    e.eigenvalues.truncate(2);
+    bad.push(("eigenvalues short", e));
+    let mut e = good.clone();
+    e.eigenvectors.as_mut().unwrap().pop();
+    bad.push(("eigenvectors short", e));
+    let mut e = good.clone();
+    e.n = 0;
+    bad.push(("n = 0", e));
+    for (what, e) in &bad {
+        let shape = |r: eigrad::Result<Vec<f64>>| matches!(r, Err(Error::Shape(_)));
+        assert!(
+            shape(cpu::eigh_vjp(e, Some(&[1.0; 4]), None, policy)),
+            "{what}"
+        );
+        assert!(shape(cpu::eigvalsh_vjp(e, &[1.0; 4])), "{what}");
+        let jvp = cpu::eigh_jvp(e, &[0.0; 8], policy);
+        assert!(matches!(jvp, Err(Error::Shape(_))), "{what}");
+    }
+    let mut x = cpu::extreme_eigenvalue(&a, n, Extreme::Max, &opts, None).unwrap();
+    x.status.pop();
+    assert!(cpu::extreme_eigenvalue_vjp(&x, &[1.0; 2]).is_err());
+    let popts = PowerIterationOptions::default();
+    type Edit = fn(&mut eigrad::spectral::PowerIteration<f64>);
+    let edits: [Edit; 2] = [|p| p.value.clear(), |p| p.status.clear()];
+    for edit in edits {
+        let mut p = cpu::power_iteration(&a, n, &popts).unwrap();
+        edit(&mut p);
+        assert!(cpu::power_iteration_vjp(&p, Some(&[1.0; 2]), None).is_err());
+    }
+}

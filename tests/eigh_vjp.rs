@@ -777,3 +777,87 @@ fn refined_one_sided_eigenvectors_give_derivatives_as_accurate_as_two_sided() {
     assert!(one <= two, "one-sided {one:e} against two-sided {two:e}");
     assert!(one <= DERIVATIVE_TOL);
 }
+
+#[test]
+fn bad_forward_results_tensors_and_f32_policy_limits_are_handled() {
+    use eigrad::gpu::GpuTensor;
+    use eigrad::Error;
+    let Some(ctx) = gpu() else { return };
+    let n = 2;
+    let a = to_f32(&separated(n, 2, 5));
+    let good = ctx
+        .eigh(&a, n, &EighOptions::default(), Vectors::Yes)
+        .unwrap();
+    // Forward results whose fields disagree with n and batch.
+    let mut e = good.clone();
+    e.status.pop();
+    let r = ctx.eigh_vjp(&e, Some(&[1.0; 4]), None, Degeneracy::default());
+    assert!(matches!(r, Err(Error::Shape(_))), "{r:?}");
+    let mut e = good.clone();
+    e.eigenvectors.as_mut().unwrap().pop();
+    let r = ctx.eigh_jvp(&e, &[0.0; 8], Degeneracy::default());
+    assert!(matches!(r, Err(Error::Shape(_))), "{r:?}");
+    let fwd = ctx
+        .eigh_resident(&ctx.upload(&a), n, &EighOptions::default(), Vectors::Yes)
+        .unwrap();
+    let short = GpuEigh {
+        eigenvalues: GpuTensor::from_buffer(fwd.eigenvalues.buffer().clone(), 0, 3).unwrap(),
+        ..fwd.clone()
+    };
+    let gl = ctx.upload(&[1f32; 4]);
+    let r = ctx.eigh_vjp_resident(&short, Some(&gl), None, Degeneracy::default());
+    assert!(matches!(r, Err(Error::Shape(_))), "{r:?}");
+    // Tensor regions that overflow or are misaligned, and a buffer that cannot be read back.
+    let buf = fwd.eigenvalues.buffer().clone();
+    assert!(GpuTensor::from_buffer(buf.clone(), 0, 1 << 62).is_err());
+    assert!(GpuTensor::from_buffer(buf.clone(), u64::MAX - 3, 1).is_err());
+    assert!(GpuTensor::from_buffer(buf, 2, 1).is_err());
+    let storage_only = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 256,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let t = GpuTensor::from_buffer(storage_only, 0, 4).unwrap();
+    assert!(matches!(ctx.download(&t), Err(Error::InvalidArgument(_))));
+    // Policy parameters outside the f32 range keep their meaning on the GPU: a Lorentzian eps
+    // below the smallest normal f32 still gives 0 at an exact tie (not 0/0), and a mask
+    // tolerance above f32::MAX still masks every pair of a zero matrix (not inf·0).
+    let ties = ctx
+        .eigh(
+            &[1f32, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            n,
+            &EighOptions::default(),
+            Vectors::Yes,
+        )
+        .unwrap();
+    let gv = [1f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
+    for policy in [
+        Degeneracy::Lorentzian { eps: 1e-50 },
+        Degeneracy::Mask {
+            rel_tol: Some(1e300),
+        },
+    ] {
+        let x = ctx.eigh_vjp(&ties, None, Some(&gv), policy).unwrap();
+        let y = cpu::eigh_vjp(&forward_f64(&ties), None, Some(&gv.map(f64::from)), policy).unwrap();
+        assert_eq!(
+            x,
+            y.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            "{policy:?}"
+        );
+        let j = ctx.eigh_jvp(&ties, &gv, policy).unwrap();
+        assert!(j.vectors_dot.iter().all(|v| v.is_finite()), "{policy:?}");
+    }
+}
+
+/// An f32 forward result widened to f64 (the CPU rule applied to the same decomposition).
+fn forward_f64(e: &Eigh<f32>) -> Eigh<f64> {
+    let wide = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    Eigh {
+        n: e.n,
+        batch: e.batch,
+        eigenvalues: wide(&e.eigenvalues),
+        eigenvectors: e.eigenvectors.as_deref().map(wide),
+        status: e.status.clone(),
+    }
+}

@@ -48,10 +48,7 @@ const MIN_MATRICES_PER_TASK: usize = 16;
 
 /// The batch size of a buffer of `len` elements holding `n×n` matrices.
 pub(crate) fn batch_of(len: usize, n: usize, what: &str) -> Result<usize> {
-    if n == 0 {
-        return Err(Error::Shape("matrix size n must be at least 1".into()));
-    }
-    let nn = n * n;
+    let nn = crate::eigh::matrix_len(n)?;
     if !len.is_multiple_of(nn) {
         return Err(Error::Shape(format!(
             "{what} has {len} elements, which is not a whole number of {n}×{n} matrices"
@@ -114,8 +111,12 @@ pub fn jacobi<S: Scalar>(
             .zip(status.par_chunks_mut(LANES))
             .with_min_len(min_chunks)
             .for_each_init(
-                || Workspace::new(n),
-                |ws, (((m, w), v), s)| solve(ws, m, w, Some(v), s),
+                // Made for the first matrix a task takes: none for an empty batch.
+                || None,
+                |ws, (((m, w), v), s)| {
+                    let ws = ws.get_or_insert_with(|| Workspace::new(n));
+                    solve(ws, m, w, Some(v), s)
+                },
             ),
         None => a
             .par_chunks(LANES * nn)
@@ -123,8 +124,12 @@ pub fn jacobi<S: Scalar>(
             .zip(status.par_chunks_mut(LANES))
             .with_min_len(min_chunks)
             .for_each_init(
-                || Workspace::new(n),
-                |ws, ((m, w), s)| solve(ws, m, w, None, s),
+                // Made for the first matrix a task takes: none for an empty batch.
+                || None,
+                |ws, ((m, w), s)| {
+                    let ws = ws.get_or_insert_with(|| Workspace::new(n));
+                    solve(ws, m, w, None, s)
+                },
             ),
     }
     Ok(Eigh {
@@ -177,8 +182,12 @@ pub fn tridiagonal<S: Scalar>(
                 .zip(status.par_chunks_mut(QL_LANES))
                 .with_min_len(min_len)
                 .for_each_init(
-                    || TridiagonalWorkspace::new(n),
-                    |ws, (((m, w), v), s)| solve(ws, m, w, Some(v), s),
+                    // Made for the first matrix a task takes: none for an empty batch.
+                    || None,
+                    |ws, (((m, w), v), s)| {
+                        let ws = ws.get_or_insert_with(|| TridiagonalWorkspace::new(n));
+                        solve(ws, m, w, Some(v), s)
+                    },
                 );
             Some(vecs)
         }
@@ -188,8 +197,12 @@ pub fn tridiagonal<S: Scalar>(
                 .zip(status.par_chunks_mut(QL_LANES))
                 .with_min_len(min_len)
                 .for_each_init(
-                    || TridiagonalWorkspace::new(n),
-                    |ws, ((m, w), s)| solve(ws, m, w, None, s),
+                    // Made for the first matrix a task takes: none for an empty batch.
+                    || None,
+                    |ws, ((m, w), s)| {
+                        let ws = ws.get_or_insert_with(|| TridiagonalWorkspace::new(n));
+                        solve(ws, m, w, None, s)
+                    },
                 );
             None
         }
@@ -233,8 +246,12 @@ pub fn tridiagonal_eigh_in_place(
         .zip(status.par_chunks_mut(QL_LANES))
         .with_min_len(tridiagonal_task_len(n))
         .for_each_init(
-            || TridiagonalWorkspace::new(n),
-            |ws, ((m, w), s)| tridiagonal_eigh_chunk_in_place(m, n, sym, sweeps, ws, w, s),
+            // Made for the first matrix a task takes: none for an empty batch.
+            || None,
+            |ws, ((m, w), s)| {
+                let ws = ws.get_or_insert_with(|| TridiagonalWorkspace::new(n));
+                tridiagonal_eigh_chunk_in_place(m, n, sym, sweeps, ws, w, s)
+            },
         );
     Ok((eigenvalues, status))
 }
@@ -267,6 +284,7 @@ struct Item<'a> {
 }
 
 fn items(eig: &Eigh<f64>) -> Result<impl IndexedParallelIterator<Item = Item<'_>>> {
+    eig.check()?;
     let v = need_vectors(eig)?;
     let n = eig.n;
     Ok(eig
@@ -304,8 +322,10 @@ pub fn eigh_vjp(
         .enumerate()
         .with_min_len(MIN_MATRICES_PER_TASK)
         .for_each_init(
-            || Workspace::new(n),
+            // Made for the first matrix a task takes: none for an empty batch.
+            || None,
             |ws, (b, (it, out))| {
+                let ws = ws.get_or_insert_with(|| Workspace::new(n));
                 if !it.status.is_ok() {
                     out.fill(f64::NAN);
                     return;
@@ -350,8 +370,10 @@ pub fn eigh_jvp(eig: &Eigh<f64>, tangent: &[f64], policy: Degeneracy) -> Result<
         .zip(vectors_dot.par_chunks_mut(nn))
         .with_min_len(MIN_MATRICES_PER_TASK)
         .for_each_init(
-            || Workspace::new(n),
+            // Made for the first matrix a task takes: none for an empty batch.
+            || None,
             |ws, (((it, da), ld), vd)| {
+                let ws = ws.get_or_insert_with(|| Workspace::new(n));
                 if !it.status.is_ok() {
                     ld.fill(f64::NAN);
                     vd.fill(f64::NAN);
@@ -390,8 +412,10 @@ pub fn gauge_diagnostic(
         .zip(out.par_iter_mut())
         .with_min_len(MIN_MATRICES_PER_TASK)
         .for_each_init(
-            || Workspace::new(n),
+            // Made for the first matrix a task takes: none for an empty batch.
+            || None,
             |ws, ((it, gv), o)| {
+                let ws = ws.get_or_insert_with(|| Workspace::new(n));
                 *o = if it.status.is_ok() {
                     let thr = policy.abs_threshold(max_abs(it.lambda), Precision::F64);
                     derivatives::gauge_one(n, it.lambda, it.v, gv, thr, &mut ws.m1)

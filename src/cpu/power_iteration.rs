@@ -39,8 +39,12 @@ pub fn power_iteration<S: Scalar>(
         .zip(status.par_iter_mut())
         .with_min_len(MIN_MATRICES_PER_TASK)
         .for_each_init(
-            || (vec![0.0; nn], vec![0.0; n]),
+            // Sized for the first matrix a task takes: nothing for an empty batch.
+            || (Vec::new(), Vec::new()),
             |(scaled, y), (((((input, m), lambda), v), iters), s)| {
+                if scaled.is_empty() {
+                    (*scaled, *y) = (vec![0.0; nn], vec![0.0; n]);
+                }
                 *s = power_one(input, n, opts, m, scaled, y, lambda, v, iters);
                 if !s.is_ok() {
                     *lambda = f64::NAN;
@@ -162,8 +166,12 @@ pub fn power_iteration_vjp(
         .enumerate()
         .with_min_len(MIN_MATRICES_PER_TASK)
         .for_each_init(
-            || (vec![0.0; nn], vec![0.0; n]),
+            // Sized for the first matrix a task takes: nothing for an empty batch.
+            || (Vec::new(), Vec::new()),
             |(chol, w), (b, out)| {
+                if chol.is_empty() {
+                    (*chol, *w) = (vec![0.0; nn], vec![0.0; n]);
+                }
                 if !p.status[b].is_ok() {
                     out.fill(f64::NAN);
                     return;

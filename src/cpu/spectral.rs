@@ -77,6 +77,8 @@ pub fn spectral<S: Scalar>(
 /// policy is needed: the divided differences are evaluated without cancellation, so the result is
 /// finite and accurate for repeated and clustered eigenvalues alike.
 pub fn spectral_vjp(s: &Spectral<f64>, grad: &[f64]) -> Result<Vec<f64>> {
+    s.function.validate()?;
+    s.eig.check()?;
     let (n, batch) = (s.eig.n, s.eig.batch);
     let nn = n * n;
     check_len(grad.len(), batch * nn, "grad")?;
@@ -279,9 +281,8 @@ pub fn extreme_eigenvalue<S: Scalar>(
 /// The VJP of [`extreme_eigenvalue`]: `Ā_b = ḡ_b · G_b` for the cotangents `ḡ` (`[B]`) of the
 /// values. NaN for matrices whose status is not ok.
 pub fn extreme_eigenvalue_vjp(e: &ExtremeEigenvalue<f64>, grad_values: &[f64]) -> Result<Vec<f64>> {
+    e.check_vjp_inputs(grad_values.len())?;
     let nn = e.n * e.n;
-    check_len(grad_values.len(), e.batch, "grad_values")?;
-    check_len(e.grads.len(), e.batch * nn, "extreme-eigenvalue gradients")?;
     let mut out = vec![0.0; e.batch * nn];
     out.par_chunks_mut(nn)
         .zip(e.grads.par_chunks(nn))

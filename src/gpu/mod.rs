@@ -293,8 +293,15 @@ impl GpuTensor {
     /// usage (and `COPY_SRC` to be read back); `offset` must be a multiple of the device's
     /// `min_storage_buffer_offset_alignment` (256 bytes at most).
     pub fn from_buffer(buffer: wgpu::Buffer, offset: u64, len: usize) -> Result<Self> {
-        let end = offset + len as u64 * WORD;
-        if end > buffer.size() {
+        if !offset.is_multiple_of(WORD) {
+            return Err(Error::InvalidArgument(format!(
+                "a tensor's offset must be a multiple of {WORD} bytes, got {offset}"
+            )));
+        }
+        let end = (len as u64)
+            .checked_mul(WORD)
+            .and_then(|bytes| bytes.checked_add(offset));
+        if end.is_none_or(|end| end > buffer.size()) {
             return Err(Error::Shape(format!(
                 "tensor of {len} elements at byte {offset} exceeds its buffer of {} bytes",
                 buffer.size()
@@ -357,6 +364,24 @@ pub struct GpuEigh {
 }
 
 impl GpuEigh {
+    /// Checks that the tensors agree with `n` and `batch` (the derivatives check the forward
+    /// result they are given, whose fields are public): `n` in 1..=[`MAX_N`], `batch·n`
+    /// eigenvalues, `batch` statuses and, when present, `batch·n²` eigenvector entries.
+    pub fn check(&self) -> Result<()> {
+        check_n(self.n)?;
+        let shape = |k: usize| {
+            self.batch
+                .checked_mul(k)
+                .ok_or_else(|| Error::Shape(format!("a batch of {} is too large", self.batch)))
+        };
+        check_len(self.eigenvalues.len, shape(self.n)?, "eigenvalues")?;
+        check_len(self.status.len, self.batch, "status")?;
+        if let Some(v) = &self.eigenvectors {
+            check_len(v.len, shape(self.n * self.n)?, "eigenvectors")?;
+        }
+        Ok(())
+    }
+
     /// The decomposition's tensors, named, as the inputs of a derivative.
     fn inputs(&self) -> Vec<(&'static str, &GpuTensor)> {
         let mut v = vec![("eigenvalues", &self.eigenvalues), ("status", &self.status)];
@@ -390,12 +415,17 @@ fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Kept inside the f32 range, so that the kernels see what the f64 policy means: a mask
+/// tolerance above f32::MAX (masking every pair of a non-zero matrix) stays finite, where inf
+/// would make the zero matrix's threshold inf·0 = NaN, and a Lorentzian eps below the smallest
+/// normal f32 stays positive (GPUs may flush subnormals), where 0 would make a tie's 0/0.
 fn policy_tol(policy: Degeneracy) -> f32 {
     match policy {
         Degeneracy::Mask { rel_tol } => {
-            rel_tol.unwrap_or_else(|| Precision::F32.default_mask_rel_tol()) as f32
+            let tol = rel_tol.unwrap_or_else(|| Precision::F32.default_mask_rel_tol());
+            tol.min(f32::MAX as f64) as f32
         }
-        Degeneracy::Lorentzian { eps } => eps as f32,
+        Degeneracy::Lorentzian { eps } => (eps as f32).max(f32::MIN_POSITIVE),
         Degeneracy::Propagate => 0.0,
     }
 }
@@ -1002,6 +1032,7 @@ impl GpuContext {
         grad_vectors: Option<&GpuTensor>,
         policy: Degeneracy,
     ) -> Result<GpuTensor> {
+        fwd.check()?;
         let out = self.new_tensor(fwd.batch * fwd.n * fwd.n);
         match self.eigh_vjp_resident_into(fwd, grad_values, grad_vectors, policy, &out) {
             Ok(()) => Ok(out),
@@ -1024,6 +1055,7 @@ impl GpuContext {
         out: &GpuTensor,
     ) -> Result<()> {
         policy.validate()?;
+        fwd.check()?;
         let (n, batch) = (fwd.n, fwd.batch);
         let nn = n * n;
         let vecs = fwd.eigenvectors.as_ref().ok_or_else(|| {
@@ -1071,6 +1103,7 @@ impl GpuContext {
         tangent: &GpuTensor,
         policy: Degeneracy,
     ) -> Result<GpuJvp> {
+        fwd.check()?;
         let (n, batch) = (fwd.n, fwd.batch);
         let out = GpuJvp {
             values_dot: self.new_tensor(batch * n),
@@ -1096,6 +1129,7 @@ impl GpuContext {
         out: &GpuJvp,
     ) -> Result<()> {
         policy.validate()?;
+        fwd.check()?;
         let (n, batch) = (fwd.n, fwd.batch);
         let nn = n * n;
         let vecs = fwd.eigenvectors.as_ref().ok_or_else(|| {
@@ -1291,6 +1325,7 @@ impl GpuContext {
 
     /// Uploads the forward results of matrices `range` of `eig` (which must hold eigenvectors).
     fn upload_forward(&self, eig: &Eigh<f32>, range: std::ops::Range<usize>) -> Result<GpuEigh> {
+        eig.check()?;
         let (n, nn) = (eig.n, eig.n * eig.n);
         let vecs = eig.eigenvectors.as_ref().ok_or_else(|| {
             Error::InvalidArgument(
@@ -1326,8 +1361,9 @@ impl GpuContext {
         policy: Degeneracy,
     ) -> Result<Vec<f32>> {
         policy.validate()?;
+        check_n(eig.n)?;
+        eig.check()?;
         let (n, nn, batch) = (eig.n, eig.n * eig.n, eig.batch);
-        check_n(n)?;
         if let Some(g) = grad_values {
             check_len(g.len(), batch * n, "grad_values")?;
         }
@@ -1392,8 +1428,9 @@ impl GpuContext {
         policy: Degeneracy,
     ) -> Result<Jvp<f32>> {
         policy.validate()?;
+        check_n(eig.n)?;
+        eig.check()?;
         let (n, nn, batch) = (eig.n, eig.n * eig.n, eig.batch);
-        check_n(n)?;
         check_len(tangent.len(), batch * nn, "tangent")?;
         let mut values_dot = vec![0f32; batch * n];
         let mut vectors_dot = vec![0f32; batch * nn];

@@ -156,6 +156,7 @@ impl GpuContext {
         out: &GpuTensor,
     ) -> Result<()> {
         policy.validate()?;
+        eig.check()?;
         let (n, batch) = (eig.n, eig.batch);
         let nn = n * n;
         check_len(grad.len, batch * nn, "grad")?;
@@ -202,6 +203,7 @@ impl GpuContext {
         func: Func,
         policy: Degeneracy,
     ) -> Result<GpuTensor> {
+        eig.check()?;
         let out = self.new_tensor(eig.batch * eig.n * eig.n);
         match self.apply_vjp_resident_into(eig, grad, func, policy, &out) {
             Ok(()) => Ok(out),
@@ -264,8 +266,9 @@ impl GpuContext {
         func: Func,
         policy: Degeneracy,
     ) -> Result<Vec<f32>> {
-        let (n, nn, batch) = (eig.n, eig.n * eig.n, eig.batch);
-        check_n(n)?;
+        check_n(eig.n)?;
+        eig.check()?;
+        let (nn, batch) = (eig.n * eig.n, eig.batch);
         check_len(grad.len(), batch * nn, "grad")?;
         let mut out = Vec::with_capacity(batch * nn);
         let chunk = self.host_chunk(nn);
@@ -322,6 +325,7 @@ impl GpuContext {
     /// differences `L` of the spectral function, evaluated without cancellation near ties so
     /// it stays finite and accurate at repeated eigenvalues. NaN where the status is not ok.
     pub fn spectral_vjp_resident(&self, s: &GpuSpectral, grad: &GpuTensor) -> Result<GpuTensor> {
+        s.function.validate()?;
         let func = Func::spectral(s.function);
         self.apply_vjp_resident(&s.eig, grad, func, Degeneracy::default())
     }
@@ -334,6 +338,7 @@ impl GpuContext {
         grad: &GpuTensor,
         out: &GpuTensor,
     ) -> Result<()> {
+        s.function.validate()?;
         let func = Func::spectral(s.function);
         self.apply_vjp_resident_into(&s.eig, grad, func, Degeneracy::default(), out)
     }
@@ -359,6 +364,7 @@ impl GpuContext {
     /// The Daleckii–Krein VJP on the GPU for host data, the contract of
     /// [`crate::cpu::spectral_vjp`] in f32.
     pub fn spectral_vjp(&self, s: &Spectral<f32>, grad: &[f32]) -> Result<Vec<f32>> {
+        s.function.validate()?;
         let func = Func::spectral(s.function);
         self.apply_vjp_host(&s.eig, grad, func, Degeneracy::default())
     }
@@ -466,9 +472,8 @@ impl GpuContext {
         e: &ExtremeEigenvalue<f32>,
         grad_values: &[f32],
     ) -> Result<Vec<f32>> {
+        e.check_vjp_inputs(grad_values.len())?;
         let nn = e.n * e.n;
-        check_len(grad_values.len(), e.batch, "grad_values")?;
-        check_len(e.grads.len(), e.batch * nn, "extreme-eigenvalue gradients")?;
         let mut out = e.grads.clone();
         for (b, chunk) in out.chunks_mut(nn.max(1)).enumerate() {
             let s = if e.status[b].is_ok() {
