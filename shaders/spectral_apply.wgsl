@@ -1,6 +1,6 @@
 // Spectral function f(A) = V diag(f(λ)) Vᵀ from a forward eigendecomposition, exactly
 // symmetric; status 3 (out of domain) when the function needs positive eigenvalues and one is
-// ≤ 0, and NaN outputs for any status other than ok. Layout in dense.wgsl, functions in
+// ≤ 0 or when an f(λ) is beyond the f32 range, and NaN outputs for any status other than ok. Layout in dense.wgsl, functions in
 // spectral.wgsl.
 
 // Eigenvalues [batch][N] from the forward.
@@ -42,6 +42,22 @@ fn spectral_apply(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     // place of V, each mirrored, so f(A) is exactly symmetric.
     for (var e = lid; e < MATS * N; e += WG) {
         lam_sh[e] = spectral_value(lam_sh[e], e % N);
+    }
+    workgroupBarrier();
+    // An f(λ) beyond the f32 range (exp or pow of a large eigenvalue) is out of domain too:
+    // V f(Λ) Vᵀ would be inf·0 = NaN.
+    for (var m = lid; m < MATS; m += WG) {
+        let g = x.first + m;
+        if (g < params.batch && ok_sh[m] != 0u) {
+            var finite = true;
+            for (var i = 0u; i < N; i++) {
+                finite = finite && is_finite_f32(lam_sh[m * N + i]);
+            }
+            if (!finite) {
+                status_out[g] = 3u;
+                ok_sh[m] = 0u;
+            }
+        }
     }
     workgroupBarrier();
     let f = gemm(x, SRC_V, false, SRC_V, true, true);

@@ -13,7 +13,8 @@ pub enum Status {
     /// The sweep cap was reached before the off-diagonal became negligible; outputs are NaN.
     NotConverged = 2,
     /// The input is outside the domain of the requested function (for example `log` of a matrix
-    /// that is not positive definite); outputs are NaN.
+    /// that is not positive definite), or the function's value is beyond the precision's range
+    /// (`exp` or `pow` of a large eigenvalue); outputs are NaN.
     OutOfDomain = 3,
 }
 

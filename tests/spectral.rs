@@ -1296,3 +1296,20 @@ fn spectral_and_projector_vjps_are_adjoint_to_the_eigendecomposition_jvp() {
         );
     }
 }
+
+#[test]
+fn function_values_beyond_f64_are_out_of_domain_not_nan_with_ok() {
+    let opts = EighOptions::default();
+    let diag = |a: f64, b: f64| vec![a, 0.0, 0.0, b];
+    for (a, f) in [
+        (diag(1000.0, 1.0), SpectralFn::Exp),
+        (diag(4.0, 9.0), SpectralFn::Pow(1e300)),
+    ] {
+        let s = cpu::spectral(&a, 2, f, &opts).unwrap();
+        assert_eq!(s.eig.status, [Status::OutOfDomain], "{f:?}");
+        assert!(s.values.iter().all(|v| v.is_nan()), "{f:?}");
+    }
+    // Large but representable: ok.
+    let s = cpu::spectral(&diag(700.0, 1.0), 2, SpectralFn::Exp, &opts).unwrap();
+    assert!(s.eig.all_ok() && s.values.iter().all(|v| v.is_finite()));
+}

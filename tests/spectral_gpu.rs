@@ -356,3 +356,22 @@ fn power_iteration_reports_non_finite_and_unconverged_matrices() {
     assert!(g[..4].iter().all(|x| x.is_finite()));
     assert!(g[4..].iter().all(|x| x.is_nan()));
 }
+
+#[test]
+fn function_values_beyond_f32_are_out_of_domain_on_the_gpu() {
+    let Some(ctx) = gpu() else { return };
+    let opts = EighOptions::default();
+    // Batches of two: the overflowing matrix and a neighbour that must stay ok.
+    for (a, f) in [
+        ([100f32, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 1.0], SpectralFn::Exp),
+        (
+            [4f32, 0.0, 0.0, 9.0, 1.5, 0.0, 0.0, 1.2],
+            SpectralFn::Pow(200.0),
+        ),
+    ] {
+        let s = ctx.spectral(&a, 2, f, &opts).unwrap();
+        assert_eq!(s.eig.status, [Status::OutOfDomain, Status::Ok], "{f:?}");
+        assert!(s.values[..4].iter().all(|v| v.is_nan()), "{f:?}");
+        assert!(s.values[4..].iter().all(|v| v.is_finite()), "{f:?}");
+    }
+}

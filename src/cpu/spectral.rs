@@ -18,7 +18,8 @@ use rayon::prelude::*;
 /// [`Status::OutOfDomain`] and NaN in `values`, `eig.eigenvalues` and `eig.eigenvectors` (as
 /// for every status other than ok); the other matrices are unaffected. The statuses of the
 /// eigendecomposition (non-finite input, not converged) are kept. `exp` accepts any symmetric
-/// matrix (eigenvalues above ~709 overflow to inf, as `f64::exp` does).
+/// matrix; a value of `f` beyond the f64 range (`exp` of an eigenvalue above ~709, `pow` with
+/// a large exponent) also gives [`Status::OutOfDomain`] and NaN outputs.
 pub fn spectral<S: Scalar>(
     a: &[S],
     n: usize,
@@ -60,6 +61,14 @@ pub fn spectral<S: Scalar>(
                     *f = function.value(x);
                 }
                 derivatives::congruence_diag(n, v, f_lambda, out);
+                // Values beyond the f64 range (exp or pow of a large eigenvalue, or their
+                // products) are out of domain too, rather than inf and inf·0 = NaN with ok.
+                if !f_lambda.iter().chain(out.iter()).all(|x| x.is_finite()) {
+                    *s = Status::OutOfDomain;
+                    lambda.fill(f64::NAN);
+                    v.fill(f64::NAN);
+                    out.fill(f64::NAN);
+                }
             },
         );
     Ok(Spectral {
