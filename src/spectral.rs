@@ -227,11 +227,12 @@ impl Projector {
         Ok(())
     }
 
-    /// The kept indices, in the ascending eigenvalue order, for matrices of size `n ≥ k`.
+    /// The kept indices, in the ascending eigenvalue order, for matrices of size `n ≥ k` (all
+    /// of `0..n` when `k > n`, which [`Projector::validate`] rejects).
     pub fn selected(self, n: usize) -> std::ops::Range<usize> {
         match self {
-            Projector::Lowest(k) => 0..k,
-            Projector::Highest(k) => n - k..n,
+            Projector::Lowest(k) => 0..k.min(n),
+            Projector::Highest(k) => n.saturating_sub(k)..n,
         }
     }
 
@@ -284,8 +285,8 @@ impl Extreme {
     /// The extreme of the ascending `lambda` and the weights of its minimum-norm (sub)gradient
     /// `Σ w_i u_i u_iᵀ`: `s_i/m` on the `m` eigenvalues within the `mask` tolerance of the
     /// extreme (in `|λ|` for the norm, with `s_i = sign(λ_i)`; 1 otherwise), 0 elsewhere; all 0
-    /// for the norm of a zero matrix. Returns the extreme and `m`. Shared by the CPU and GPU
-    /// paths (which pass their own precision).
+    /// for the norm of a zero matrix. Returns the extreme and `m` (NaN and 0 for no eigenvalues).
+    /// Shared by the CPU and GPU paths (which pass their own precision).
     pub fn cluster_weights(
         self,
         lambda: &[f64],
@@ -294,6 +295,9 @@ impl Extreme {
         weights: &mut [f64],
     ) -> (f64, u32) {
         let n = lambda.len();
+        if n == 0 {
+            return (f64::NAN, 0);
+        }
         let biggest = lambda.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         let thr = mask.abs_threshold(biggest, precision);
         let extreme = match self {

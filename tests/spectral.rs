@@ -1313,3 +1313,14 @@ fn function_values_beyond_f64_are_out_of_domain_not_nan_with_ok() {
     let s = cpu::spectral(&diag(700.0, 1.0), 2, SpectralFn::Exp, &opts).unwrap();
     assert!(s.eig.all_ok() && s.values.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn selections_and_cluster_weights_of_degenerate_arguments_do_not_panic() {
+    assert_eq!(Projector::Highest(5).selected(2), 0..2);
+    assert_eq!(Projector::Lowest(5).selected(2), 0..2);
+    assert_eq!(Projector::Highest(5).cut(2), None);
+    assert!(Projector::Highest(5).validate(2).is_err());
+    let (value, m) =
+        Extreme::Max.cluster_weights(&[], Degeneracy::default(), eigrad::Precision::F64, &mut []);
+    assert!(value.is_nan() && m == 0);
+}
