@@ -490,6 +490,37 @@ fn bad_sizes_and_shapes_are_errors() {
 }
 
 #[test]
+fn off_diagonal_pairs_above_half_the_f32_range_are_symmetrised_without_overflow() {
+    // (a + b)/2 of two entries of one sign above f32::MAX/2 must not overflow (a driver may
+    // evaluate 0.5·a + 0.5·b as 0.5·(a + b)): [[0, x], [x, 0]] has eigenvalues ±x.
+    for (kernel, ctx) in gpu_kernels() {
+        for n in [2usize, 12] {
+            let nn = n * n;
+            let xs = [2e38f32, -3e38, 3.3e38];
+            let mut a = vec![0f32; xs.len() * nn];
+            for (m, &x) in xs.iter().enumerate() {
+                a[m * nn + n - 1] = x;
+                a[m * nn + (n - 1) * n] = x;
+            }
+            let r = ctx
+                .eigh(&a, n, &EighOptions::default(), Vectors::No)
+                .unwrap();
+            for (m, &x) in xs.iter().enumerate() {
+                let what = format!("{kernel:?} n={n} x={x:e}");
+                assert_eq!(r.status[m], Status::Ok, "{what}");
+                let w = r.values(m);
+                let tol = 8.0 * n as f64 * EPS * x.abs() as f64;
+                assert!((w[0] as f64 + x.abs() as f64).abs() <= tol, "{what}: {w:?}");
+                assert!(
+                    (w[n - 1] as f64 - x.abs() as f64).abs() <= tol,
+                    "{what}: {w:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn zero_identity_and_diagonal_inputs_are_exact() {
     for (kernel, ctx) in gpu_kernels() {
         let n = 7;
