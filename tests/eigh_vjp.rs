@@ -861,3 +861,38 @@ fn forward_f64(e: &Eigh<f32>) -> Eigh<f64> {
         status: e.status.clone(),
     }
 }
+
+#[test]
+fn tensors_of_another_context_are_errors_not_wrong_answers() {
+    use eigrad::Error;
+    let (Some(a), Some(b)) = (gpu(), gpu_kernel(ForwardKernel::OneSided)) else {
+        return;
+    };
+    let n = 2;
+    let opts = EighOptions::default();
+    let x = a.upload(&[1f32, 0.0, 0.0, 2.0]);
+    let fwd = a.eigh_resident(&x, n, &opts, Vectors::Yes).unwrap();
+    let gl = b.upload(&[1f32, 1.0]);
+    let foreign = |r: eigrad::Result<()>| matches!(r, Err(Error::InvalidArgument(m)) if m.contains("another GpuContext"));
+    // Used to give zeros (the other device's buffers read as empty) or a wgpu panic.
+    assert!(foreign(
+        b.eigh_vjp_resident(&fwd, Some(&gl), None, Degeneracy::default())
+            .map(drop)
+    ));
+    assert!(foreign(
+        b.eigh_resident(&x, n, &opts, Vectors::Yes).map(drop)
+    ));
+    assert!(foreign(b.download(&fwd.eigenvalues).map(drop)));
+    assert!(foreign(b.download_status(&fwd.status).map(drop)));
+    assert!(foreign(b.copy(&[(&x, &gl)])));
+    // Handed to the wrong context's pool, a tensor is dropped, not reused there.
+    b.recycle(x);
+    let y = b.upload(&[5f32, 6.0]);
+    assert_eq!(b.download(&y).unwrap(), [5.0, 6.0]);
+    // The owner's own calls still work.
+    let g = a.upload(&[1f32, 1.0]);
+    let r = a
+        .eigh_vjp_resident(&fwd, Some(&g), None, Degeneracy::default())
+        .unwrap();
+    assert_eq!(a.download(&r).unwrap(), [1.0, 0.0, 0.0, 1.0]);
+}

@@ -261,12 +261,17 @@ pub(crate) enum Slot<'a> {
         buffer: &'a wgpu::Buffer,
         offset: u64,
         words_per_matrix: u64,
+        /// The context that made the buffer ([`Inner::id`]; 0: a caller's buffer).
+        owner: u64,
     },
     Placeholder,
 }
 
 /// The device state shared by every call.
 pub(crate) struct Inner {
+    /// This context's number, distinct among the process's contexts: the owner of the tensors
+    /// it makes.
+    pub id: u64,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter_name: String,
@@ -295,7 +300,9 @@ impl Inner {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             device,
             queue,
             adapter_name,
@@ -305,6 +312,19 @@ impl Inner {
             chunk_cap: AtomicUsize::new(0),
             profile: Mutex::new(None),
         }
+    }
+
+    /// An error unless a tensor made by the context `owner` (0: a caller's buffer, whose device
+    /// is the caller's to match) may be used here.
+    pub fn check_owner(&self, owner: u64) -> Result<()> {
+        if owner != 0 && owner != self.id {
+            return Err(Error::InvalidArgument(
+                "a tensor made by another GpuContext (its buffer belongs to that context's \
+                 device)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the device writes timestamps around compute passes.
@@ -574,7 +594,8 @@ impl Inner {
         let limits = self.limits();
         let align = limits.min_storage_buffer_offset_alignment as u64;
         for slot in slots {
-            if let Slot::Batch { offset, .. } = slot {
+            if let Slot::Batch { offset, owner, .. } = slot {
+                self.check_owner(*owner)?;
                 if offset % align != 0 {
                     return Err(Error::InvalidArgument(format!(
                         "a tensor's byte offset {offset} is not a multiple of the device's storage offset alignment {align}"
@@ -614,6 +635,7 @@ impl Inner {
                         buffer,
                         offset,
                         words_per_matrix,
+                        ..
                     } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer,
                         offset: offset + (start as u64) * words_per_matrix * WORD,

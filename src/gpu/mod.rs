@@ -286,6 +286,9 @@ pub struct GpuTensor {
     buffer: wgpu::Buffer,
     offset: u64,
     len: usize,
+    /// The context that made it (its number; 0 for [`GpuTensor::from_buffer`]): a tensor of
+    /// one context passed to another is an error, not a wgpu panic or a wrong answer.
+    owner: u64,
 }
 
 impl GpuTensor {
@@ -316,6 +319,7 @@ impl GpuTensor {
             buffer,
             offset,
             len,
+            owner: 0,
         })
     }
 
@@ -344,6 +348,7 @@ impl GpuTensor {
             buffer: &self.buffer,
             offset: self.offset,
             words_per_matrix: words_per_matrix as u64,
+            owner: self.owner,
         }
     }
 }
@@ -439,7 +444,11 @@ fn check_outputs(inputs: &[(&str, &GpuTensor)], outputs: &[(&str, &GpuTensor)]) 
     for (i, (name, out)) in outputs.iter().enumerate() {
         let earlier = outputs[..i].iter().map(|&(o, t)| (o, t, false));
         for (other, t, is_input) in inputs.iter().map(|&(o, t)| (o, t, true)).chain(earlier) {
-            if out.buffer != t.buffer {
+            // Tensors of two different contexts never overlap (their buffers can compare equal
+            // across devices); the dispatch reports the foreign one. (A caller's tensor, owner
+            // 0, may wrap a buffer of this context's.)
+            let foreign = out.owner != 0 && t.owner != 0 && out.owner != t.owner;
+            if out.buffer != t.buffer || foreign {
                 continue;
             }
             let (a, b) = (bytes(out), bytes(t));
@@ -746,16 +755,13 @@ impl GpuContext {
             wgpu::BufferUsages::empty(),
             |dst| fill_f32(dst, data),
         )?;
-        Ok(GpuTensor {
-            buffer,
-            offset: 0,
-            len: data.len(),
-        })
+        Ok(self.tensor(buffer, data.len()))
     }
 
     /// Reads an f32 tensor back into `out` (which must have the tensor's length), without
     /// allocating host memory: one copy to a pooled staging buffer, one wait, one bulk copy.
     pub fn download_into(&self, t: &GpuTensor, out: &mut [f32]) -> Result<()> {
+        self.inner.check_owner(t.owner)?;
         check_len(out.len(), t.len, "download destination")?;
         let rb = self
             .inner
@@ -768,6 +774,7 @@ impl GpuContext {
 
     /// Reads an f32 tensor back to host memory.
     pub fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        self.inner.check_owner(t.owner)?;
         let mut v = self
             .inner
             .read_words::<f32>(&[(&t.buffer, t.offset, t.len as u64)])?;
@@ -776,6 +783,7 @@ impl GpuContext {
 
     /// Reads a status tensor back to host memory.
     pub fn download_status(&self, t: &GpuTensor) -> Result<Vec<Status>> {
+        self.inner.check_owner(t.owner)?;
         let mut v = self
             .inner
             .read_words::<u32>(&[(&t.buffer, t.offset, t.len as u64)])?;
@@ -804,7 +812,10 @@ impl GpuContext {
     /// queue runs in order). A tensor made by [`GpuTensor::from_buffer`] must not be passed
     /// unless the caller gives its buffer up to eigrad for good.
     pub fn recycle(&self, tensor: GpuTensor) {
-        self.inner.give(tensor.buffer);
+        // Another context's buffer cannot serve this one's calls: it is dropped instead.
+        if tensor.owner == self.inner.id || tensor.owner == 0 {
+            self.inner.give(tensor.buffer);
+        }
     }
 
     /// [`GpuContext::recycle`] for every tensor of a device-resident eigendecomposition.
@@ -822,6 +833,8 @@ impl GpuContext {
     pub fn copy(&self, pairs: &[(&GpuTensor, &GpuTensor)]) -> Result<()> {
         let mut regions = Vec::with_capacity(pairs.len());
         for (src, dst) in pairs {
+            self.inner.check_owner(src.owner)?;
+            self.inner.check_owner(dst.owner)?;
             check_len(dst.len, src.len, "copy destination")?;
             regions.push((
                 &src.buffer,
@@ -835,10 +848,16 @@ impl GpuContext {
     }
 
     fn new_tensor(&self, len: usize) -> GpuTensor {
+        self.tensor(self.inner.output(len as u64), len)
+    }
+
+    /// A tensor of this context: `len` elements of `buffer` from its start.
+    fn tensor(&self, buffer: wgpu::Buffer, len: usize) -> GpuTensor {
         GpuTensor {
-            buffer: self.inner.output(len as u64),
+            buffer,
             offset: 0,
             len,
+            owner: self.inner.id,
         }
     }
 
@@ -965,6 +984,7 @@ impl GpuContext {
                     buffer: s,
                     offset: 0,
                     words_per_matrix: 0,
+                    owner: self.inner.id,
                 },
                 None => Slot::Placeholder,
             },
@@ -1343,11 +1363,7 @@ impl GpuContext {
             batch: range.len(),
             eigenvalues: self.try_upload(&eig.eigenvalues[range.start * n..range.end * n])?,
             eigenvectors: Some(self.try_upload(&vecs[range.start * nn..range.end * nn])?),
-            status: GpuTensor {
-                buffer: status_buffer,
-                offset: 0,
-                len: status.len(),
-            },
+            status: self.tensor(status_buffer, status.len()),
         })
     }
 

@@ -596,11 +596,10 @@ impl GpuContext {
         let value = self.upload(&p.value);
         let vector = self.upload(&p.vector);
         let matrix = self.upload(&p.matrix);
-        let status = GpuTensor {
-            buffer: self.inner.upload_words(&codes, wgpu::BufferUsages::empty()),
-            offset: 0,
-            len: batch,
-        };
+        let status = self.tensor(
+            self.inner.upload_words(&codes, wgpu::BufferUsages::empty()),
+            batch,
+        );
         let gl = grad_value.map(|g| self.upload(g));
         let gv = grad_vector.map(|g| self.upload(g));
         let out = self.new_tensor(batch * nn);
