@@ -37,6 +37,54 @@ fn a_global(mi: u32, g: u32, r: u32, c: u32) -> f32 {
 
 fn a_global_set(g: u32, r: u32, c: u32, x: f32) {}
 
+// The iteration's sums over k are written out in blocks of four (`//@for q`, the host repeats
+// them for q = 0..R4) instead of loops: Mesa's llvmpipe ends every loop of a shader invocation
+// after 65 535 loop trips in all, which loops over k used up within a few hundred iterations;
+// written out, an iteration takes three loop trips. Each sum keeps its k order.
+
+// s + A[i][k]·v[k] for k = 4q..4q+3 below N, in order.
+fn row_sum4(s: f32, mi: u32, g: u32, i: u32, q: u32) -> f32 {
+    var acc = s;
+    acc = row_step(acc, mi, g, i, 4u * q);
+    acc = row_step(acc, mi, g, i, 4u * q + 1u);
+    acc = row_step(acc, mi, g, i, 4u * q + 2u);
+    return row_step(acc, mi, g, i, 4u * q + 3u);
+}
+
+fn row_step(s: f32, mi: u32, g: u32, i: u32, k: u32) -> f32 {
+    let kk = min(k, N - 1u);
+    return select(s, s + a_get(mi, g, i, kk) * v_sh[mi * N + kk], k < N);
+}
+
+// (Σ y_k v_k, Σ y_k²) continued over k = 4q..4q+3 below N, in order.
+fn products4(sums: vec2<f32>, mi: u32, q: u32) -> vec2<f32> {
+    var acc = sums;
+    acc = product_step(acc, mi, 4u * q);
+    acc = product_step(acc, mi, 4u * q + 1u);
+    acc = product_step(acc, mi, 4u * q + 2u);
+    return product_step(acc, mi, 4u * q + 3u);
+}
+
+fn product_step(sums: vec2<f32>, mi: u32, k: u32) -> vec2<f32> {
+    let y = y_sh[mi * N + min(k, N - 1u)];
+    let v = v_sh[mi * N + min(k, N - 1u)];
+    return select(sums, vec2<f32>(sums.x + y * v, sums.y + y * y), k < N);
+}
+
+// res + Σ (y_k − ρ v_k)² continued over k = 4q..4q+3 below N, in order.
+fn residual4(res: f32, mi: u32, rho: f32, q: u32) -> f32 {
+    var acc = res;
+    acc = residual_step(acc, mi, rho, 4u * q);
+    acc = residual_step(acc, mi, rho, 4u * q + 1u);
+    acc = residual_step(acc, mi, rho, 4u * q + 2u);
+    return residual_step(acc, mi, rho, 4u * q + 3u);
+}
+
+fn residual_step(res: f32, mi: u32, rho: f32, k: u32) -> f32 {
+    let d = y_sh[mi * N + min(k, N - 1u)] - rho * v_sh[mi * N + min(k, N - 1u)];
+    return select(res, res + d * d, k < N);
+}
+
 @compute @workgroup_size(WG)
 fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let mi = lid / TPM;
@@ -101,25 +149,24 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
         if (iterating) {
             for (var i = t; i < N; i += TPM) {
                 var s = 0.0;
-                for (var k = 0u; k < N; k++) {
-                    s += a_get(mi, g, i, k) * v_sh[mi * N + k];
-                }
+                //@for q
+                s = row_sum4(s, mi, g, i, $qu);
+                //@end
                 y_sh[mi * N + i] = s;
             }
         }
         workgroupBarrier();
         if (iterating && t == 0u) {
-            var rho = 0.0;
-            var yy = 0.0;
-            for (var i = 0u; i < N; i++) {
-                rho += y_sh[mi * N + i] * v_sh[mi * N + i];
-                yy += y_sh[mi * N + i] * y_sh[mi * N + i];
-            }
+            var sums = vec2<f32>(0.0);
+            //@for q
+            sums = products4(sums, mi, $qu);
+            //@end
+            let rho = sums.x;
+            let yy = sums.y;
             var res = 0.0;
-            for (var i = 0u; i < N; i++) {
-                let d = y_sh[mi * N + i] - rho * v_sh[mi * N + i];
-                res += d * d;
-            }
+            //@for q
+            res = residual4(res, mi, rho, $qu);
+            //@end
             iters_sh[mi] = it;
             if (sqrt(res) <= tol * abs(rho)) {
                 state[mi] = 1u;

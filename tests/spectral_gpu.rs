@@ -375,3 +375,30 @@ fn function_values_beyond_f32_are_out_of_domain_on_the_gpu() {
         assert!(s.values[4..].iter().all(|v| v.is_finite()), "{f:?}");
     }
 }
+
+#[test]
+fn slowly_converging_power_iteration_converges_on_every_adapter() {
+    // |λ₂/λ₁| ≈ 0.99 at n = 33: about 1 500 iterations. Mesa's llvmpipe ends every loop of a
+    // shader invocation after 65 535 loop trips in all; with loops over k this kernel was cut
+    // off after ~600 iterations there (status 2, outputs partly stale); its sums are written
+    // out now, three loop trips per iteration.
+    use eigrad::spectral::PowerIterationOptions;
+    let Some(ctx) = gpu() else { return };
+    let n = 33;
+    let mut a = vec![0f32; n * n];
+    a[0] = 1.0;
+    for i in 1..n {
+        a[i * n + i] = 0.99 * (1.0 - 0.01 * i as f32 / n as f32);
+    }
+    let opts = PowerIterationOptions::default();
+    let x = ctx.power_iteration(&a, n, &opts).unwrap();
+    assert_eq!(
+        x.status,
+        [Status::Ok],
+        "after {:?} iterations",
+        x.iterations
+    );
+    assert!((x.value[0] - 1.0).abs() <= 1e-5, "{}", x.value[0]);
+    // The dominant eigenvector is e₀.
+    assert!((x.vector[0] - 1.0).abs() <= 1e-2, "{:?}", &x.vector[..4]);
+}

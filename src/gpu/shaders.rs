@@ -235,8 +235,11 @@ impl Kernel {
         let one_sided = matches!(self, Kernel::HestenesEigh | Kernel::HestenesEigvalsh);
         let subgroups = subgroups && one_sided;
         // The kernels that keep vectors in named vec4 registers, written out by `unroll`.
-        let unrolled =
-            one_sided || matches!(self, Kernel::TridiagonalEigvalsh | Kernel::TridiagonalEigh);
+        let unrolled = one_sided
+            || matches!(
+                self,
+                Kernel::TridiagonalEigvalsh | Kernel::TridiagonalEigh | Kernel::PowerIteration
+            );
         // (naga 30 takes the subgroup built-ins without an `enable subgroups;` directive, which
         // it rejects; the device needs wgpu::Features::SUBGROUP.)
         let mut s = format!("const MAX_N: u32 = {MAX_N}u;\n");
@@ -434,6 +437,7 @@ mod tests {
                 Kernel::HestenesEigvalsh,
                 Kernel::TridiagonalEigvalsh,
                 Kernel::TridiagonalEigh,
+                Kernel::PowerIteration,
             ] {
                 let s = k.source(n, sg, true);
                 for l in s.lines().map(str::trim) {
