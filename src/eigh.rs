@@ -2,8 +2,8 @@
 
 use crate::{Error, Result, Status};
 
-/// An error unless `len` is `expected` (`what` names the field).
-pub(crate) fn check_field(len: usize, expected: usize, what: &str) -> Result<()> {
+/// An error unless `len` is `expected` (`what` names the buffer or field).
+pub(crate) fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
     if len != expected {
         return Err(Error::Shape(format!(
             "{what} has {len} elements, expected {expected}"
@@ -23,6 +23,13 @@ pub(crate) fn matrix_len(n: usize) -> Result<usize> {
                 .is_some_and(|b| b <= isize::MAX as usize)
         })
         .ok_or_else(|| Error::Shape(format!("matrix size n = {n} is too large")))
+}
+
+/// `batch · per_matrix` elements, or an error when that overflows.
+pub(crate) fn batch_len(batch: usize, per_matrix: usize) -> Result<usize> {
+    batch
+        .checked_mul(per_matrix)
+        .ok_or_else(|| Error::Shape(format!("a batch of {batch} is too large")))
 }
 
 /// Eigenvalues (ascending), optional eigenvectors (columns) and a status per matrix for a batch of
@@ -48,15 +55,11 @@ impl<T> Eigh<T> {
     /// statuses and, when present, `batch·n²` eigenvector entries.
     pub fn check(&self) -> Result<()> {
         let nn = matrix_len(self.n)?;
-        let shape = |k: usize| {
-            self.batch
-                .checked_mul(k)
-                .ok_or_else(|| Error::Shape(format!("a batch of {} is too large", self.batch)))
-        };
-        check_field(self.eigenvalues.len(), shape(self.n)?, "eigenvalues")?;
-        check_field(self.status.len(), self.batch, "status")?;
+        let values = batch_len(self.batch, self.n)?;
+        check_len(self.eigenvalues.len(), values, "eigenvalues")?;
+        check_len(self.status.len(), self.batch, "status")?;
         if let Some(v) = &self.eigenvectors {
-            check_field(v.len(), shape(nn)?, "eigenvectors")?;
+            check_len(v.len(), batch_len(self.batch, nn)?, "eigenvectors")?;
         }
         Ok(())
     }

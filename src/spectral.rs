@@ -27,7 +27,7 @@
 //! # Ok::<(), eigrad::Error>(())
 //! ```
 
-use crate::eigh::check_field;
+use crate::eigh::{batch_len, check_len, matrix_len};
 use crate::{Eigh, Error, Result, Status, Symmetry};
 
 /// A scalar function applied to the spectrum of a symmetric matrix.
@@ -364,17 +364,10 @@ impl<T> ExtremeEigenvalue<T> {
     /// Checks the VJP's inputs: `grad_values` (its length) per matrix, and the fields against
     /// `n` and `batch` (public fields: a result may have been edited).
     pub(crate) fn check_vjp_inputs(&self, grad_values: usize) -> Result<()> {
-        let nn = crate::eigh::matrix_len(self.n)?;
-        let len = self.batch.checked_mul(nn);
-        check_field(grad_values, self.batch, "grad_values")?;
-        check_field(self.status.len(), self.batch, "status")?;
-        match len {
-            Some(len) => check_field(self.grads.len(), len, "extreme-eigenvalue gradients"),
-            None => Err(Error::Shape(format!(
-                "a batch of {} is too large",
-                self.batch
-            ))),
-        }
+        let grads = batch_len(self.batch, matrix_len(self.n)?)?;
+        check_len(grad_values, self.batch, "grad_values")?;
+        check_len(self.status.len(), self.batch, "status")?;
+        check_len(self.grads.len(), grads, "extreme-eigenvalue gradients")
     }
 }
 
@@ -455,20 +448,16 @@ impl<T> PowerIteration<T> {
         grad_vector: Option<usize>,
     ) -> Result<()> {
         let (n, batch) = (self.n, self.batch);
-        let nn = crate::eigh::matrix_len(n)?;
-        let check = check_field;
+        let matrices = batch_len(batch, matrix_len(n)?)?;
         if let Some(len) = grad_value {
-            check(len, batch, "grad_value")?;
+            check_len(len, batch, "grad_value")?;
         }
         if let Some(len) = grad_vector {
-            check(len, batch * n, "grad_vector")?;
+            check_len(len, batch * n, "grad_vector")?;
         }
-        let matrices = batch
-            .checked_mul(nn)
-            .ok_or_else(|| Error::Shape(format!("a batch of {batch} is too large")))?;
-        check(self.matrix.len(), matrices, "power-iteration matrix")?;
-        check(self.vector.len(), batch * n, "power-iteration vector")?;
-        check(self.value.len(), batch, "power-iteration value")?;
-        check(self.status.len(), batch, "status")
+        check_len(self.matrix.len(), matrices, "power-iteration matrix")?;
+        check_len(self.vector.len(), batch * n, "power-iteration vector")?;
+        check_len(self.value.len(), batch, "power-iteration value")?;
+        check_len(self.status.len(), batch, "status")
     }
 }

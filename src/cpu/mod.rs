@@ -38,6 +38,7 @@ pub use tridiagonal::{
     QL_LANES,
 };
 
+use crate::eigh::check_len;
 use crate::{
     Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
 };
@@ -55,15 +56,6 @@ pub(crate) fn batch_of(len: usize, n: usize, what: &str) -> Result<usize> {
         )));
     }
     Ok(len / nn)
-}
-
-fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
-    if len != expected {
-        return Err(Error::Shape(format!(
-            "{what} has {len} elements, expected {expected}"
-        )));
-    }
-    Ok(())
 }
 
 /// Batched symmetric eigendecomposition by cyclic Jacobi in f64.

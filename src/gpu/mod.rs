@@ -14,6 +14,7 @@ pub mod plan;
 mod registers;
 pub mod shaders;
 
+use crate::eigh::{batch_len, check_len};
 use crate::{
     Degeneracy, Eigh, EighOptions, Error, Jvp, Precision, Result, Scalar, Status, Vectors,
 };
@@ -374,15 +375,15 @@ impl GpuEigh {
     /// eigenvalues, `batch` statuses and, when present, `batch·n²` eigenvector entries.
     pub fn check(&self) -> Result<()> {
         check_n(self.n)?;
-        let shape = |k: usize| {
-            self.batch
-                .checked_mul(k)
-                .ok_or_else(|| Error::Shape(format!("a batch of {} is too large", self.batch)))
-        };
-        check_len(self.eigenvalues.len, shape(self.n)?, "eigenvalues")?;
+        check_len(
+            self.eigenvalues.len,
+            batch_len(self.batch, self.n)?,
+            "eigenvalues",
+        )?;
         check_len(self.status.len, self.batch, "status")?;
         if let Some(v) = &self.eigenvectors {
-            check_len(v.len, shape(self.n * self.n)?, "eigenvectors")?;
+            let entries = batch_len(self.batch, self.n * self.n)?;
+            check_len(v.len, entries, "eigenvectors")?;
         }
         Ok(())
     }
@@ -407,15 +408,6 @@ pub struct GpuJvp {
 fn check_n(n: usize) -> Result<()> {
     if n == 0 || n > MAX_N {
         return Err(Error::UnsupportedSize { n, max: MAX_N });
-    }
-    Ok(())
-}
-
-fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
-    if len != expected {
-        return Err(Error::Shape(format!(
-            "{what} has {len} elements, expected {expected}"
-        )));
     }
     Ok(())
 }
@@ -1345,7 +1337,6 @@ impl GpuContext {
 
     /// Uploads the forward results of matrices `range` of `eig` (which must hold eigenvectors).
     fn upload_forward(&self, eig: &Eigh<f32>, range: std::ops::Range<usize>) -> Result<GpuEigh> {
-        eig.check()?;
         let (n, nn) = (eig.n, eig.n * eig.n);
         let vecs = eig.eigenvectors.as_ref().ok_or_else(|| {
             Error::InvalidArgument(
