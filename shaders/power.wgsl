@@ -1,7 +1,7 @@
 // Shared layout of the power-iteration kernels: MATS matrices per workgroup, TPM invocations
 // per matrix, the n×n matrix in workgroup memory with an odd row stride (A_SHARED; where not
-// even one matrix fits, n ≥ 63 under 16 KiB, in the kernel's N×N output buffer instead, through
-// `a_global` and `a_global_set`, which each kernel defines), two n-vectors.
+// even one matrix fits, n ≥ 63 under 16 KiB, in the kernel's N×N output buffer instead, read
+// through `a_global`, which each kernel defines), two n-vectors.
 
 override N: u32;          // matrix size, 1..=MAX_N
 override MATS: u32;       // matrices per workgroup
@@ -28,17 +28,7 @@ fn a_get(mi: u32, g: u32, r: u32, c: u32) -> f32 {
     return a_global(mi, g, r, c);
 }
 
-// Stores entry (r, c) of matrix mi (global index g; only where `live`: past the batch the
-// global buffer has no room).
-fn a_set(mi: u32, g: u32, live: bool, r: u32, c: u32, x: f32) {
-    if (A_SHARED) {
-        a_sh[pa(mi, r, c)] = x;
-    } else if (live) {
-        a_global_set(g, r, c, x);
-    }
-}
-
-// A barrier after a_set, before other invocations' a_get.
+// A barrier after the matrix is written, before other invocations read it.
 fn sync_a() {
     if (!A_SHARED) {
         storageBarrier();

@@ -35,8 +35,6 @@ fn a_global(mi: u32, g: u32, r: u32, c: u32) -> f32 {
     return ldexp(matrix_out[(g * N + r) * N + c], -scale_sh[mi]);
 }
 
-fn a_global_set(g: u32, r: u32, c: u32, x: f32) {}
-
 // The iteration's sums over k are written out in blocks of four (`//@for q`, the host repeats
 // them for q = 0..R4) instead of loops: Mesa's llvmpipe ends every loop of a shader invocation
 // after 65 535 loop trips in all, which loops over k used up within a few hundred iterations;

@@ -29,8 +29,14 @@ fn a_global(mi: u32, g: u32, r: u32, c: u32) -> f32 {
     return grad_out[(g * N + r) * N + c];
 }
 
-fn a_global_set(g: u32, r: u32, c: u32, x: f32) {
-    grad_out[(g * N + r) * N + c] = x;
+// Stores entry (r, c) of matrix mi (global index g; only where `live`: past the batch the
+// global buffer has no room).
+fn a_set(mi: u32, g: u32, live: bool, r: u32, c: u32, x: f32) {
+    if (A_SHARED) {
+        a_sh[pa(mi, r, c)] = x;
+    } else if (live) {
+        grad_out[(g * N + r) * N + c] = x;
+    }
 }
 
 @compute @workgroup_size(WG)

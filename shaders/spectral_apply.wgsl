@@ -1,7 +1,7 @@
 // Spectral function f(A) = V diag(f(λ)) Vᵀ from a forward eigendecomposition, exactly
 // symmetric; status 3 (out of domain) when the function needs positive eigenvalues and one is
-// ≤ 0 or when an f(λ) is beyond the f32 range, and NaN outputs for any status other than ok. Layout in dense.wgsl, functions in
-// spectral.wgsl.
+// ≤ 0 or when an f(λ) is beyond the f32 range, and NaN outputs for any status other than ok.
+// Layout in dense.wgsl, functions in spectral.wgsl.
 
 // Eigenvalues [batch][N] from the forward.
 @group(0) @binding(0) var<storage, read> values_in: array<f32>;

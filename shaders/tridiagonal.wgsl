@@ -419,37 +419,32 @@ fn vector_entry(t: Tri, slot: u32, k: u32) -> f32 {
     return qsh[(slot * N + t.i) * NP + k];
 }
 
-// The status of matrix t.mi after the QL: 1 for a non-finite input, 2 when the rotation
-// budget ran out or an eigenvalue is not finite (which only a fault of the iteration could
-// give: status 2 rather than a wrong answer), else 0.
-fn matrix_status(t: Tri) -> u32 {
-    var finite = true;
-    for (var k = 0u; k < N; k++) {
-        finite = finite && is_finite_f32(ql_d[t.mi][k]);
-    }
-    if (t.bad) {
-        return 1u;
-    }
-    return select(0u, 2u, ql_failed[t.mi] != 0u || !finite);
-}
-
 // After every vector_tie of the matrix: ranks eigenvalue t.i (d_i, its vector staged column
 // t.i of slot `slot`) and writes it and the matrix's status, and its vector (times `sg`);
-// UNSTAGED, posts the rank and sign to col_sh and v_sh (free after the reduction) for
-// unstaged_write instead.
-fn vector_write(t: Tri, slot: u32, sg: f32) {
+// UNSTAGED, posts the rank and sign to col_sh and v_sh (free after the reduction) for the
+// in-place rewrite at the end of tridiagonal_main instead. Returns the status.
+fn vector_write(t: Tri, slot: u32, sg: f32) -> u32 {
     let row = t.i;
     let lam = ql_d[t.mi][row];
     let top = u32(ql_e[t.mi][row]);
+    // The rank (and whether an eigenvalue is not finite, which only a fault of the iteration
+    // could give: then status 2 rather than a wrong answer).
     var rank = 0u;
+    var finite = true;
     for (var k = 0u; k < N; k++) {
         let lk = ql_d[t.mi][k];
         let tk = u32(ql_e[t.mi][k]);
+        finite = finite && is_finite_f32(lk);
         if (lk < lam || (lk == lam && (tk < top || (tk == top && k < row)))) {
             rank += 1u;
         }
     }
-    let status = matrix_status(t);
+    var status = 0u;
+    if (t.bad) {
+        status = 1u;
+    } else if (ql_failed[t.mi] != 0u || !finite) {
+        status = 2u;
+    }
     if (UNSTAGED) {
         col_sh[t.mi][row / 4u][row % 4u] = f32(rank);
         v_sh[t.mi][row / 4u][row % 4u] = sg;
@@ -470,6 +465,7 @@ fn vector_write(t: Tri, slot: u32, sg: f32) {
             }
         }
     }
+    return status;
 }
 
 fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
@@ -672,9 +668,8 @@ fn tridiagonal_main(lid: u32, wid: vec3<u32>) {
             storageBarrier();
             let sg = vector_tie(t, 0u);
             storageBarrier();
-            vector_write(t, 0u, sg);
+            let ok = vector_write(t, 0u, sg) == 0u;
             workgroupBarrier();
-            let ok = matrix_status(t) == 0u;
             let nan = bitcast<f32>(params.nan_bits);
             //@for q
             let qw$q = q$q;
