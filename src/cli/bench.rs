@@ -147,12 +147,12 @@ fn transfer_words(op: &str, n: usize, batch: usize) -> (Vec<usize>, Vec<usize>) 
     }
 }
 
-/// The default batch for a device and size: about 2^22/n² matrices on the GPU (1024..=2^20),
-/// 2^18/n² on the CPU (64..=65536), so that each call does a comparable amount of work.
 /// The f64 batch-sized arrays a size's benchmark holds at once, about (the inputs, their f32
 /// copies, the outputs and cotangents): what [`memory::check_fits`] budgets.
 const BENCH_COPIES: u64 = 6;
 
+/// The default batch for a device and size: about 2^22/n² matrices on the GPU (1024..=2^20),
+/// 2^18/n² on the CPU (64..=65536), so that each call does a comparable amount of work.
 fn default_batch(engine: Engine<'_>, n: usize) -> usize {
     let (budget, lo, hi) = match engine {
         Engine::Gpu(_) => (1usize << 22, 1024, 1 << 20),

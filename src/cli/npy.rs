@@ -471,24 +471,16 @@ pub fn check_dest(dest: &Path) -> CliResult<()> {
 /// file (through links or different spellings). Outputs in a directory that does not exist yet
 /// (an `--out-dir` to be created) are checked when they are written.
 pub fn check_outputs(dests: &[&Path]) -> CliResult<()> {
-    let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
+    // Staged and dropped: the temporaries go again, the checks are the writes' own.
+    let mut probe = Outputs::new();
     for &dest in dests {
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        if !dir.exists() {
-            continue;
+        if dir.exists() {
+            probe.stage(dest)?;
         }
-        let resolved = resolve_dest(dest)?;
-        if let Some((_, other)) = seen.iter().find(|(r, _)| *r == resolved) {
-            fail!(
-                "{} and {} are the same file",
-                other.display(),
-                dest.display()
-            );
-        }
-        seen.push((resolved, dest));
     }
     Ok(())
 }
@@ -518,9 +510,6 @@ impl Outputs {
     /// Creates `dir` and its missing parents (an `--out-dir`); they are removed again (when
     /// still empty) if the command fails.
     pub fn ensure_dir(&mut self, dir: &Path) -> CliResult<()> {
-        if dir.exists() && !dir.is_dir() {
-            fail!("{} is not a directory", dir.display());
-        }
         let mut missing = Vec::new();
         let mut d = Some(dir);
         while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
