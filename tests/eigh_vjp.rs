@@ -331,6 +331,17 @@ fn recycled_buffers_are_reused_without_changing_results() {
     );
     assert_eq!(ctx.download_status(&r2.status).unwrap(), want.status);
     assert_eq!(ctx.download(&g2).unwrap(), want_bwd);
+
+    // A tensor recycled twice (a clone handed back too) goes into the pool once: two later
+    // uploads of its size get two buffers.
+    let t = ctx.upload(&a1);
+    ctx.recycle(t.clone());
+    ctx.recycle(t.clone());
+    let (u1, u2) = (ctx.upload(&a1), ctx.upload(&a2));
+    assert_ne!(u1.buffer(), u2.buffer());
+    assert!(u1.buffer() == t.buffer() || u2.buffer() == t.buffer());
+    assert_eq!(ctx.download(&u1).unwrap(), a1);
+    assert_eq!(ctx.download(&u2).unwrap(), a2);
 }
 
 #[test]

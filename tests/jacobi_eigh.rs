@@ -822,4 +822,26 @@ fn profiling_times_every_kernel_dispatch_on_the_device() {
     assert!(matches!(err, Err(Error::Shape(_))), "{err:?}");
     let (_, none) = ctx.profile(|| Ok(())).unwrap();
     assert!(none.is_empty());
+    // Calls nest: the inner call returns its own dispatches, the outer one all of them.
+    let ((inner, g), outer) = ctx
+        .profile(|| {
+            let g = ctx.eigh(&small, 4, &opts, Vectors::Yes)?;
+            let (_, inner) =
+                ctx.profile(|| ctx.eigh_vjp(&g, None, Some(&gv), eigrad::Degeneracy::default()))?;
+            let g = ctx.eigh(&small, 4, &opts, Vectors::No)?;
+            Ok((inner, g))
+        })
+        .unwrap();
+    assert!(g.all_ok());
+    let names = |t: &[eigrad::gpu::KernelTime]| t.iter().map(|k| k.kernel).collect::<Vec<_>>();
+    assert_eq!(names(&inner), ["registers_vjp"]);
+    assert_eq!(
+        names(&outer),
+        ["registers_eigh", "registers_vjp", "registers_eigvalsh"]
+    );
+    assert_eq!(outer[1].seconds, inner[0].seconds);
+    // And the recording ends with the outermost call.
+    ctx.eigh(&small, 4, &opts, Vectors::Yes).unwrap();
+    let (_, none) = ctx.profile(|| Ok(())).unwrap();
+    assert!(none.is_empty());
 }

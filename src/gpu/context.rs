@@ -281,7 +281,14 @@ pub(crate) struct Inner {
     /// Forced cap on matrices per dispatch (0 = none): tests use it to exercise chunking.
     pub chunk_cap: AtomicUsize,
     /// While profiling: the timestamp queries of the compute passes recorded so far.
-    profile: Mutex<Option<Vec<Stamp>>>,
+    profile: Mutex<Option<Recording>>,
+}
+
+/// The state of [`GpuContext::profile`](super::GpuContext::profile) calls in progress: how many
+/// are open (they nest), and every pass recorded since the outermost began.
+struct Recording {
+    open: usize,
+    stamps: Vec<Arc<Stamp>>,
 }
 
 /// The timestamp queries around one compute pass (while profiling), resolved into `resolve`
@@ -335,15 +342,34 @@ impl Inner {
     }
 
     /// Starts recording the device time of every compute pass (the device must have
-    /// timestamps); [`Inner::finish_profile`] ends it.
-    pub fn start_profile(&self) {
-        *self.profile.lock().unwrap() = Some(Vec::new());
+    /// timestamps), or goes on recording inside a recording already open; returns where this
+    /// call's passes begin, for [`Inner::finish_profile`], which ends it.
+    pub fn start_profile(&self) -> usize {
+        let mut profile = self.profile.lock().unwrap();
+        let rec = profile.get_or_insert_with(|| Recording {
+            open: 0,
+            stamps: Vec::new(),
+        });
+        rec.open += 1;
+        rec.stamps.len()
     }
 
-    /// Ends recording, waits for the device and returns each recorded pass's kernel (entry
+    /// Ends the recording [`Inner::start_profile`] began at `from` (an enclosing one goes on),
+    /// waits for the device and returns each pass recorded since then: its kernel (entry
     /// point) and device seconds, in submission order.
-    pub fn finish_profile(&self) -> Result<Vec<(&'static str, f64)>> {
-        let stamps = self.profile.lock().unwrap().take().unwrap_or_default();
+    pub fn finish_profile(&self, from: usize) -> Result<Vec<(&'static str, f64)>> {
+        let stamps = {
+            let mut profile = self.profile.lock().unwrap();
+            let Some(rec) = profile.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let stamps = rec.stamps[from.min(rec.stamps.len())..].to_vec();
+            rec.open -= 1;
+            if rec.open == 0 {
+                *profile = None;
+            }
+            stamps
+        };
         let regions: Vec<(&wgpu::Buffer, u64, u64)> =
             stamps.iter().map(|s| (&s.resolve, 0, 4)).collect();
         let words = self.read_words::<u32>(&regions)?;
@@ -500,6 +526,11 @@ impl Inner {
 
     fn give_pooled(&self, p: Pooled) {
         let mut pool = self.pool.lock().unwrap();
+        // A buffer handed back twice (a tensor recycled twice) is kept once, so two later
+        // calls cannot be given the same buffer from here.
+        if pool.iter().any(|q| q.buffer == p.buffer) {
+            return;
+        }
         if pool.len() >= POOL_CAPACITY {
             pool.remove(0);
         }
@@ -687,17 +718,17 @@ impl Inner {
                     mapped_at_creation: false,
                 });
                 encoder.resolve_query_set(&set, 0..2, &resolve, 0);
-                stamps.push(Stamp {
+                stamps.push(Arc::new(Stamp {
                     kernel: pipe.plan.kernel.entry_point(),
                     _set: set,
                     resolve,
-                });
+                }));
             }
             uniforms.push(uniform);
         }
         self.queue.submit([encoder.finish()]);
-        if let Some(p) = self.profile.lock().unwrap().as_mut() {
-            p.extend(stamps);
+        if let Some(rec) = self.profile.lock().unwrap().as_mut() {
+            rec.stamps.extend(stamps);
         }
         let oom = pollster::block_on(oom.pop());
         let err = pollster::block_on(scope.pop());

@@ -593,8 +593,9 @@ impl GpuContext {
     /// submission order; chunked batches give one entry per chunk). Separates the time the GPU
     /// spends in the kernels from submission, synchronisation and host work, which wall-clock
     /// timings include. Waits for the device before returning. Dispatches made by other
-    /// threads on this context while `f` runs are recorded too. An error when the device has
-    /// no timestamp queries ([`GpuContext::has_timestamps`]).
+    /// threads on this context while `f` runs are recorded too. Calls nest: a `profile` inside
+    /// `f` returns its own dispatches, and they are in this call's list as well. An error when
+    /// the device has no timestamp queries ([`GpuContext::has_timestamps`]).
     pub fn profile<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Vec<KernelTime>)> {
         if !self.has_timestamps() {
             return Err(Error::Gpu(format!(
@@ -602,9 +603,9 @@ impl GpuContext {
                 self.adapter_name()
             )));
         }
-        self.inner.start_profile();
+        let from = self.inner.start_profile();
         let result = f();
-        let times = self.inner.finish_profile();
+        let times = self.inner.finish_profile(from);
         let times = times?
             .into_iter()
             .map(|(kernel, seconds)| KernelTime { kernel, seconds })
