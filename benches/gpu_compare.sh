@@ -47,7 +47,9 @@
 # sweeps instead of the default tridiagonal kernel; `kernel@wg` sets the workgroup knobs EIGRAD_GPU_WG_TARGET and
 # EIGRAD_GPU_TRIDIAGONAL_WG to wg, e.g. `tridiagonal@64` runs the tridiagonal eigendecomposition with 64
 # invocations per workgroup instead of 256; `registers` is timed only at n <= 8, eigrad::gpu::REGISTERS_MAX_N,
-# above which it is the one-sided kernel again),
+# above which it is the one-sided kernel again; `tuned` runs `auto` with EIGRAD_GPU_TUNE=1, so that each size is
+# tuned first (GpuContext::tune: every kernel timed, the log shows the times and the choice) and timed with the
+# tuned choice; not in the default list, it costs about one more kernel's run),
 # GPU_COMPARE_BUDGET (540 s for the whole script), GPU_COMPARE_BASELINE (the
 # path of a second eigrad binary, e.g. an earlier commit's carried in .device/: its one-sided kernel
 # is benchmarked too, as kernel `baseline-one-sided`, so two kernel versions are compared on the
@@ -158,6 +160,10 @@ main() {
     local knobs=() wg ev
     parse_run() {
         read -r label bin fk <<<"$1"
+        if [[ $fk == tuned ]]; then
+            knobs=("EIGRAD_GPU_FORWARD=auto" "EIGRAD_GPU_EIGVALSH=auto" "EIGRAD_GPU_TUNE=1")
+            return
+        fi
         wg=
         [[ $fk == *@* ]] && wg=${fk#*@} && fk=${fk%%@*}
         ev=auto
@@ -167,6 +173,8 @@ main() {
     }
     for run in "${runs[@]}"; do
         parse_run "$run"
+        # `check` does not tune: the tuned kernels are each checked under their own names.
+        [[ $fk == tuned ]] && continue
         echo "== $label: ${knobs[*]} $bin check --device gpu (f32 GPU results against the f64 CPU reference)"
         env "${knobs[@]}" timeout "$(step_timeout 60 330)" "$bin" check --device gpu
         echo "check $label: exit $?"

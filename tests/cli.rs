@@ -71,9 +71,17 @@ impl Run {
 
 /// Runs the `eigrad` binary with `args`.
 fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    cli_with(args, &[])
+}
+
+/// Runs the `eigrad` binary with `args` and the environment variables `env` (not tuning, and
+/// without a log level, unless `env` says so).
+fn cli_with<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_eigrad"))
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("EIGRAD_GPU_TUNE")
+        .envs(env.iter().copied())
         .output()
         .expect("run eigrad");
     Run {
@@ -1486,6 +1494,61 @@ fn bench_prints_end_to_end_throughput_and_writes_json() {
         &p(&dir.path().join("no/such/dir.json")),
     ]);
     r.assert_error("does not exist");
+}
+
+#[test]
+fn bench_tunes_each_gpu_size_when_asked() {
+    // A bad value is a usage error, before any work.
+    let bad = cli_with(
+        &["bench", "--device", "cpu", "--n", "2", "--batch", "2"],
+        &[("EIGRAD_GPU_TUNE", "yes")],
+    );
+    bad.assert_error("EIGRAD_GPU_TUNE=\"yes\": expected 0 or 1");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let args = [
+        "bench",
+        "--device",
+        "auto",
+        "--n",
+        "3",
+        "--batch",
+        "8",
+        "--json",
+        &p(&json),
+    ];
+    let r = cli_with(&args, &[("EIGRAD_GPU_TUNE", "1")]);
+    r.assert_ok();
+    if r.device() == "cpu" {
+        eprintln!("no GPU adapter: tuning in bench not tested");
+        assert!(!r.stdout.contains("tuned"), "{}", r.stdout);
+        return;
+    }
+    // What tuning measured, then the size timed with what it chose.
+    let mut lines = r
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("tuned n = 3 (batch 8):"));
+    assert!(lines.next().is_some(), "{}", r.stdout);
+    let chosen = |line: Option<&str>, what: &str| -> String {
+        let line = line.unwrap_or_else(|| panic!("no {what} line:\n{}", r.stdout));
+        let rest = line.strip_prefix(&format!("  {what}: ")).expect(what);
+        let (timed, choice) = rest.rsplit_once(" -> ").expect("a choice");
+        assert!(timed.contains(choice), "{line}");
+        choice.to_string()
+    };
+    let eigh = chosen(lines.next(), "eigh");
+    let values = chosen(lines.next(), "eigvalsh");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("valid JSON");
+    for row in bench_rows(&report, "gpu", "resident") {
+        let want = if row["op"] == "eigvalsh" && values == "tridiagonal" {
+            "tridiagonal"
+        } else {
+            &eigh
+        };
+        assert_eq!(row["kernel"], want, "{row}");
+    }
 }
 
 /// The rows of a bench report's `results` with the given device and mode.

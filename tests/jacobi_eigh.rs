@@ -739,6 +739,134 @@ fn auto_takes_the_register_kernel_up_to_its_largest_size() {
 }
 
 #[test]
+fn tuning_makes_auto_take_the_fastest_measured_kernels() {
+    if gpu().is_none() {
+        return;
+    }
+    // A context of its own, with Auto's choices whatever the environment says: tuning changes
+    // what its Auto takes.
+    let ctx = GpuContext::new().unwrap();
+    ctx.set_forward_kernel(ForwardKernel::Auto);
+    ctx.set_eigvalsh_kernel(EigvalshKernel::Auto);
+    assert!(matches!(ctx.tune(0, 4), Err(Error::UnsupportedSize { .. })));
+    assert!(matches!(ctx.tune(4, 0), Err(Error::InvalidArgument(_))));
+    let opts = EighOptions::default();
+    let entry = |k: ForwardKernel| match k {
+        ForwardKernel::Registers => "registers_eigh",
+        ForwardKernel::OneSided | ForwardKernel::OneSidedSubgroup => "hestenes_eigh",
+        ForwardKernel::TwoSided => "jacobi_eigh",
+        ForwardKernel::Tridiagonal => "tridiagonal_eigh",
+        ForwardKernel::Auto => unreachable!(),
+    };
+    for (n, batch) in [(5usize, 70usize), (20, 9)] {
+        let before = ctx.kernels_for(n);
+        assert_eq!(ctx.tuned(n), None);
+        let report = ctx.tune(n, batch).unwrap();
+        assert_eq!((report.n, report.batch), (n, batch));
+        // Every kernel that runs at n was timed, eigendecompositions first: the register kernel
+        // up to n = 8, the one-sided kernel (and its subgroup variant where the device has
+        // fixed-size subgroups), the two-sided one, and the tridiagonal one at each workgroup
+        // size giving a different number of matrices per workgroup (n = 5: 51, 25, 12; n = 20:
+        // 12, 6, 3).
+        let timed: Vec<(ForwardKernel, Vectors)> = (report.timings.iter())
+            .map(|t| (t.choice.forward, t.vectors))
+            .filter(|&t| t != (ForwardKernel::OneSidedSubgroup, Vectors::Yes))
+            .collect();
+        let mut want = vec![];
+        if n <= REGISTERS_MAX_N {
+            want.push(ForwardKernel::Registers);
+        }
+        want.extend([ForwardKernel::OneSided, ForwardKernel::TwoSided]);
+        want.extend([ForwardKernel::Tridiagonal; 3]);
+        let mut want: Vec<_> = want.into_iter().map(|k| (k, Vectors::Yes)).collect();
+        let eigh: Vec<_> = report
+            .timings
+            .iter()
+            .filter(|t| t.vectors == Vectors::Yes)
+            .collect();
+        let workgroups: Vec<u32> = (eigh.iter())
+            .filter(|t| t.choice.forward == ForwardKernel::Tridiagonal)
+            .map(|t| t.choice.tridiagonal_workgroup)
+            .collect();
+        assert_eq!(workgroups, [256, 128, 64], "n={n}");
+        // The chosen eigendecomposition is the fastest one timed, none of them failed.
+        assert!(report
+            .timings
+            .iter()
+            .all(|t| t.seconds.is_some_and(|s| s > 0.0)));
+        let best = (eigh.iter())
+            .min_by(|x, y| x.seconds.unwrap().total_cmp(&y.seconds.unwrap()))
+            .unwrap();
+        let chosen = report.chosen;
+        assert_eq!(chosen.forward, best.choice.forward, "n={n}");
+        assert_eq!(
+            chosen.tridiagonal_workgroup, best.choice.tridiagonal_workgroup,
+            "n={n}"
+        );
+        // Then eigenvalues only beside it: its own variant and the tridiagonal kernel (none
+        // when it is the tridiagonal kernel, whose eigenvalues-only variant that is).
+        if chosen.forward == ForwardKernel::Tridiagonal {
+            assert_eq!(chosen.eigvalsh, EigvalshKernel::Tridiagonal);
+        } else {
+            want.push((chosen.forward, Vectors::No));
+            want.push((chosen.forward, Vectors::No));
+            let values: Vec<_> = (report.timings.iter())
+                .filter(|t| t.vectors == Vectors::No)
+                .collect();
+            let kinds: Vec<_> = values.iter().map(|t| t.choice.eigvalsh).collect();
+            assert_eq!(kinds, [EigvalshKernel::Jacobi, EigvalshKernel::Tridiagonal]);
+            let best = (values.iter())
+                .min_by(|x, y| x.seconds.unwrap().total_cmp(&y.seconds.unwrap()))
+                .unwrap();
+            assert_eq!(chosen.eigvalsh, best.choice.eigvalsh, "n={n}");
+        }
+        assert_eq!(timed, want, "n={n}");
+        assert_eq!(ctx.tuned(n), Some(chosen));
+        assert_eq!(ctx.kernels_for(n), chosen);
+        assert_eq!(ctx.forward_kernel_for(n), chosen.forward);
+        assert_eq!(ctx.eigvalsh_kernel_for(n), chosen.eigvalsh);
+        // Only this n is tuned.
+        assert_eq!(ctx.tuned(n + 1), None);
+        // Calls run the chosen kernels, and agree with the CPU reference.
+        let a = round_f32(&samples::random_symmetric(
+            &mut Rng::new(40 + n as u64),
+            n,
+            6,
+        ));
+        let (g, times) = ctx
+            .profile(|| ctx.eigh(&to_f32(&a), n, &opts, Vectors::Yes))
+            .unwrap();
+        assert_eq!(times[0].kernel, entry(chosen.forward), "n={n}");
+        let c = cpu::jacobi_eigh(&a, n, &opts).unwrap();
+        assert!(g.all_ok());
+        for b in 0..6 {
+            let scale = c.values(b).iter().fold(0f64, |m, x| m.max(x.abs()));
+            for (&x, &y) in g.values(b).iter().zip(c.values(b)) {
+                assert!(
+                    (x as f64 - y).abs() <= 8.0 * n as f64 * EPS * scale,
+                    "n={n}"
+                );
+            }
+        }
+        // An explicit choice takes precedence; clearing the tuning restores Auto's mapping.
+        ctx.set_forward_kernel(ForwardKernel::TwoSided);
+        assert_eq!(ctx.forward_kernel_for(n), ForwardKernel::TwoSided);
+        ctx.set_forward_kernel(ForwardKernel::Auto);
+        ctx.set_eigvalsh_kernel(EigvalshKernel::Jacobi);
+        if chosen.forward != ForwardKernel::Tridiagonal {
+            assert_eq!(ctx.eigvalsh_kernel_for(n), EigvalshKernel::Jacobi);
+        }
+        ctx.set_eigvalsh_kernel(EigvalshKernel::Auto);
+        assert_eq!(ctx.kernels_for(n), chosen);
+        if n == 20 {
+            ctx.clear_tuning();
+            assert_eq!(ctx.kernels_for(n), before);
+            assert_eq!(ctx.tuned(5), None);
+        }
+    }
+}
+
+#[test]
 fn two_sided_kernels_keep_graded_eigenvalues_to_high_relative_accuracy() {
     // A = D R D with D spanning 1e-3..1e3 and R's spectrum in [0.5, 1.5] (κ(R) ≤ 3): eigenvalues
     // over about 1e±6. Two-sided Jacobi with the relative threshold keeps each of them to

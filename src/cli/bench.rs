@@ -23,6 +23,10 @@
 //! library's host-memory entry point), so no conversion copy of the command line's is timed.
 //!
 //! Every timing is the median of up to 10 timed calls after one warm-up call.
+//!
+//! With `EIGRAD_GPU_TUNE=1` each GPU size is first tuned ([`GpuContext::tune`], with that
+//! size's batch): the candidates' times and the choice are printed, and the size is then timed
+//! with the tuned kernels.
 
 use super::args::{unique_sizes, BenchArgs};
 use super::device::{Devices, Eig, Engine};
@@ -30,11 +34,54 @@ use super::error::{CliError, CliResult};
 use super::memory;
 use super::npy::{self, Floats, Outputs};
 use super::progress;
-use eigrad::gpu::{EigvalshKernel, GpuContext, GpuTensor, MAX_N};
+use eigrad::gpu::{EigvalshKernel, ForwardKernel, GpuContext, GpuTensor, TuneReport, MAX_N};
 use eigrad::samples::{self, Rng};
 use eigrad::{Degeneracy, EighOptions, Vectors};
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// The environment variable that makes `bench` tune each GPU size first: `1`, or `0` (the
+/// default) for the context's own choices.
+const TUNE_ENV: &str = "EIGRAD_GPU_TUNE";
+
+fn tune_wanted() -> CliResult<bool> {
+    match std::env::var(TUNE_ENV) {
+        Err(_) => Ok(false),
+        Ok(v) if v.is_empty() || v == "0" => Ok(false),
+        Ok(v) if v == "1" => Ok(true),
+        Ok(v) => Err(CliError(format!("{TUNE_ENV}={v:?}: expected 0 or 1"))),
+    }
+}
+
+/// What tuning measured at one size, as two lines: the eigendecompositions, then eigenvalues
+/// only, each candidate's best time in milliseconds and the choice.
+fn tune_lines(r: &TuneReport) -> String {
+    let mut out = format!("tuned n = {} (batch {}):", r.n, r.batch);
+    for vectors in [Vectors::Yes, Vectors::No] {
+        let timed: Vec<String> = (r.timings.iter())
+            .filter(|t| t.vectors == vectors)
+            .map(|t| {
+                let name = match (vectors, t.choice.forward) {
+                    (Vectors::No, _) => t.choice.eigvalsh.name().to_string(),
+                    (_, ForwardKernel::Tridiagonal) => {
+                        format!("tridiagonal@{}", t.choice.tridiagonal_workgroup)
+                    }
+                    (_, k) => k.name().to_string(),
+                };
+                let ms = t.seconds.map_or("failed".into(), |s| ms(s, 0));
+                format!("{name} {ms}")
+            })
+            .collect();
+        let (what, chosen) = match vectors {
+            Vectors::Yes => ("eigh", r.chosen.forward.name()),
+            Vectors::No => ("eigvalsh", r.chosen.eigvalsh.name()),
+        };
+        if !timed.is_empty() {
+            out += &format!("\n  {what}: {} -> {chosen}", timed.join(", "));
+        }
+    }
+    out
+}
 
 /// The operations timed end to end, in table order.
 const E2E_OPS: [&str; 3] = ["eigh", "eigvalsh", "vjp"];
@@ -624,6 +671,7 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
         // Before the (long) run, not after it.
         npy::check_dest(path).map_err(|e| CliError(format!("--json: {}", e.0)))?;
     }
+    let tune = tune_wanted()?;
     let sizes = unique_sizes(&args.n);
     let devices = Devices::open(args.device, &sizes)?;
     let mut plan: Vec<(Engine<'_>, usize)> = Vec::new();
@@ -677,6 +725,11 @@ pub fn bench(args: &BenchArgs) -> CliResult<ExitCode> {
             "{} n = {n}: generating {batch} matrices",
             engine.kind()
         ));
+        if let (true, Engine::Gpu(ctx)) = (tune, engine) {
+            pb.set_message(format!("gpu n = {n}: tuning"));
+            let report = ctx.tune(n, batch)?;
+            pb.suspend(|| println!("{}", tune_lines(&report)));
+        }
         let inp = Inputs::new(n, batch);
         let mut row = bench_end_to_end(engine, &inp, &pb)?;
         if let Engine::Gpu(ctx) = engine {

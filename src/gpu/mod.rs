@@ -13,6 +13,7 @@ mod objectives;
 pub mod plan;
 mod registers;
 pub mod shaders;
+mod tune;
 
 use crate::eigh::{batch_len, check_len};
 use crate::{
@@ -32,6 +33,7 @@ pub const MAX_N: usize = 64;
 
 pub use objectives::GpuSpectral;
 pub use registers::REGISTERS_MAX_N;
+pub use tune::{TuneReport, TuneTiming};
 
 /// Host memory handled per upload–run–readback round of the host-memory calls, in bytes per
 /// buffer: bounds device memory for arbitrarily large batches.
@@ -65,6 +67,8 @@ pub struct GpuContext {
     two_sided_values_max_n: usize,
     /// Invocations a tridiagonal eigendecomposition workgroup aims for.
     tridiagonal_workgroup: AtomicU32,
+    /// The kernels [`GpuContext::tune`] measured fastest, per n.
+    tuned: std::sync::Mutex<std::collections::HashMap<usize, KernelChoice>>,
 }
 
 /// The environment variable that sets [`GpuContext::set_tridiagonal_workgroup`] for new
@@ -102,6 +106,17 @@ fn tridiagonal_workgroup_from_env() -> Result<u32> {
                 ))
             }),
     }
+}
+
+/// The kernels an eigendecomposition of `n×n` matrices runs ([`GpuContext::kernels_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelChoice {
+    /// The eigendecomposition kernel (never [`ForwardKernel::Auto`]).
+    pub forward: ForwardKernel,
+    /// The eigenvalues-only kernel (never [`EigvalshKernel::Auto`]).
+    pub eigvalsh: EigvalshKernel,
+    /// The invocations a workgroup of [`ForwardKernel::Tridiagonal`] aims for.
+    pub tridiagonal_workgroup: u32,
 }
 
 /// The device time of one kernel dispatch, from [`GpuContext::profile`].
@@ -558,6 +573,7 @@ impl GpuContext {
             forward: AtomicU8::new(forward as u8),
             eigvalsh: AtomicU8::new(eigvalsh as u8),
             tridiagonal_workgroup: AtomicU32::new(tridiagonal_workgroup),
+            tuned: Default::default(),
         })
     }
 
@@ -571,6 +587,7 @@ impl GpuContext {
             forward: AtomicU8::new(ForwardKernel::from_env()? as u8),
             eigvalsh: AtomicU8::new(EigvalshKernel::from_env()? as u8),
             tridiagonal_workgroup: AtomicU32::new(tridiagonal_workgroup_from_env()?),
+            tuned: Default::default(),
             subgroup_size: 0,
             one_sided_max_n: max_fitting_n(&inner, Kernel::HestenesEigh),
             tridiagonal_max_n: max_fitting_n(&inner, Kernel::TridiagonalEigvalsh),
@@ -667,12 +684,22 @@ impl GpuContext {
 
     /// The kernel the eigendecomposition of `n×n` matrices runs on this device (never
     /// [`ForwardKernel::Auto`]): the choice in use, with `Auto` resolved (and
-    /// [`ForwardKernel::Registers`] above [`REGISTERS_MAX_N`] resolved as `Auto`). Auto's
-    /// one-sided kernel needs more workgroup memory than the two-sided one at the largest
-    /// sizes; on a device that cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto`
-    /// takes the two-sided kernel, and where that does not fit either (n ≥ 62 there) the
-    /// tridiagonal kernel, which fits every size.
+    /// [`ForwardKernel::Registers`] above [`REGISTERS_MAX_N`] resolved as `Auto`). `Auto` takes
+    /// what [`GpuContext::tune`] measured fastest where it has tuned n, and otherwise: the
+    /// register kernel up to n = [`REGISTERS_MAX_N`], the one-sided kernel above. The one-sided
+    /// kernel needs more workgroup memory than the two-sided one at the largest sizes; on a
+    /// device that cannot give it (n ≥ 59 under wgpu's default 16 KiB) `Auto` takes the
+    /// two-sided kernel, and where that does not fit either (n ≥ 62 there) the tridiagonal
+    /// kernel, which fits every size.
     pub fn forward_kernel_for(&self, n: usize) -> ForwardKernel {
+        self.kernels_for(n).forward
+    }
+
+    /// The kernels an eigendecomposition of `n×n` matrices runs on this device: the choices
+    /// in use ([`GpuContext::forward_kernel_for`], [`GpuContext::eigvalsh_kernel_for`], and
+    /// the tridiagonal workgroup: [`GpuContext::tridiagonal_workgroup`], or where `Auto` took
+    /// a tuned tridiagonal kernel, the workgroup [`GpuContext::tune`] measured fastest).
+    pub fn kernels_for(&self, n: usize) -> KernelChoice {
         let auto = |n: usize| {
             if n <= REGISTERS_MAX_N {
                 ForwardKernel::Registers
@@ -684,10 +711,28 @@ impl GpuContext {
                 ForwardKernel::Tridiagonal
             }
         };
-        match self.forward_kernel() {
-            ForwardKernel::Auto | ForwardKernel::Registers => auto(n),
+        let tuned = self.tuned.lock().unwrap().get(&n).copied();
+        let forward = match self.forward_kernel() {
+            ForwardKernel::Registers if n <= REGISTERS_MAX_N => ForwardKernel::Registers,
+            ForwardKernel::Auto | ForwardKernel::Registers => match tuned {
+                Some(t) => return self.tuned_choice(n, t),
+                None => auto(n),
+            },
             ForwardKernel::Tridiagonal if n > self.tridiagonal_eigh_max_n => auto(n),
             k => k,
+        };
+        KernelChoice {
+            forward,
+            eigvalsh: self.eigvalsh_for(n, forward, None),
+            tridiagonal_workgroup: self.tridiagonal_workgroup(),
+        }
+    }
+
+    /// A tuned choice, with the eigenvalues-only kernel as the choice in use says.
+    fn tuned_choice(&self, n: usize, tuned: KernelChoice) -> KernelChoice {
+        KernelChoice {
+            eigvalsh: self.eigvalsh_for(n, tuned.forward, Some(tuned.eigvalsh)),
+            ..tuned
         }
     }
 
@@ -704,31 +749,49 @@ impl GpuContext {
     }
 
     /// The kernel the eigenvalues of `n×n` matrices run on this device (never
-    /// [`EigvalshKernel::Auto`]): the choice in use, with `Auto` resolved (the tridiagonal
-    /// kernel from n = [`TRIDIAGONAL_EIGVALSH_FROM`] and where the Jacobi kernel does not fit
-    /// the device's workgroup memory, the Jacobi kernel's eigenvalues-only variant elsewhere);
-    /// always the tridiagonal kernel where [`ForwardKernel::Tridiagonal`] runs, whose
-    /// eigenvalues-only variant it is.
+    /// [`EigvalshKernel::Auto`]): the choice in use, with `Auto` resolved (what
+    /// [`GpuContext::tune`] measured fastest where `Auto` took a tuned eigendecomposition
+    /// kernel; otherwise the tridiagonal kernel from n = [`TRIDIAGONAL_EIGVALSH_FROM`] and
+    /// where the Jacobi kernel does not fit the device's workgroup memory, the Jacobi kernel's
+    /// eigenvalues-only variant elsewhere); always the tridiagonal kernel where
+    /// [`ForwardKernel::Tridiagonal`] runs, whose eigenvalues-only variant it is.
     pub fn eigvalsh_kernel_for(&self, n: usize) -> EigvalshKernel {
-        let forward = self.forward_kernel_for(n);
+        self.kernels_for(n).eigvalsh
+    }
+
+    /// The eigenvalues-only kernel beside the eigendecomposition kernel `forward`, with `Auto`
+    /// taking `tuned` where given.
+    fn eigvalsh_for(
+        &self,
+        n: usize,
+        forward: ForwardKernel,
+        tuned: Option<EigvalshKernel>,
+    ) -> EigvalshKernel {
         if forward == ForwardKernel::Tridiagonal {
             return EigvalshKernel::Tridiagonal;
         }
-        match self.eigvalsh_kernel() {
-            EigvalshKernel::Auto => {
-                let jacobi_max_n = match forward {
-                    ForwardKernel::TwoSided => self.two_sided_values_max_n,
-                    ForwardKernel::Registers => REGISTERS_MAX_N,
-                    _ => self.one_sided_max_n,
-                };
-                let wanted = n >= TRIDIAGONAL_EIGVALSH_FROM || n > jacobi_max_n;
+        match (self.eigvalsh_kernel(), tuned) {
+            (EigvalshKernel::Auto, Some(t)) => t,
+            (EigvalshKernel::Auto, None) => {
+                let wanted =
+                    n >= TRIDIAGONAL_EIGVALSH_FROM || n > self.jacobi_values_max_n(forward);
                 if wanted && n <= self.tridiagonal_max_n {
                     EigvalshKernel::Tridiagonal
                 } else {
                     EigvalshKernel::Jacobi
                 }
             }
-            k => k,
+            (k, _) => k,
+        }
+    }
+
+    /// The largest n up to which the eigenvalues-only variant of `forward` (a Jacobi kernel)
+    /// fits the device.
+    fn jacobi_values_max_n(&self, forward: ForwardKernel) -> usize {
+        match forward {
+            ForwardKernel::TwoSided => self.two_sided_values_max_n,
+            ForwardKernel::Registers => REGISTERS_MAX_N,
+            _ => self.one_sided_max_n,
         }
     }
 
@@ -897,6 +960,18 @@ impl GpuContext {
         opts: &EighOptions,
         out: &GpuEigh,
     ) -> Result<()> {
+        self.eigh_resident_as(a, opts, out, None)
+    }
+
+    /// [`GpuContext::eigh_resident_into`] with the kernels `choice` names, or the context's
+    /// ([`GpuContext::kernels_for`]) for `None`.
+    fn eigh_resident_as(
+        &self,
+        a: &GpuTensor,
+        opts: &EighOptions,
+        out: &GpuEigh,
+        choice: Option<KernelChoice>,
+    ) -> Result<()> {
         opts.validate()?;
         let (n, batch) = (out.n, out.batch);
         check_n(n)?;
@@ -922,7 +997,8 @@ impl GpuContext {
         } else {
             Vectors::No
         };
-        let forward = self.forward_kernel_for(n);
+        let choice = choice.unwrap_or_else(|| self.kernels_for(n));
+        let forward = choice.forward;
         let eps = Precision::F32.eps() as f32;
         let knobs = JacobiKnobs {
             max_sweeps: opts.max_sweeps,
@@ -933,10 +1009,9 @@ impl GpuContext {
                 ForwardKernel::OneSidedSubgroup => self.subgroup_size,
                 _ => 0,
             },
-            workgroup: self.tridiagonal_workgroup(),
+            workgroup: choice.tridiagonal_workgroup,
         };
-        let tridiagonal =
-            vectors == Vectors::No && self.eigvalsh_kernel_for(n) == EigvalshKernel::Tridiagonal;
+        let tridiagonal = vectors == Vectors::No && choice.eigvalsh == EigvalshKernel::Tridiagonal;
         let kernel = match (forward, vectors) {
             _ if tridiagonal => Kernel::TridiagonalEigvalsh,
             (ForwardKernel::Tridiagonal, Vectors::Yes) => Kernel::TridiagonalEigh,
