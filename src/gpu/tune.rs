@@ -9,6 +9,7 @@ use super::{
     check_n, EigvalshKernel, ForwardKernel, GpuContext, GpuEigh, GpuTensor, KernelChoice,
     REGISTERS_MAX_N,
 };
+use crate::eigh::batch_len;
 use crate::samples::{random_symmetric, Rng};
 use crate::{EighOptions, Error, Result, Status, Vectors};
 use std::time::Instant;
@@ -43,7 +44,8 @@ pub struct TuneTiming {
 pub struct TuneReport {
     /// The matrix size.
     pub n: usize,
-    /// The matrices per timed call.
+    /// The matrices per timed call: the batch asked for, or one storage binding's worth of
+    /// matrices where that is fewer (larger batches are split into chunks of at most that).
     pub batch: usize,
     /// Every candidate, eigendecompositions first, in the order timed.
     pub timings: Vec<TuneTiming>,
@@ -81,14 +83,17 @@ impl GpuContext {
                 "tuning needs a batch of at least one matrix".into(),
             ));
         }
-        let nn = n * n;
+        // Larger batches run in chunks of at most one storage binding, each like this one.
+        let binding = self.inner.limits().max_storage_buffer_binding_size;
+        let batch = batch.min((binding / (4 * n * n) as u64).max(1) as usize);
+        let len = batch_len(batch, n * n)?;
         let distinct = batch.min(TUNE_DISTINCT);
         let sample = random_symmetric(&mut Rng::new(0x7E57_u64 ^ n as u64), n, distinct);
         let data: Vec<f32> = (sample.iter().map(|&x| x as f32))
             .cycle()
-            .take(batch * nn)
+            .take(len)
             .collect();
-        let a = self.upload(&data);
+        let a = self.try_upload(&data)?;
         drop(data);
         let result = self.tune_on(&a, n, batch);
         self.recycle(a);
