@@ -79,7 +79,14 @@ fn divided_difference(a: f32, b: f32, i: u32, j: u32, thr: f32) -> f32 {
             return (log(a) - log(b)) / (a - b);
         }
         case 2u: {
-            return exp(0.5 * (a + b)) * sinhc(0.5 * (a - b));
+            // Less than 1 apart, e^{mean}·sinh(h)/h (no cancellation); further apart the
+            // quotient itself as e^{max}·(1 − e^{−d})/d, where e^{mean} may underflow while
+            // sinh(h) overflows (λ = −180 and 0: 0·inf).
+            let d = abs(a - b);
+            if (d < 1.0) {
+                return exp(0.5 * (a + b)) * sinhc(0.5 * (a - b));
+            }
+            return exp(max(a, b)) * ((1.0 - exp(-d)) / d);
         }
         case 3u: {
             return -1.0 / (a * b);

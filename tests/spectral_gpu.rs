@@ -358,6 +358,36 @@ fn power_iteration_reports_non_finite_and_unconverged_matrices() {
 }
 
 #[test]
+fn exp_vjp_of_far_apart_eigenvalues_matches_cpu() {
+    // e^{mean}·sinh(h)/h underflows times overflows at λ = −180 and 0 (0·inf = NaN in f32),
+    // though the divided difference (1 − e^{−180})/180 is ordinary.
+    for (kernel, ctx) in gpu_kernels() {
+        for (lo, hi) in [(-180.0, 0.0), (-120.0, -10.0), (-60.0, 60.0), (0.0, 80.0)] {
+            for n in [2usize, 9, 33] {
+                if !runs(ctx, kernel, n) {
+                    continue;
+                }
+                let mut rng = Rng::new(n as u64);
+                let mut spectrum = vec![0.5 * (lo + hi); n];
+                (spectrum[0], spectrum[n - 1]) = (lo, hi);
+                let a = round_f32(&samples::with_spectrum(&mut rng, &spectrum));
+                let g: Vec<f64> = (0..n * n).map(|_| rng.normal() as f32 as f64).collect();
+                let opts = EighOptions::default();
+                let x = ctx
+                    .spectral(&to_f32(&a), n, SpectralFn::Exp, &opts)
+                    .unwrap();
+                let y = cpu::spectral(&a, n, SpectralFn::Exp, &opts).unwrap();
+                assert!(x.eig.all_ok(), "{kernel:?} n={n} ({lo}, {hi})");
+                let gx = ctx.spectral_vjp(&x, &to_f32(&g)).unwrap();
+                let gy = cpu::spectral_vjp(&y, &g).unwrap();
+                let e = rel_err(&gx, &gy);
+                assert!(e <= TOL, "{kernel:?} n={n} ({lo}, {hi}): VJP rel err {e:e}");
+            }
+        }
+    }
+}
+
+#[test]
 fn function_values_beyond_f32_are_out_of_domain_on_the_gpu() {
     let Some(ctx) = gpu() else { return };
     let opts = EighOptions::default();
