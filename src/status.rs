@@ -13,8 +13,10 @@ pub enum Status {
     /// The sweep cap was reached before the off-diagonal became negligible; outputs are NaN.
     NotConverged = 2,
     /// The input is outside the domain of the requested function (for example `log` of a matrix
-    /// that is not positive definite), or the function's value is beyond the precision's range
-    /// (`exp` or `pow` of a large eigenvalue); outputs are NaN.
+    /// that is not positive definite), or a result is beyond the precision's range: the
+    /// function's value (`exp` or `pow` of a large eigenvalue), or an eigenvalue itself (a
+    /// matrix of finite entries can have eigenvalues up to n times its largest entry); outputs
+    /// are NaN.
     OutOfDomain = 3,
 }
 

@@ -1197,6 +1197,20 @@ fn device_gpu_either_runs_on_the_gpu_or_fails_cleanly_without_an_adapter() {
             r.stderr
         );
         assert_eq!(read_i32(&out.join("status.npy")).1, [0, 1, 0]);
+        // Non-zero entries below it read as 0: said too (a matrix of them is the zero matrix).
+        let mut tiny = a.clone();
+        tiny[2 * N * N..].iter_mut().for_each(|x| *x *= 1e-50);
+        write_npy(&input, &[3, 4, 4], &tiny);
+        let r = cli(&["eigh", "--input", &p(&input), "--out-dir", &p(&out)]);
+        r.assert_ok();
+        assert!(
+            r.stderr.contains(&format!(
+                "{} non-zero float64 entries are below the float32 range and read as 0",
+                tiny[2 * N * N..].iter().filter(|&&x| x != 0.0).count()
+            )),
+            "{}",
+            r.stderr
+        );
     } else {
         r.assert_error("gpu");
         assert!(!out.exists());
@@ -1494,6 +1508,86 @@ fn bench_prints_end_to_end_throughput_and_writes_json() {
         &p(&dir.path().join("no/such/dir.json")),
     ]);
     r.assert_error("does not exist");
+}
+
+#[test]
+fn values_a_narrower_output_dtype_cannot_hold_are_status_3_not_infinity() {
+    // diag(1e5, 1, 2) beside diag(1, 2, 3): 1e5 is beyond f16 (largest 65504).
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.npy");
+    // Two 3×3 diagonal matrices, diag(first, 1, 2) and diag(1, 2, 3).
+    let write_diagonals = |first: f64| {
+        let mut a = vec![0f64; 18];
+        for (i, d) in [first, 1.0, 2.0, 1.0, 2.0, 3.0].into_iter().enumerate() {
+            a[(i / 3) * 9 + (i % 3) * 4] = d;
+        }
+        write_npy(&input, &[2, 3, 3], &a);
+    };
+    write_diagonals(1e5);
+    for device in ["cpu", "auto"] {
+        let out = dir.path().join(format!("eigh-{device}"));
+        let eigh = |dtype: &str| {
+            let (i, o) = (p(&input), p(&out));
+            let r = cli(&[
+                "eigh",
+                "--input",
+                &i,
+                "--out-dir",
+                &o,
+                "--device",
+                device,
+                "--output-dtype",
+                dtype,
+            ]);
+            r.assert_ok();
+            (r, read_i32(&out.join("status.npy")).1)
+        };
+        let (r, status) = eigh("f16");
+        assert!(
+            r.stderr.contains("1 of 2 matrices") && r.stderr.contains("range"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(status, [3, 0], "{device}");
+        let w = read_floats(&out.join("eigenvalues.npy")).data;
+        assert!(
+            w[..3].iter().all(|x| x.is_nan()) && w[3..] == [1.0, 2.0, 3.0],
+            "{device}: {w:?}"
+        );
+        let v = read_floats(&out.join("eigenvectors.npy")).data;
+        assert!(v[..9].iter().all(|x| x.is_nan()) && v[9..].iter().all(|x| x.is_finite()));
+        // f32 holds every value.
+        assert_eq!(eigh("f32").1, [0, 0], "{device}");
+    }
+    // exp(12) ≈ 1.6e5 in f16: f(A) and its gradient NaN for that matrix only.
+    write_diagonals(12.0);
+    let grad = dir.path().join("g.npy");
+    write_npy(&grad, &[2, 3, 3], &[1e-3f64; 18]);
+    let (f, ga) = (dir.path().join("f.npy"), dir.path().join("ga.npy"));
+    let r = cli(&[
+        "spectral",
+        "--function",
+        "exp",
+        "--input",
+        &p(&input),
+        "--output",
+        &p(&f),
+        "--grad",
+        &p(&grad),
+        "--grad-output",
+        &p(&ga),
+        "--device",
+        "cpu",
+        "--output-dtype",
+        "f16",
+    ]);
+    r.assert_ok();
+    assert!(r.stderr.contains("1 of 2 matrices"), "{}", r.stderr);
+    for path in [&f, &ga] {
+        let x = read_floats(path).data;
+        assert!(x[..9].iter().all(|v| v.is_nan()), "{x:?}");
+        assert!(x[9..].iter().all(|v| v.is_finite()), "{x:?}");
+    }
 }
 
 #[test]

@@ -434,3 +434,40 @@ fn assert_batch_equals_one_at_a_time(a: &[f64], n: usize) {
         assert_bitwise_eq(&in_place, &v, &what);
     }
 }
+
+#[test]
+fn eigenvalues_beyond_the_f64_range_are_status_3_not_infinity() {
+    // x·J (all entries x) has eigenvalues 0 and n·x: beyond f64::MAX for x = 0.6·f64::MAX and
+    // n = 2, within it for the diagonal neighbour; every solver, in place too, and power
+    // iteration.
+    let x = 0.6 * f64::MAX;
+    let a = [x, x, x, x, 2.0, 0.0, 0.0, 1.0];
+    let opts = EighOptions::default();
+    for (what, e) in [
+        ("fast", cpu::tridiagonal_eigh(&a, 2, &opts).unwrap()),
+        (
+            "fast values",
+            cpu::tridiagonal_eigvalsh(&a, 2, &opts).unwrap(),
+        ),
+        ("reference", cpu::jacobi_eigh(&a, 2, &opts).unwrap()),
+        (
+            "reference values",
+            cpu::jacobi_eigvalsh(&a, 2, &opts).unwrap(),
+        ),
+    ] {
+        assert_eq!(e.status, [Status::OutOfDomain, Status::Ok], "{what}");
+        assert!(e.values(0).iter().all(|v| v.is_nan()), "{what}");
+        assert_eq!(e.values(1), [1.0, 2.0], "{what}");
+        if let Some(v) = &e.eigenvectors {
+            assert!(v[..4].iter().all(|v| v.is_nan()), "{what}");
+            assert!(v[4..].iter().all(|v| v.is_finite()), "{what}");
+        }
+    }
+    let mut m = a.to_vec();
+    let (w, s) = cpu::tridiagonal_eigh_in_place(&mut m, 2, &opts).unwrap();
+    assert_eq!(s, [Status::OutOfDomain, Status::Ok]);
+    assert!(w[..2].iter().all(|v| v.is_nan()) && m[..4].iter().all(|v| v.is_nan()));
+    let p = cpu::power_iteration(&a, 2, &Default::default()).unwrap();
+    assert_eq!(p.status, [Status::OutOfDomain, Status::Ok]);
+    assert!(p.value[0].is_nan() && p.vector[..2].iter().all(|v| v.is_nan()));
+}

@@ -365,7 +365,7 @@ pub fn status_summary(status: &[Status]) -> Option<String> {
     let parts: Vec<String> = [
         (Status::NonFiniteInput, "non-finite input"),
         (Status::NotConverged, "not converged"),
-        (Status::OutOfDomain, "out of the function's domain"),
+        (Status::OutOfDomain, "out of domain or range"),
     ]
     .iter()
     .filter_map(|&(s, what)| match count(s) {
@@ -381,17 +381,31 @@ pub fn status_summary(status: &[Status]) -> Option<String> {
 }
 
 /// Warns when float64 input has finite entries outside the float32 range, which the GPU reads
-/// as ±inf (so their matrices get status 1, "non-finite input").
+/// as ±inf (so their matrices get status 1, "non-finite input"), or non-zero entries below it,
+/// which it reads as 0 (a matrix of such entries is then the zero matrix, with status 0).
 fn warn_f32_range(a: &Floats) {
     if let Floats::F64(x) = a {
-        let outside = x
+        let (outside, vanish) = x
             .par_iter()
-            .filter(|v| v.is_finite() && !(**v as f32).is_finite())
-            .count();
+            .map(|&v| {
+                let f = v as f32;
+                (v.is_finite() && !f.is_finite(), v != 0.0 && f == 0.0)
+            })
+            .fold(
+                || (0usize, 0usize),
+                |(o, z), (a, b)| (o + a as usize, z + b as usize),
+            )
+            .reduce(|| (0, 0), |(o, z), (a, b)| (o + a, z + b));
         if outside > 0 {
             eprintln!(
                 "warning: {outside} finite float64 entries are outside the float32 range and read \
                  as ±inf on the GPU (their matrices get status 1); --device cpu computes in float64"
+            );
+        }
+        if vanish > 0 {
+            eprintln!(
+                "warning: {vanish} non-zero float64 entries are below the float32 range and read \
+                 as 0 on the GPU; --device cpu computes in float64"
             );
         }
     }

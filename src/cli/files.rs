@@ -7,8 +7,45 @@ use super::error::{fail, CliError, CliResult};
 use super::hostbuf::HostBuf;
 use super::npy::{self, with_slice, Dtype, Floats, Matrices, Outputs};
 use super::progress;
-use eigrad::{cpu, Degeneracy, EighOptions, Vectors};
+use eigrad::{cpu, Degeneracy, EighOptions, Scalar, Status, Vectors};
 use std::path::{Path, PathBuf};
+
+/// Gives each matrix of an ok status whose outputs a narrower `--output-dtype` cannot hold (a
+/// finite value that becomes infinite in `dtype`, such as an eigenvalue of 1e5 in f16)
+/// [`Status::OutOfDomain`] and NaN in every output, instead of ±inf written with status ok.
+/// `outputs` are each matrix's `(data, values per matrix)`.
+fn guard_dtype(dtype: Dtype, status: &mut [Status], outputs: &mut [(&mut Floats, usize)]) {
+    if dtype == Dtype::F64 {
+        return;
+    }
+    let mut lost = vec![false; status.len()];
+    for (data, per) in outputs.iter() {
+        with_slice!(&**data, d => mark_overflow(d, *per, dtype, &mut lost));
+    }
+    for ((s, &l), b) in status.iter_mut().zip(&lost).zip(0..) {
+        if l && s.is_ok() {
+            *s = Status::OutOfDomain;
+            for (data, per) in outputs.iter_mut() {
+                with_slice!(&mut **data, d => d[b * *per..(b + 1) * *per].fill(Scalar::from_f64(f64::NAN)));
+            }
+        }
+    }
+}
+
+/// Marks in `lost` each matrix (`per` values of `data`) with a finite value that `dtype`
+/// cannot hold.
+fn mark_overflow<S: Scalar>(data: &[S], per: usize, dtype: Dtype, lost: &mut [bool]) {
+    let beyond = |x: f64| match dtype {
+        Dtype::F16 => half::f16::from_f64(x).is_infinite(),
+        Dtype::F32 => (x as f32).is_infinite(),
+        Dtype::F64 => false,
+    };
+    for (m, l) in data.chunks(per.max(1)).zip(lost.iter_mut()) {
+        *l = *l
+            || m.iter()
+                .any(|x| x.to_f64().is_finite() && beyond(x.to_f64()));
+    }
+}
 
 /// The Lorentzian broadening used when `--degeneracy lorentzian` comes without
 /// `--degeneracy-tol` (in units of eigenvalue squared, as in Liao et al. 2019).
@@ -81,27 +118,27 @@ pub fn eigh(args: &EighArgs) -> CliResult<()> {
     let eig = engine.eigh(&a.data, a.n, &opts, vectors)?;
     pb.finish_and_clear();
     let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
-    let codes: Vec<i32> = eig.status().iter().map(|s| s.code() as i32).collect();
+    let (mut values, mut vectors) = (eig.eigenvalues(), eig.eigenvectors());
+    let mut status = eig.status().to_vec();
+    let mut outputs = vec![(&mut values, a.n)];
+    outputs.extend(vectors.as_mut().map(|v| (v, a.n * a.n)));
+    guard_dtype(dtype, &mut status, &mut outputs);
+    let codes: Vec<i32> = status.iter().map(|s| s.code() as i32).collect();
     let mut out = Outputs::new();
     out.ensure_dir(&args.out_dir)?;
     out.floats(
         &args.out_dir.join("eigenvalues.npy"),
         &a.vector_shape(),
-        &eig.eigenvalues(),
+        &values,
         dtype,
     )?;
-    if let Some(v) = eig.eigenvectors() {
-        out.floats(
-            &args.out_dir.join("eigenvectors.npy"),
-            &a.shape(),
-            &v,
-            dtype,
-        )?;
+    if let Some(v) = &vectors {
+        out.floats(&args.out_dir.join("eigenvectors.npy"), &a.shape(), v, dtype)?;
     }
     out.int32(&args.out_dir.join("status.npy"), &a.lead, &codes)?;
     out.commit()?;
     warn_stale_vectors(args);
-    warn_status(eig.status());
+    warn_status(&status);
     Ok(())
 }
 
@@ -112,7 +149,7 @@ pub fn eigh(args: &EighArgs) -> CliResult<()> {
 fn eigh_cpu(args: &EighArgs, a: Matrices, opts: &EighOptions, vectors: Vectors) -> CliResult<()> {
     let (n, vector_shape, shape) = (a.n, a.vector_shape(), a.shape());
     let pb = progress::spinner(format!("eigh of {} matrices of size {n}", a.batch()));
-    let (values, eigenvectors, status) = match (a.data, vectors) {
+    let (values, eigenvectors, mut status) = match (a.data, vectors) {
         (Floats::F64(mut m), Vectors::Yes) => {
             let (values, status) = cpu::tridiagonal_eigh_in_place(&mut m, n, opts)?;
             (values, Some(m), status)
@@ -124,17 +161,22 @@ fn eigh_cpu(args: &EighArgs, a: Matrices, opts: &EighOptions, vectors: Vectors) 
     };
     pb.finish_and_clear();
     let dtype = args.output_dtype.unwrap_or(Dtype::F64);
+    let mut values = Floats::F64(values.into());
+    let mut eigenvectors = eigenvectors.map(Floats::F64);
+    let mut outputs = vec![(&mut values, n)];
+    outputs.extend(eigenvectors.as_mut().map(|v| (v, n * n)));
+    guard_dtype(dtype, &mut status, &mut outputs);
     let codes: Vec<i32> = status.iter().map(|s| s.code() as i32).collect();
     let mut out = Outputs::new();
     out.ensure_dir(&args.out_dir)?;
-    out.values(
+    out.floats(
         &args.out_dir.join("eigenvalues.npy"),
         &vector_shape,
         &values,
         dtype,
     )?;
     if let Some(v) = &eigenvectors {
-        out.values(&args.out_dir.join("eigenvectors.npy"), &shape, v, dtype)?;
+        out.floats(&args.out_dir.join("eigenvectors.npy"), &shape, v, dtype)?;
     }
     out.int32(
         &args.out_dir.join("status.npy"),
@@ -186,13 +228,15 @@ pub fn vjp(args: &VjpArgs) -> CliResult<()> {
         a.n
     ));
     let eig = engine.eigh(&a.data, a.n, &opts, Vectors::Yes)?;
-    let ga = engine.vjp(&eig, gw.as_ref(), gv.as_ref(), policy)?;
+    let mut ga = engine.vjp(&eig, gw.as_ref(), gv.as_ref(), policy)?;
     pb.finish_and_clear();
     let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
+    let mut status = eig.status().to_vec();
+    guard_dtype(dtype, &mut status, &mut [(&mut ga, a.n * a.n)]);
     let mut out = Outputs::new();
     out.floats(&args.output, &a.shape(), &ga, dtype)?;
     out.commit()?;
-    warn_status(eig.status());
+    warn_status(&status);
     Ok(())
 }
 
@@ -222,9 +266,16 @@ pub fn jvp(args: &JvpArgs) -> CliResult<()> {
         a.n
     ));
     let eig = engine.eigh(&a.data, a.n, &opts, Vectors::Yes)?;
-    let (values_dot, vectors_dot) = engine.jvp(&eig, &tangent, policy)?;
+    let (mut values_dot, mut vectors_dot) = engine.jvp(&eig, &tangent, policy)?;
     pb.finish_and_clear();
     let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
+    let mut status = eig.status().to_vec();
+    let n = a.n;
+    guard_dtype(
+        dtype,
+        &mut status,
+        &mut [(&mut values_dot, n), (&mut vectors_dot, n * n)],
+    );
     let mut out = Outputs::new();
     out.ensure_dir(&args.out_dir)?;
     out.floats(
@@ -240,7 +291,7 @@ pub fn jvp(args: &JvpArgs) -> CliResult<()> {
         dtype,
     )?;
     out.commit()?;
-    warn_status(eig.status());
+    warn_status(&status);
     Ok(())
 }
 
@@ -272,18 +323,24 @@ pub fn spectral(args: &SpectralArgs) -> CliResult<()> {
         a.n
     ));
     let spec = engine.spectral(&a.data, a.n, args.function, &opts)?;
-    let ga = match &grad {
+    let mut ga = match &grad {
         Some(g) => Some(engine.spectral_vjp(&spec, g)?),
         None => None,
     };
     pb.finish_and_clear();
     let dtype = args.output_dtype.unwrap_or(engine.native_dtype());
+    let mut values = spec.values();
+    let mut status = spec.status().to_vec();
+    let nn = a.n * a.n;
+    let mut outputs = vec![(&mut values, nn)];
+    outputs.extend(ga.as_mut().map(|g| (g, nn)));
+    guard_dtype(dtype, &mut status, &mut outputs);
     let mut out = Outputs::new();
-    out.floats(&args.output, &a.shape(), &spec.values(), dtype)?;
+    out.floats(&args.output, &a.shape(), &values, dtype)?;
     if let (Some(ga), Some(path)) = (&ga, &args.grad_output) {
         out.floats(path, &a.shape(), ga, dtype)?;
     }
     out.commit()?;
-    warn_status(spec.status());
+    warn_status(&status);
     Ok(())
 }

@@ -124,6 +124,12 @@ pub fn jacobi<S: Scalar>(
                 },
             ),
     }
+    guard_range(
+        n,
+        &mut eigenvalues,
+        eigenvectors.as_deref_mut(),
+        &mut status,
+    );
     Ok(Eigh {
         n,
         batch,
@@ -165,7 +171,7 @@ pub fn tridiagonal<S: Scalar>(
                  s: &mut [Status]| {
         tridiagonal_eigh_chunk(|i| m[i].to_f64(), s.len(), n, sym, sweeps, ws, w, v, s)
     };
-    let eigenvectors = match vectors {
+    let mut eigenvectors = match vectors {
         Vectors::Yes => {
             let mut vecs = vec![0.0; batch * nn];
             a.par_chunks(QL_LANES * nn)
@@ -199,6 +205,12 @@ pub fn tridiagonal<S: Scalar>(
             None
         }
     };
+    guard_range(
+        n,
+        &mut eigenvalues,
+        eigenvectors.as_deref_mut(),
+        &mut status,
+    );
     Ok(Eigh {
         n,
         batch,
@@ -245,7 +257,32 @@ pub fn tridiagonal_eigh_in_place(
                 tridiagonal_eigh_chunk_in_place(m, n, sym, sweeps, ws, w, s)
             },
         );
+    guard_range(n, &mut eigenvalues, Some(a), &mut status);
     Ok((eigenvalues, status))
+}
+
+/// Gives matrices whose eigenvalues are beyond the f64 range once scaled back (a matrix of
+/// finite entries can have them, up to n times its largest entry) [`Status::OutOfDomain`] and
+/// NaN outputs, instead of ±inf with status ok.
+fn guard_range(
+    n: usize,
+    values: &mut [f64],
+    mut vectors: Option<&mut [f64]>,
+    status: &mut [Status],
+) {
+    if n == 0 {
+        return;
+    }
+    let nn = n * n;
+    for (b, (w, s)) in values.chunks_mut(n).zip(status.iter_mut()).enumerate() {
+        if s.is_ok() && !w.iter().all(|x| x.is_finite()) {
+            *s = Status::OutOfDomain;
+            w.fill(f64::NAN);
+            if let Some(v) = vectors.as_deref_mut() {
+                v[b * nn..(b + 1) * nn].fill(f64::NAN);
+            }
+        }
+    }
 }
 
 /// [`jacobi`] with eigenvectors: the full decomposition.

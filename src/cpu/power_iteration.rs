@@ -122,6 +122,10 @@ fn power_one<S: Scalar>(
             let sign = gauge_sign(v);
             v.iter_mut().for_each(|x| *x *= sign);
             *lambda = rho * pow2(e);
+            // Beyond the f64 range (up to n times the largest entry): no ±inf with status ok.
+            if !lambda.is_finite() {
+                return Status::OutOfDomain;
+            }
             return Status::Ok;
         }
         v.copy_from_slice(y);
