@@ -19,9 +19,20 @@ struct Params {
     pad: u32,
 }
 
+// 1 − GAUGE_TIE (src/eigh.rs): the sign gauge makes the first component whose magnitude is at
+// least GAUGE_FLOOR times the largest positive (components tied up to rounding: the first decides).
+const GAUGE_FLOOR: f32 = 0.99609375;
+
 // True when x is neither NaN nor ±inf (exponent bits not all ones).
 fn is_finite_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// Whether x, computed on a matrix prescaled by 2^−e, is beyond the f32 range once scaled back
+// (|x|·2^e > f32::MAX): the eigenvalues of a matrix with finite entries can be, by up to a
+// factor n. Decided on the prescaled side, where the comparison is exact.
+fn beyond_f32(x: f32, e: i32) -> bool {
+    return e > 0 && abs(x) > ldexp(bitcast<f32>(0x7f7fffffu), -e);
 }
 
 // The exponent e with x = f·2^e, f in [0.5, 1), for finite x ≥ 0 (subnormals count as −126).

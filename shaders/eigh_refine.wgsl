@@ -8,7 +8,7 @@
 // V + V·C stays orthogonal to order C². Pairs whose mixing is not small (|C_kl| ≥ TOL: close
 // or equal eigenvalues, whose eigenvectors are only defined up to a rotation among them) keep
 // their vectors as they are. The eigenvalues (the forward's Rayleigh quotients) and statuses are
-// left alone; the sign gauge (largest component positive, the first on ties) is applied again.
+// left alone; the sign gauge (largest component positive, the first within GAUGE_FLOOR of it) is applied again.
 // A is prescaled by the power of two of the largest |λ| so no product overflows. Layout in
 // dense.wgsl, with W holding A, then AV, then B, then C, then the refined V.
 
@@ -106,16 +106,18 @@ fn eigh_refine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     store_w(x, v);
     // The sign gauge per column (into lam_sh, whose eigenvalues are no longer needed).
     for (var j = lid % TPM; j < N; j += TPM) {
-        var best = -1.0;
-        var sign = 1.0;
+        var top = 0.0;
+        for (var i = 0u; i < N; i++) {
+            top = max(top, abs(at(x, SRC_W, i, j)));
+        }
+        var sign = 0.0;
         for (var i = 0u; i < N; i++) {
             let vij = at(x, SRC_W, i, j);
-            if (abs(vij) > best) {
-                best = abs(vij);
+            if (sign == 0.0 && abs(vij) >= top * GAUGE_FLOOR) {
                 sign = select(1.0, -1.0, vij < 0.0);
             }
         }
-        lam_sh[x.mi * N + j] = sign;
+        lam_sh[x.mi * N + j] = select(sign, 1.0, sign == 0.0);
     }
     sync_dense();
     // Coalesced write; NaN where the forward status is not ok. Without W_SHARED each element is

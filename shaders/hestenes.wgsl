@@ -91,12 +91,18 @@ fn at_row(q: u32, p: u32) -> vec4<bool> {
     return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(p);
 }
 
-// Keeps in `best` (value, index) the largest |component| of quad v at rows 4q.., the first on
-// ties.
-fn argmax_quad(v: vec4<f32>, q: u32, best: ptr<function, vec2<f32>>) {
+// The largest |component| of quad v.
+fn max_quad(v: vec4<f32>) -> f32 {
+    let a = abs(v);
+    return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+// Sets `first` (while it is still `none`) to the first row 4q + c of quad v whose |component|
+// is at least `floor`.
+fn first_at_least(v: vec4<f32>, q: u32, floor: f32, none: u32, first: ptr<function, u32>) {
     for (var c = 0u; c < 4u; c++) {
-        if (abs(v[c]) > (*best).x) {
-            *best = vec2<f32>(abs(v[c]), f32(4u * q + c));
+        if (*first == none && abs(v[c]) >= floor) {
+            *first = 4u * q + c;
         }
     }
 }
@@ -333,18 +339,25 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
     }
     // Unit vectors (a diagonal input's snapped to e_j), the index of their largest component,
     // and whether the column is the padding one (norm 0; M is non-singular otherwise).
-    var bx = vec2<f32>(-1.0, 0.0);
-    var by = vec2<f32>(-1.0, 0.0);
+    var mx = 0.0;
+    var my = 0.0;
     var nx = 0.0;
     var ny = 0.0;
     //@for q
-    argmax_quad(x$q, $qu, &bx);
-    argmax_quad(y$q, $qu, &by);
+    mx = max(mx, max_quad(x$q));
+    my = max(my, max_quad(y$q));
     nx += dot(x$q, x$q);
     ny += dot(y$q, y$q);
     //@end
-    let tx = u32(bx.y);
-    let ty = u32(by.y);
+    // The sign gauge's component: the first within GAUGE_FLOOR of the largest.
+    var tx = N;
+    var ty = N;
+    //@for q
+    first_at_least(x$q, $qu, mx * GAUGE_FLOOR, N, &tx);
+    first_at_least(y$q, $qu, my * GAUGE_FLOOR, N, &ty);
+    //@end
+    tx = select(tx, 0u, tx == N);
+    ty = select(ty, 0u, ty == N);
     let ix = inverseSqrt(nx);
     let iy = inverseSqrt(ny);
     //@for q
@@ -381,6 +394,15 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
     workgroupBarrier();
     let rx = rank_of(mi, px);
     let ry = rank_of(mi, py);
+    // An eigenvalue beyond the f32 range (up to n times the largest entry) gives status 3.
+    if (status == 0u) {
+        for (var c = 0u; c < M_PAD; c++) {
+            let key = keys[mi * M_PAD + c];
+            if (is_finite_f32(key) && beyond_f32(key, scale_exp)) {
+                status = 3u;
+            }
+        }
+    }
     if (live) {
         if (rx < N) {
             values_out[g * N + rx] = select(nan, ldexp(lam.x, scale_exp), status == 0u);
@@ -393,7 +415,7 @@ fn hestenes_main(lid: u32, wid: vec3<u32>, want_vectors: bool, lane: u32) {
         }
     }
     if (want_vectors) {
-        // Sign gauge: the largest component (the first, on ties) positive.
+        // Sign gauge: the largest component (the first within GAUGE_FLOOR of it) positive.
         var sgx = 1.0;
         var sgy = 1.0;
         //@for q

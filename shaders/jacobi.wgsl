@@ -212,6 +212,13 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
         status = 1u;
     } else if (last_rotated[mi] != 0u) {
         status = 2u;
+    } else {
+        // An eigenvalue beyond the f32 range (up to n times the largest entry): status 3.
+        for (var i = 0u; i < N; i++) {
+            if (beyond_f32(a_sh[a_idx(mi, i, i)], scale_exp)) {
+                status = 3u;
+            }
+        }
     }
     for (var j = t; j < N; j += TPM) {
         let dj = a_sh[a_idx(mi, j, j)];
@@ -226,15 +233,17 @@ fn jacobi_main(lid: u32, wid: vec3<u32>, want_vectors: bool) {
             values_out[g * N + rank] = select(nan, ldexp(dj, scale_exp), status == 0u);
         }
         if (want_vectors) {
-            var best = 0u;
-            var best_abs = -1.0;
+            var top = 0.0;
             for (var k = 0u; k < N; k++) {
-                let x = abs(vt_get(mi, g, j, k));
-                if (x > best_abs) {
-                    best_abs = x;
+                top = max(top, abs(vt_get(mi, g, j, k)));
+            }
+            var best = N;
+            for (var k = 0u; k < N; k++) {
+                if (best == N && abs(vt_get(mi, g, j, k)) >= top * GAUGE_FLOOR) {
                     best = k;
                 }
             }
+            best = select(best, 0u, best == N);
             out_src[mi * N + rank] = j;
             out_sign[mi * N + rank] = select(1.0, -1.0, vt_get(mi, g, j, best) < 0.0);
         }

@@ -195,16 +195,20 @@ fn power_iteration(@builtin(local_invocation_index) lid: u32, @builtin(workgroup
             status = 1u;
         } else if (state[mi] != 1u) {
             status = 2u;
+        } else if (beyond_f32(rho_sh[mi], scale_exp)) {
+            status = 3u;
         }
-        var best = 0u;
-        var best_abs = -1.0;
+        var top = 0.0;
         for (var i = 0u; i < N; i++) {
-            let x = abs(v_sh[mi * N + i]);
-            if (x > best_abs) {
-                best_abs = x;
+            top = max(top, abs(v_sh[mi * N + i]));
+        }
+        var best = N;
+        for (var i = 0u; i < N; i++) {
+            if (best == N && abs(v_sh[mi * N + i]) >= top * GAUGE_FLOOR) {
                 best = i;
             }
         }
+        best = select(best, 0u, best == N);
         let sign = select(1.0, -1.0, v_sh[mi * N + best] < 0.0);
         for (var i = 0u; i < N; i++) {
             vector_out[g * N + i] = select(nan, sign * v_sh[mi * N + i], status == 0u);

@@ -11,7 +11,8 @@
 // status 2 and NaN outputs.
 // As in jacobi.wgsl: the input is prescaled by an exact power of two so its largest entry lies in
 // [0.5, 1); eigenvalues ascend (ties by index); each eigenvector's largest component (the first
-// on ties) is positive; a diagonal input performs no rotation and is returned exactly.
+// within GAUGE_FLOOR of it) is positive; a diagonal input performs no rotation and is returned
+// exactly.
 
 override N: u32;             // matrix size, 1..=REGISTERS_MAX_N (the generated code fixes it)
 override WG: u32;            // invocations (matrices) per workgroup
@@ -59,11 +60,16 @@ fn registers_main(lid: u32, wid: vec3<u32>) {
             break;
         }
     }
+    // An eigenvalue beyond the f32 range (up to n times the largest entry) gives status 3.
+    var beyond = false;
+    //@gen beyond
     var status = 0u;
     if (bad) {
         status = 1u;
     } else if (rotated) {
         status = 2u;
+    } else if (beyond) {
+        status = 3u;
     }
     let ok = status == 0u;
     status_out[g] = status;

@@ -380,29 +380,41 @@ fn bisect_eigenvalues(t: Tri) {
         }
         lam = 0.5 * (lo + hi);
     }
+    // An eigenvalue beyond the f32 range (a matrix of finite entries can have one, up to n
+    // times its largest entry) gives status 3; each invocation knows only its own, so they
+    // are posted in `counts` (read only before the bisection).
+    workgroupBarrier();
+    counts[mi * N + i] = select(0u, 1u, beyond_f32(lam, t.scale_exp));
+    workgroupBarrier();
+    var beyond = false;
+    for (var j = 0u; j < N; j++) {
+        beyond = beyond || counts[mi * N + j] != 0u;
+    }
 
     if (t.live) {
         let nan = bitcast<f32>(params.nan_bits);
-        values_out[t.g * N + rank] = select(ldexp(lam, t.scale_exp), nan, t.bad);
+        values_out[t.g * N + rank] = select(ldexp(lam, t.scale_exp), nan, t.bad || beyond);
         if (i == 0u) {
-            status_out[t.g] = select(0u, 1u, t.bad);
+            status_out[t.g] = select(select(0u, 3u, beyond), 1u, t.bad);
         }
     }
 }
 
 // With VECTORS, after the eigenvectors of matrix t.mi were staged in slot `slot`: the index of
-// the largest component of vector t.i (the first on ties) into ql_e (free after the QL), for
+// the largest component of vector t.i (the first within GAUGE_FLOOR of it) into ql_e (free after the QL), for
 // the ranking; returns the sign that makes that component positive.
 fn vector_tie(t: Tri, slot: u32) -> f32 {
-    var best = -1.0;
-    var top = 0u;
+    var big = 0.0;
     for (var k = 0u; k < N; k++) {
-        let x = abs(vector_entry(t, slot, k));
-        if (x > best) {
-            best = x;
+        big = max(big, abs(vector_entry(t, slot, k)));
+    }
+    var top = N;
+    for (var k = 0u; k < N; k++) {
+        if (top == N && abs(vector_entry(t, slot, k)) >= big * GAUGE_FLOOR) {
             top = k;
         }
     }
+    top = select(top, 0u, top == N);
     ql_e[t.mi][t.i] = f32(top);
     return select(1.0, -1.0, vector_entry(t, slot, top) < 0.0);
 }
@@ -431,10 +443,12 @@ fn vector_write(t: Tri, slot: u32, sg: f32) -> u32 {
     // could give: then status 2 rather than a wrong answer).
     var rank = 0u;
     var finite = true;
+    var beyond = false;
     for (var k = 0u; k < N; k++) {
         let lk = ql_d[t.mi][k];
         let tk = u32(ql_e[t.mi][k]);
         finite = finite && is_finite_f32(lk);
+        beyond = beyond || beyond_f32(lk, t.scale_exp);
         if (lk < lam || (lk == lam && (tk < top || (tk == top && k < row)))) {
             rank += 1u;
         }
@@ -444,6 +458,8 @@ fn vector_write(t: Tri, slot: u32, sg: f32) -> u32 {
         status = 1u;
     } else if (ql_failed[t.mi] != 0u || !finite) {
         status = 2u;
+    } else if (beyond) {
+        status = 3u;
     }
     if (UNSTAGED) {
         col_sh[t.mi][row / 4u][row % 4u] = f32(rank);

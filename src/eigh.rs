@@ -2,6 +2,17 @@
 
 use crate::{Error, Result, Status};
 
+/// The tie tolerance of the sign gauge (DESIGN §1): each eigenvector is signed so that its
+/// first component whose magnitude is at least `1 − GAUGE_TIE` times the largest is positive.
+/// Components that are equal in exact arithmetic (a path graph's Laplacian, a Hadamard basis)
+/// differ at rounding level in a computed vector, and a strict "largest, first on ties" would
+/// follow the rounding, so that two solvers (CPU and GPU) could sign the same vector
+/// differently. With the tolerance (2⁻⁸, far above the components' rounding errors of about
+/// 1e-4 relative at worst in f32 at n = 64) such components count as tied and the first
+/// decides on every path; two paths can still disagree only for a component whose magnitude
+/// lies within rounding of the threshold itself.
+pub const GAUGE_TIE: f64 = 1.0 / 256.0;
+
 /// An error unless `len` is `expected` (`what` names the buffer or field).
 pub(crate) fn check_len(len: usize, expected: usize, what: &str) -> Result<()> {
     if len != expected {

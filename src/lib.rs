@@ -7,7 +7,8 @@
 //! Conventions (DESIGN §1): a batch is `B` row-major `n×n` matrices stored contiguously; the input
 //! is symmetrised (`(A + Aᵀ)/2`) unless [`Symmetry::Lower`] is chosen; eigenvalues are ascending;
 //! `eigenvectors[b][i][j]` is component `i` of eigenvector `j`; each eigenvector is signed so that
-//! its component of largest magnitude is positive (the first such index on ties); every matrix
+//! its component of largest magnitude is positive (the first of those within [`GAUGE_TIE`] of the
+//! largest, so that components equal up to rounding count as ties); every matrix
 //! gets a [`Status`], and a bad matrix gets NaN outputs without disturbing the rest of the batch.
 //!
 //! Derivatives (DESIGN §2): the reverse rule
@@ -33,7 +34,7 @@ mod scalar;
 pub mod spectral;
 mod status;
 
-pub use eigh::{Eigh, Jvp};
+pub use eigh::{Eigh, Jvp, GAUGE_TIE};
 pub use error::{Error, Result};
 pub use options::{Degeneracy, EighOptions, Precision, Symmetry, Vectors};
 pub use scalar::Scalar;

@@ -521,6 +521,55 @@ fn off_diagonal_pairs_above_half_the_f32_range_are_symmetrised_without_overflow(
 }
 
 #[test]
+fn eigenvalues_beyond_the_f32_range_are_status_3_not_infinity() {
+    // Finite entries, eigenvalues up to n times larger: x·J (all entries x) has eigenvalues 0
+    // and n·x. Batches of four: n·x beyond f32::MAX (status 3, NaN outputs), then within it
+    // (n·x ≈ 0.9 f32::MAX), a diagonal entry at 3.3e38, and an ordinary neighbour.
+    let max = f32::MAX as f64;
+    let mut contexts: Vec<(String, &GpuContext, Vectors)> = (gpu_kernels().into_iter())
+        .map(|(k, c)| (format!("{k:?}"), c, Vectors::Yes))
+        .collect();
+    for (k, c) in gpu_eigvalsh_kernels() {
+        contexts.push((format!("eigenvalues only, {k:?}"), c, Vectors::No));
+    }
+    for (what, ctx, vectors) in contexts {
+        for n in [2usize, 5, 33, 64] {
+            if vectors == Vectors::Yes && !runs(ctx, ctx.forward_kernel(), n) && n > 8 {
+                continue;
+            }
+            let nn = n * n;
+            let mut a = vec![0f32; 4 * nn];
+            a[..nn].fill((1.2 * max / n as f64) as f32);
+            a[nn..2 * nn].fill((0.9 * max / n as f64) as f32);
+            a[2 * nn] = 3.3e38;
+            for i in 0..n {
+                a[3 * nn + i * n + i] = i as f32 - 1.5;
+            }
+            let r = ctx.eigh(&a, n, &EighOptions::default(), vectors).unwrap();
+            let what = format!("{what} n={n}");
+            assert_eq!(
+                r.status,
+                [Status::OutOfDomain, Status::Ok, Status::Ok, Status::Ok],
+                "{what}: {:?}",
+                r.values(0)
+            );
+            assert!(r.values(0).iter().all(|x| x.is_nan()), "{what}");
+            if let Some(v) = &r.eigenvectors {
+                assert!(v[..nn].iter().all(|x| x.is_nan()), "{what}");
+                assert!(v[nn..].iter().all(|x| x.is_finite()), "{what}");
+            }
+            let top = r.values(1)[n - 1] as f64;
+            assert!(
+                (top / (0.9 * max) - 1.0).abs() <= 8.0 * n as f64 * EPS,
+                "{what}: {top:e}"
+            );
+            assert_eq!(r.values(2)[n - 1], 3.3e38, "{what}");
+            assert_eq!(r.values(3)[0], -1.5, "{what}");
+        }
+    }
+}
+
+#[test]
 fn zero_identity_and_diagonal_inputs_are_exact() {
     for (kernel, ctx) in gpu_kernels() {
         let n = 7;
@@ -583,6 +632,76 @@ fn sign_gauge_takes_the_first_of_equal_largest_components() {
                 let big = col.iter().fold(0f32, |m, x| m.max(x.abs()));
                 let first = col.iter().find(|x| x.abs() == big).unwrap();
                 assert!(*first > 0.0, "{kernel:?} n={n} vector {j}: {col:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_sign_gauge_agrees_with_the_cpu_where_components_tie_up_to_rounding() {
+    // Eigenvectors with components of equal magnitude in exact arithmetic, which each solver
+    // computes with rounding-level differences: a path graph's Laplacian (|v_i| = |v_{n−1−i}|)
+    // and A = H diag(1..n) Hᵀ with H a normalised Hadamard matrix (every |v_i| = n^−½). Every
+    // eigenvalue is simple, so each eigenvector is unique up to its sign, which the gauge
+    // (the first component within GAUGE_TIE of the largest, positive) must fix alike on every
+    // path: the GPU kernels, the CPU's fast solver and its Jacobi reference.
+    let opts = EighOptions::default();
+    let path = |n: usize| {
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            a[i * n + i] = if i == 0 || i == n - 1 { 1.0 } else { 2.0 };
+            if i + 1 < n {
+                (a[i * n + i + 1], a[(i + 1) * n + i]) = (-1.0, -1.0);
+            }
+        }
+        a
+    };
+    let hadamard = |n: usize| {
+        let h = |i: usize, j: usize| {
+            if (i & j).count_ones().is_multiple_of(2) {
+                1.0
+            } else {
+                -1.0
+            }
+        };
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] = (0..n)
+                    .map(|k| h(i, k) * (k + 1) as f64 * h(j, k))
+                    .sum::<f64>()
+                    / n as f64;
+            }
+        }
+        a
+    };
+    let mut cases = vec![];
+    for n in [5usize, 8, 16, 33, 64] {
+        cases.push((format!("path n={n}"), n, path(n)));
+    }
+    for n in [4usize, 8, 16, 32, 64] {
+        cases.push((format!("Hadamard n={n}"), n, hadamard(n)));
+    }
+    for (what, n, a) in cases {
+        let reference = cpu::jacobi_eigh(&a, n, &opts).unwrap();
+        let want = reference.vectors(0).unwrap();
+        let fast = cpu::tridiagonal_eigh(&a, n, &opts).unwrap();
+        let mut paths: Vec<(String, Vec<f64>)> =
+            vec![("cpu fast".into(), fast.vectors(0).unwrap().to_vec())];
+        for (kernel, ctx) in gpu_kernels() {
+            if runs(ctx, kernel, n) {
+                let g = ctx.eigh(&to_f32(&a), n, &opts, Vectors::Yes).unwrap();
+                let v = g.vectors(0).unwrap().iter().map(|&x| x as f64).collect();
+                paths.push((format!("{kernel:?}"), v));
+            }
+        }
+        for (name, v) in paths {
+            for j in 0..n {
+                let dot: f64 = (0..n).map(|i| v[i * n + j] * want[i * n + j]).sum();
+                assert!(
+                    dot > 0.99,
+                    "{what}, {name}: eigenvector {j} signed apart (dot {dot})"
+                );
             }
         }
     }

@@ -237,3 +237,16 @@ fn writable_variants_validate_and_declare_no_read_only_binding() {
         validate(&p).unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
     }
 }
+
+#[test]
+fn the_shaders_gauge_floor_is_one_minus_the_gauge_tie() {
+    let common = include_str!("../shaders/common.wgsl");
+    let line = (common.lines())
+        .find(|l| l.starts_with("const GAUGE_FLOOR: f32 = "))
+        .expect("GAUGE_FLOOR in shaders/common.wgsl");
+    let value: f32 = line["const GAUGE_FLOOR: f32 = ".len()..]
+        .trim_end_matches(';')
+        .parse()
+        .expect("a number");
+    assert_eq!(value, (1.0 - eigrad::GAUGE_TIE) as f32);
+}

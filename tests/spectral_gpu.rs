@@ -355,6 +355,14 @@ fn power_iteration_reports_non_finite_and_unconverged_matrices() {
         .unwrap();
     assert!(g[..4].iter().all(|x| x.is_finite()));
     assert!(g[4..].iter().all(|x| x.is_nan()));
+    // A dominant eigenvalue beyond the f32 range (x·J has eigenvalue n·x): status 3, NaN.
+    let x = 0.6 * f32::MAX;
+    let p = ctx
+        .power_iteration(&[x, x, x, x, 2., 0., 0., 1.], n, &opts)
+        .unwrap();
+    assert_eq!(p.status, vec![Status::OutOfDomain, Status::Ok]);
+    assert!(p.value[0].is_nan() && p.vector[..2].iter().all(|v| v.is_nan()));
+    assert_eq!(p.value[1], 2.0);
 }
 
 #[test]

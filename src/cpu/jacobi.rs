@@ -209,14 +209,7 @@ pub fn eigh_chunk(
         }
         if let Some(v) = vecs {
             for (r, &j) in order.iter().enumerate() {
-                // The gauge: the component of largest magnitude (first on ties) is positive.
-                let mut best = 0;
-                for i in 1..n {
-                    if vt[j * n + i][l].abs() > vt[j * n + best][l].abs() {
-                        best = i;
-                    }
-                }
-                let sign = if vt[j * n + best][l] < 0.0 { -1.0 } else { 1.0 };
+                let sign = gauge_sign_by(n, |i| vt[j * n + i][l]);
                 for i in 0..n {
                     v[i * n + r] = sign * vt[j * n + i][l];
                 }
@@ -356,19 +349,20 @@ fn sweeps(
     converged
 }
 
-/// The sign gauge of DESIGN §1: +1 when the component of largest magnitude (the first on ties) is
-/// positive, else −1.
+/// The sign gauge of DESIGN §1: +1 when the component of largest magnitude (the first of those
+/// within [`GAUGE_TIE`](crate::GAUGE_TIE) of it) is positive, else −1.
 #[inline]
 pub fn gauge_sign(vector: &[f64]) -> f64 {
-    let mut best = 0;
-    let mut best_abs = -1.0;
-    for (i, &x) in vector.iter().enumerate() {
-        if x.abs() > best_abs {
-            best_abs = x.abs();
-            best = i;
-        }
-    }
-    if vector[best] < 0.0 {
+    gauge_sign_by(vector.len(), |i| vector[i])
+}
+
+/// [`gauge_sign`] of the vector whose component `i` is `get(i)`, `i < n`.
+#[inline(always)]
+pub(crate) fn gauge_sign_by(n: usize, get: impl Fn(usize) -> f64) -> f64 {
+    let top = (0..n).fold(0.0f64, |m, i| m.max(get(i).abs()));
+    let floor = top * (1.0 - crate::GAUGE_TIE);
+    let first = (0..n).find(|&i| get(i).abs() >= floor).unwrap_or(0);
+    if get(first) < 0.0 {
         -1.0
     } else {
         1.0

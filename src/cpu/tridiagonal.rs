@@ -12,7 +12,7 @@
 //! n·eps·‖A‖), but it is not the oracle: Jacobi is, because it matches the GPU kernels and has
 //! relative accuracy on graded matrices.
 
-use super::jacobi::{load_symmetric, pow2};
+use super::jacobi::{gauge_sign, gauge_sign_by, load_symmetric, pow2};
 use crate::{Status, Symmetry};
 
 /// Scratch space for [`tridiagonal_eigh_one`] on matrices of size `n`; reused across the matrices
@@ -169,14 +169,7 @@ fn finish(
         let v = &mut v[..nn];
         for (r, &j) in order.iter().enumerate() {
             let z = &zt[j * n..j * n + n];
-            // The gauge: the component of largest magnitude (first on ties) is positive.
-            let mut best = 0;
-            for i in 1..n {
-                if z[i].abs() > z[best].abs() {
-                    best = i;
-                }
-            }
-            let sign = if z[best] < 0.0 { -1.0 } else { 1.0 };
+            let sign = gauge_sign(z);
             for i in 0..n {
                 v[i * n + r] = sign * z[i];
             }
@@ -653,14 +646,7 @@ fn finish_lanes(
         if let Some(v) = vecs {
             for (r, &j) in order.iter().enumerate() {
                 let z = &zt[j * n..j * n + n];
-                // The gauge of [`finish`]: the first component of largest magnitude is positive.
-                let (mut top, mut at) = (z[0][l].abs(), z[0][l]);
-                for x in &z[1..] {
-                    if x[l].abs() > top {
-                        (top, at) = (x[l].abs(), x[l]);
-                    }
-                }
-                let sign = if at < 0.0 { -1.0 } else { 1.0 };
+                let sign = gauge_sign_by(n, |i| z[i][l]);
                 for i in 0..n {
                     v[i * n + r] = sign * z[i][l];
                 }

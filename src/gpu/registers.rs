@@ -64,6 +64,7 @@ pub fn expand(template: &str, n: u32, vectors: bool) -> String {
             "scale" => scale(n, vectors),
             "sweep" => sweep(n, vectors),
             "finish" => finish(n, vectors),
+            "beyond" => beyond(n),
             "vjp_load" => vjp_load(n),
             "vjp_m" => vjp_m(n),
             "vjp_out" => vjp_out(n),
@@ -146,6 +147,14 @@ fn sweep(n: u32, vectors: bool) -> String {
 
 /// Ranks the eigenvalues (ascending, ties by index) and writes them, and the eigenvectors
 /// under the sign gauge, at their ranks (NaN unless the status is 0).
+/// Whether an eigenvalue (a diagonal entry after the sweeps) is beyond the f32 range once
+/// scaled back, into `beyond`.
+fn beyond(n: u32) -> String {
+    (0..n)
+        .map(|j| format!("beyond = beyond || beyond_f32({}, scale_exp);\n", a(j, j)))
+        .collect()
+}
+
 fn finish(n: u32, vectors: bool) -> String {
     let mut s = String::new();
     for j in 0..n {
@@ -160,11 +169,19 @@ fn finish(n: u32, vectors: bool) -> String {
         )
         .unwrap();
         if vectors {
-            // The largest component, the first on ties, decides the sign.
-            writeln!(s, "var b{j} = {};", v(0, j)).unwrap();
+            // The first component within GAUGE_FLOOR of the largest decides the sign.
+            writeln!(s, "var m{j} = abs({});", v(0, j)).unwrap();
             for i in 1..n {
+                writeln!(s, "m{j} = max(m{j}, abs({}));", v(i, j)).unwrap();
+            }
+            writeln!(s, "var b{j} = {};", v(0, j)).unwrap();
+            for i in (0..n).rev() {
                 let x = v(i, j);
-                writeln!(s, "b{j} = select(b{j}, {x}, abs({x}) > abs(b{j}));").unwrap();
+                writeln!(
+                    s,
+                    "b{j} = select(b{j}, {x}, abs({x}) >= m{j} * GAUGE_FLOOR);"
+                )
+                .unwrap();
             }
             writeln!(s, "let s{j} = select(1.0, -1.0, b{j} < 0.0);").unwrap();
             for i in 0..n {

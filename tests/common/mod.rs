@@ -167,18 +167,16 @@ pub fn is_ascending(values: &[f64]) -> bool {
     values.iter().all(|v| !v.is_nan()) && values.windows(2).all(|w| w[0] <= w[1])
 }
 
-/// The first column (if any) whose component of largest magnitude (first index on ties) is not
-/// positive, violating the sign gauge of DESIGN §1.
+/// The first column (if any) whose component of largest magnitude (the first within
+/// [`eigrad::GAUGE_TIE`] of it) is not positive, violating the sign gauge of DESIGN §1.
 pub fn sign_gauge_violation(vectors: &[f64], n: usize) -> Option<usize> {
     (0..n).find(|&j| {
-        let mut best = 0;
-        for i in 1..n {
-            if vectors[i * n + j].abs() > vectors[best * n + j].abs() {
-                best = i;
-            }
-        }
-        let x = vectors[best * n + j];
-        x.is_nan() || x <= 0.0
+        let col: Vec<f64> = (0..n).map(|i| vectors[i * n + j]).collect();
+        let top = col.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let first = col
+            .iter()
+            .find(|x| x.abs() >= top * (1.0 - eigrad::GAUGE_TIE));
+        first.is_none_or(|&x| x.is_nan() || x <= 0.0)
     })
 }
 
