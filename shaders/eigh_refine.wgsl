@@ -8,7 +8,8 @@
 // V + V·C stays orthogonal to order C². Pairs whose mixing is not small (|C_kl| ≥ TOL: close
 // or equal eigenvalues, whose eigenvectors are only defined up to a rotation among them) keep
 // their vectors as they are. The eigenvalues (the forward's Rayleigh quotients) and statuses are
-// left alone; the sign gauge (largest component positive, the first within GAUGE_FLOOR of it) is applied again.
+// left alone; the sign gauge (largest component positive, the first within GAUGE_FLOOR of it)
+// is applied again.
 // A is prescaled by the power of two of the largest |λ| so no product overflows. Layout in
 // dense.wgsl, with W holding A, then AV, then B, then C, then the refined V.
 

@@ -401,8 +401,8 @@ fn bisect_eigenvalues(t: Tri) {
 }
 
 // With VECTORS, after the eigenvectors of matrix t.mi were staged in slot `slot`: the index of
-// the largest component of vector t.i (the first within GAUGE_FLOOR of it) into ql_e (free after the QL), for
-// the ranking; returns the sign that makes that component positive.
+// the largest component of vector t.i (the first within GAUGE_FLOOR of it) into ql_e (free
+// after the QL), for the ranking; returns the sign that makes that component positive.
 fn vector_tie(t: Tri, slot: u32) -> f32 {
     var big = 0.0;
     for (var k = 0u; k < N; k++) {

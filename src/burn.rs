@@ -4,7 +4,8 @@
 //! [`eigh`], [`eigvalsh`] and [`spectral`] take a batch `a` of shape `[B, n, n]` and follow the
 //! crate's conventions (DESIGN §1): the input is symmetrised (`(A + Aᵀ)/2`), eigenvalues are
 //! ascending (`[B, n]`), `vectors[b][i][j]` is component `i` of eigenvector `j` (`[B, n, n]`),
-//! each eigenvector is signed so that its component of largest magnitude is positive. A matrix
+//! each eigenvector is signed so that its component of largest magnitude is positive (the first
+//! within [`crate::GAUGE_TIE`] of it). A matrix
 //! that cannot be decomposed (a non-finite entry, no convergence, or for [`spectral`] an input
 //! outside the function's domain) gets NaN outputs; the `*_with_status` variants also return
 //! the per-matrix [`Status`] codes as a `[B]` int tensor (i32: `0` ok, `1` non-finite input,

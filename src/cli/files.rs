@@ -26,7 +26,8 @@ fn guard_dtype(dtype: Dtype, status: &mut [Status], outputs: &mut [(&mut Floats,
         if l && s.is_ok() {
             *s = Status::OutOfDomain;
             for (data, per) in outputs.iter_mut() {
-                with_slice!(&mut **data, d => d[b * *per..(b + 1) * *per].fill(Scalar::from_f64(f64::NAN)));
+                let m = b * *per..(b + 1) * *per;
+                with_slice!(&mut **data, d => d[m].fill(Scalar::from_f64(f64::NAN)));
             }
         }
     }
