@@ -69,7 +69,12 @@ fn degeneracy_factor(policy: u32, delta: f32, thr: f32, eps: f32, inf: f32) -> f
         return 1.0 / delta;
     }
     if (policy == 1u) {
-        return delta / (delta * delta + eps);
+        // Δ/(Δ² + eps), or where Δ² ≥ eps (or overflows) the same as 1/(Δ + eps/Δ), which
+        // does not overflow: Δ² is beyond f32 from |Δ| ≈ 1.8e19, and Δ/inf would be 0.
+        if (delta * delta < eps) {
+            return delta / (delta * delta + eps);
+        }
+        return 1.0 / (delta + eps / delta);
     }
     if (delta == 0.0) {
         return inf;

@@ -102,7 +102,14 @@ impl Degeneracy {
                     1.0 / delta
                 }
             }
-            Degeneracy::Lorentzian { eps } => delta / (delta * delta + eps),
+            // Where Δ² ≥ eps (or overflows) as 1/(Δ + eps/Δ), as the GPU kernels do.
+            Degeneracy::Lorentzian { eps } => {
+                if delta * delta < eps {
+                    delta / (delta * delta + eps)
+                } else {
+                    1.0 / (delta + eps / delta)
+                }
+            }
             Degeneracy::Propagate => 1.0 / delta,
         }
     }

@@ -861,6 +861,44 @@ fn bad_forward_results_tensors_and_f32_policy_limits_are_handled() {
     }
 }
 
+#[test]
+fn lorentzian_derivatives_keep_gaps_whose_square_overflows_f32() {
+    // Eigenvalues 0 and 3e19: Δ² = 9e38 is beyond f32, and Δ/(Δ² + eps) gave Δ/inf = 0.
+    for (kernel, ctx) in gpu_kernels() {
+        let x = 1.5e19f32;
+        let g = ctx
+            .eigh(&[x, x, x, x], 2, &EighOptions::default(), Vectors::Yes)
+            .unwrap();
+        assert!(g.all_ok(), "{kernel:?}");
+        let gv = [0f32, 1.0, 0.0, 0.0];
+        for eps in [1.0, 1e30] {
+            let policy = Degeneracy::Lorentzian { eps };
+            let want =
+                cpu::eigh_vjp(&forward_f64(&g), None, Some(&gv.map(f64::from)), policy).unwrap();
+            let got = ctx.eigh_vjp(&g, None, Some(&gv), policy).unwrap();
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert!(scale > 1e-21, "{kernel:?} eps={eps}: {want:?}");
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (*a as f64 - b).abs() <= 1e-5 * scale,
+                    "{kernel:?} eps={eps}: {got:?} against {want:?}"
+                );
+            }
+            let tangent = [1f32, 0.0, 0.0, 0.0];
+            let j = ctx.eigh_jvp(&g, &tangent, policy).unwrap();
+            let k = cpu::eigh_jvp(&forward_f64(&g), &tangent.map(f64::from), policy).unwrap();
+            let scale = k.vectors_dot.iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert!(scale > 1e-21, "{kernel:?} eps={eps}: {k:?}");
+            for (a, b) in j.vectors_dot.iter().zip(&k.vectors_dot) {
+                assert!(
+                    (*a as f64 - b).abs() <= 1e-5 * scale,
+                    "{kernel:?}: {j:?} {k:?}"
+                );
+            }
+        }
+    }
+}
+
 /// An f32 forward result widened to f64 (the CPU rule applied to the same decomposition).
 fn forward_f64(e: &Eigh<f32>) -> Eigh<f64> {
     let wide = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
