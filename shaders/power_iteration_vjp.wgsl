@@ -1,9 +1,15 @@
 // The implicit VJP of power iteration through its fixed point: with the dominant pair (λ, v)
 // of the symmetric matrix A, Ā = λ̄·vvᵀ + sym(w vᵀ) where w solves (λI − A)w = (I − vvᵀ)v̄ on
-// v⊥. The system is solved by Cholesky of sign(λ)(λI − A) + |λ|vvᵀ, which is positive definite
-// exactly when λ is simple; a pivot ≤ params.tol·|λ| (a repeated dominant eigenvalue) gives NaN
-// outputs, as does a status other than ok. λ̄ and v̄ are optional (params.flags bits 0 and 1).
-// Layout in power.wgsl.
+// v⊥. The system is solved by Cholesky of M = sign(λ)(λI − A) + |λ|vvᵀ, which is positive
+// definite exactly when λ is simple. A dominant eigenvalue that is not numerically simple (M's
+// smallest eigenvalue ≤ (params.tol + 4·N·eps)·|λ|, the tolerance plus the factorisation's
+// backward error: a pivot that small, or an estimate of M's smallest eigenvalue by two steps of
+// inverse iteration that small, since pivots alone can stay well above it) gives NaN outputs, as does a status other than ok. λ̄ and v̄ are optional
+// (params.flags bits 0 and 1). Layout in power.wgsl.
+
+// The fixed start vector of the inverse iteration, 1 + fract((i + 1)·ESTIMATE_STEP)/2: positive
+// and unequal components (as power iteration's own start vector).
+const ESTIMATE_STEP: f32 = 0.618034;
 
 // λ [batch].
 @group(0) @binding(0) var<storage, read> value_in: array<f32>;
@@ -37,6 +43,38 @@ fn a_set(mi: u32, g: u32, live: bool, r: u32, c: u32, x: f32) {
     } else if (live) {
         grad_out[(g * N + r) * N + c] = x;
     }
+}
+
+// Solves L Lᵀ y = y for matrix mi's y_sh in place (L the Cholesky factor in the lower triangle).
+fn cholesky_solve(mi: u32, g: u32) {
+    for (var i = 0u; i < N; i++) {
+        var s = y_sh[mi * N + i];
+        for (var k = 0u; k < i; k++) {
+            s -= a_get(mi, g, i, k) * y_sh[mi * N + k];
+        }
+        y_sh[mi * N + i] = s / a_get(mi, g, i, i);
+    }
+    for (var r = 0u; r < N; r++) {
+        let i = N - 1u - r;
+        var s = y_sh[mi * N + i];
+        for (var k = i + 1u; k < N; k++) {
+            s -= a_get(mi, g, k, i) * y_sh[mi * N + k];
+        }
+        y_sh[mi * N + i] = s / a_get(mi, g, i, i);
+    }
+}
+
+// Scales matrix mi's y_sh to unit length; returns its length before.
+fn normalize_y(mi: u32) -> f32 {
+    var s = 0.0;
+    for (var i = 0u; i < N; i++) {
+        s += y_sh[mi * N + i] * y_sh[mi * N + i];
+    }
+    let norm = sqrt(s);
+    for (var i = 0u; i < N; i++) {
+        y_sh[mi * N + i] /= norm;
+    }
+    return norm;
 }
 
 @compute @workgroup_size(WG)
@@ -77,7 +115,9 @@ fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workg
         }
         sync_a();
         // Right-looking Cholesky, one column per step.
-        let min_pivot = params.tol * abs(lambda);
+        // The tolerance plus the factorisation's backward error (about n·eps·‖M‖, ‖M‖ ≤ 2|λ|),
+        // below which f32 cannot resolve M's smallest eigenvalue at all.
+        let min_pivot = (params.tol + 4.0 * f32(N) * 1.1920929e-7) * abs(lambda);
         for (var j = 0u; j < N; j++) {
             if (t == 0u) {
                 let d = a_get(mi, g, j, j);
@@ -102,27 +142,29 @@ fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workg
             }
             sync_a();
         }
-        // w = sign(λ)(v̄ − (vᵀv̄)v), then L Lᵀ w = rhs, then w ← w − (wᵀv)v.
         if (live && t == 0u) {
+            // M's smallest eigenvalue μ: for a unit x, ‖M⁻¹x‖ ≤ 1/μ, and two steps of inverse
+            // iteration bring x close to μ's eigenvector, so 1/‖M⁻¹x‖ ≤ min_pivot shows μ that
+            // small (a tie the pivots missed).
+            for (var i = 0u; i < N; i++) {
+                y_sh[mi * N + i] = 1.0 + 0.5 * fract(f32(i + 1u) * ESTIMATE_STEP);
+            }
+            normalize_y(mi);
+            cholesky_solve(mi, g);
+            normalize_y(mi);
+            cholesky_solve(mi, g);
+            if (!(normalize_y(mi) * min_pivot < 1.0)) {
+                failed[mi] = 1u;
+            }
+            // w = sign(λ)(v̄ − (vᵀv̄)v), then L Lᵀ w = rhs, then w ← w − (wᵀv)v.
             var vv = 0.0;
             for (var i = 0u; i < N; i++) {
                 vv += v_sh[mi * N + i] * grad_vector[g * N + i];
             }
             for (var i = 0u; i < N; i++) {
-                var s = sgn * (grad_vector[g * N + i] - vv * v_sh[mi * N + i]);
-                for (var k = 0u; k < i; k++) {
-                    s -= a_get(mi, g, i, k) * y_sh[mi * N + k];
-                }
-                y_sh[mi * N + i] = s / a_get(mi, g, i, i);
+                y_sh[mi * N + i] = sgn * (grad_vector[g * N + i] - vv * v_sh[mi * N + i]);
             }
-            for (var r = 0u; r < N; r++) {
-                let i = N - 1u - r;
-                var s = y_sh[mi * N + i];
-                for (var k = i + 1u; k < N; k++) {
-                    s -= a_get(mi, g, k, i) * y_sh[mi * N + k];
-                }
-                y_sh[mi * N + i] = s / a_get(mi, g, i, i);
-            }
+            cholesky_solve(mi, g);
             var wv = 0.0;
             for (var i = 0u; i < N; i++) {
                 wv += y_sh[mi * N + i] * v_sh[mi * N + i];

@@ -1324,3 +1324,23 @@ fn selections_and_cluster_weights_of_degenerate_arguments_do_not_panic() {
         Extreme::Max.cluster_weights(&[], Degeneracy::default(), eigrad::Precision::F64, &mut []);
     assert!(value.is_nan() && m == 0);
 }
+
+#[test]
+fn power_iteration_vjp_is_nan_where_the_dominant_eigenvalue_is_tied_below_the_tolerance() {
+    // Dominant eigenvalues −4 and −4·(1 − 1e-14): 1e-14 apart relative, below f64's
+    // eps^(3/4) ≈ 1.8e-12, so not numerically simple; the Cholesky pivots alone missed it for
+    // some bases (a finite Ā of 1e13).
+    let n = 5;
+    for seed in 0..6u64 {
+        let mut rng = Rng::new(1000 * seed + n as u64);
+        let mut s: Vec<f64> = (0..n - 2).map(|k| (k % 7) as f64 - 3.0).collect();
+        s.extend([-4.0, -4.0 * (1.0 - 1e-14)]);
+        s.sort_by(f64::total_cmp);
+        let a = with_spectrum(&mut rng, &s);
+        let vbar: Vec<f64> = (0..n).map(|_| rng.normal() as f32 as f64).collect();
+        let p = cpu::power_iteration(&a, n, &PowerIterationOptions::default()).unwrap();
+        assert_eq!(p.status, [Status::Ok], "seed {seed}");
+        let g = cpu::power_iteration_vjp(&p, None, Some(&vbar)).unwrap();
+        assert!(g.iter().all(|x| x.is_nan()), "seed {seed}: {g:?}");
+    }
+}

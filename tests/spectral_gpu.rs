@@ -440,3 +440,27 @@ fn slowly_converging_power_iteration_converges_on_every_adapter() {
     // The dominant eigenvector is e₀.
     assert!((x.vector[0] - 1.0).abs() <= 1e-2, "{:?}", &x.vector[..4]);
 }
+
+#[test]
+fn power_iteration_vjp_is_nan_where_the_dominant_eigenvalue_is_repeated() {
+    use eigrad::spectral::PowerIterationOptions;
+    let Some(ctx) = gpu() else { return };
+    // Dominant eigenvalue −4 twice (tied to f32 rounding after the input is rounded): the
+    // eigenvector is not a function of A, so a v̄ has no gradient. The Cholesky pivots of
+    // sign(λ)(λI − A) + |λ|vvᵀ stayed above the tolerance here, which let finite values of
+    // 1e4–1e6 through; λ̄ alone still has its subgradient λ̄ v vᵀ.
+    let opts = PowerIterationOptions::default();
+    for n in [3usize, 5, 33] {
+        let mut s: Vec<f64> = (0..n - 2).map(|k| (k % 7) as f64 - 3.0).collect();
+        s.extend([-4.0, -4.0]);
+        let a = round_f32(&samples::with_spectrum(&mut Rng::new(1000 + n as u64), &s));
+        let mut rng = Rng::new(9);
+        let vbar: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let p = ctx.power_iteration(&to_f32(&a), n, &opts).unwrap();
+        assert_eq!(p.status, [Status::Ok], "n={n}");
+        let g = ctx.power_iteration_vjp(&p, None, Some(&vbar)).unwrap();
+        assert!(g.iter().all(|x| x.is_nan()), "n={n}: {g:?}");
+        let g = ctx.power_iteration_vjp(&p, Some(&[1.0]), None).unwrap();
+        assert!(g.iter().all(|x| x.is_finite()), "n={n}");
+    }
+}

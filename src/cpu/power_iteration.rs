@@ -100,11 +100,7 @@ fn power_one<S: Scalar>(
         .iter_mut()
         .zip(m.iter())
         .for_each(|(s, &x)| *s = x * scale);
-    // Fixed start: positive, unequal components (golden-ratio sequence), normalised.
-    for (i, vi) in v.iter_mut().enumerate() {
-        *vi = 1.0 + 0.5 * ((i + 1) as f64 * crate::spectral::POWER_START_STEP).fract();
-    }
-    normalize(v);
+    start_vector(v);
     for it in 1..=opts.max_iterations {
         *iters = it;
         for i in 0..n {
@@ -134,9 +130,20 @@ fn power_one<S: Scalar>(
     Status::NotConverged
 }
 
-fn normalize(v: &mut [f64]) {
+/// Scales `v` to unit length; returns its length before.
+fn normalize(v: &mut [f64]) -> f64 {
     let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     v.iter_mut().for_each(|x| *x /= norm);
+    norm
+}
+
+/// The fixed start vector of power iteration: positive, unequal components (golden-ratio
+/// sequence), normalised.
+fn start_vector(v: &mut [f64]) {
+    for (i, vi) in v.iter_mut().enumerate() {
+        *vi = 1.0 + 0.5 * ((i + 1) as f64 * crate::spectral::POWER_START_STEP).fract();
+    }
+    normalize(v);
 }
 
 /// The VJP of [`power_iteration`], by implicit differentiation of the fixed point (no unrolling
@@ -153,8 +160,9 @@ fn normalize(v: &mut [f64]) {
 /// and `|λ| − sign(λ) λ_j ≥ |λ| − |λ_j|` on the others), so `M w = sign(λ)(I − v vᵀ) v̄` is solved
 /// by Cholesky. Returns `Ā` (`[B][n][n]`, exactly symmetric). NaN for matrices whose status is
 /// not ok, and, when `v̄` is given, for matrices whose dominant eigenvalue is not numerically
-/// simple (a Cholesky pivot of `M` at most `eps^(3/4)·|λ|`: the eigenvector is then not a
-/// differentiable function of `A`); with `λ̄` only, `λ̄ v vᵀ` (the gradient of `λ` when it is
+/// simple (the smallest eigenvalue of `M` at most `(eps^(3/4) + 4·n·eps)·|λ|`, shown by a Cholesky pivot
+/// that small or by two steps of inverse iteration, since the pivots alone can stay well above
+/// it: the eigenvector is then not a differentiable function of `A`); with `λ̄` only, `λ̄ v vᵀ` (the gradient of `λ` when it is
 /// simple, one of its subgradients when it is repeated).
 pub fn power_iteration_vjp(
     p: &PowerIteration<f64>,
@@ -206,7 +214,10 @@ pub fn power_iteration_vjp(
 }
 
 /// Solves `(λI − A) w = (I − v vᵀ) v̄` for `w ⊥ v` through the Cholesky factorisation of
-/// `M = sign(λ)(λI − A) + |λ| v vᵀ` (in `chol`); false when a pivot is `≤ rel_tol·|λ|`.
+/// `M = sign(λ)(λI − A) + |λ| v vᵀ` (in `chol`); false when `M`'s smallest eigenvalue is
+/// `≤ (rel_tol + 4·n·eps)·|λ|`: a pivot that small, or `1/‖M⁻¹x‖` that small for the unit `x` that two
+/// steps of inverse iteration from the start vector give (`‖M⁻¹x‖ ≤ 1/μ_min` for every unit
+/// `x`, so that shows `μ_min` that small).
 fn solve_fixed_point(
     n: usize,
     a: &[f64],
@@ -225,8 +236,10 @@ fn solve_fixed_point(
             chol[i * n + j] = sign * (shift - a[i * n + j]) + abs * v[i] * v[j];
         }
     }
-    // In-place Cholesky, lower triangle: M = L Lᵀ.
-    let min_pivot = rel_tol * abs;
+    // In-place Cholesky, lower triangle: M = L Lᵀ. The tolerance plus the factorisation's
+    // backward error (about n·eps·‖M‖, ‖M‖ ≤ 2|λ|), below which M's smallest eigenvalue is not
+    // resolved at all.
+    let min_pivot = (rel_tol + 4.0 * n as f64 * f64::EPSILON) * abs;
     for j in 0..n {
         let mut d = chol[j * n + j];
         for k in 0..j {
@@ -245,28 +258,39 @@ fn solve_fixed_point(
             chol[i * n + j] = s / ljj;
         }
     }
+    start_vector(w);
+    cholesky_solve(n, chol, w);
+    normalize(w);
+    cholesky_solve(n, chol, w);
+    if !(normalize(w) * min_pivot < 1.0) {
+        return false;
+    }
     // Right-hand side sign(λ)(I − v vᵀ) v̄.
     let vv: f64 = v.iter().zip(vbar).map(|(a, b)| a * b).sum();
     for i in 0..n {
         w[i] = sign * (vbar[i] - vv * v[i]);
     }
-    // L y = r, then Lᵀ w = y.
-    for i in 0..n {
-        let mut s = w[i];
-        for k in 0..i {
-            s -= chol[i * n + k] * w[k];
-        }
-        w[i] = s / chol[i * n + i];
-    }
-    for i in (0..n).rev() {
-        let mut s = w[i];
-        for k in i + 1..n {
-            s -= chol[k * n + i] * w[k];
-        }
-        w[i] = s / chol[i * n + i];
-    }
+    cholesky_solve(n, chol, w);
     // Remove the (rounding-level) component along v.
     let wv: f64 = w.iter().zip(v).map(|(a, b)| a * b).sum();
     w.iter_mut().zip(v).for_each(|(x, &vi)| *x -= wv * vi);
     true
+}
+
+/// Solves `L Lᵀ x = x` in place, `L` the Cholesky factor in the lower triangle of `chol`.
+fn cholesky_solve(n: usize, chol: &[f64], x: &mut [f64]) {
+    for i in 0..n {
+        let mut s = x[i];
+        for k in 0..i {
+            s -= chol[i * n + k] * x[k];
+        }
+        x[i] = s / chol[i * n + i];
+    }
+    for i in (0..n).rev() {
+        let mut s = x[i];
+        for k in i + 1..n {
+            s -= chol[k * n + i] * x[k];
+        }
+        x[i] = s / chol[i * n + i];
+    }
 }

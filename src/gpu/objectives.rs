@@ -571,8 +571,9 @@ impl GpuContext {
 
     /// The implicit VJP of power iteration on the GPU, the contract of
     /// [`crate::cpu::power_iteration_vjp`]: `Ā = λ̄vvᵀ + sym(w vᵀ)` with `(λI − A)w = (I − vvᵀ)v̄`
-    /// solved by Cholesky on the device; NaN for a repeated dominant eigenvalue (pivot
-    /// `≤ eps^(3/4)·|λ|` of f32) when `v̄` is given, and where the status is not ok.
+    /// solved by Cholesky on the device; NaN for a dominant eigenvalue that is not numerically
+    /// simple (`M`'s smallest eigenvalue `≤ (eps^(3/4) + 4·n·eps)·|λ|` of f32, by its pivots or
+    /// two steps of inverse iteration) when `v̄` is given, and where the status is not ok.
     pub fn power_iteration_vjp(
         &self,
         p: &PowerIteration<f32>,
