@@ -262,7 +262,9 @@ fn solve_fixed_point(
     cholesky_solve(n, chol, w);
     normalize(w);
     cholesky_solve(n, chol, w);
-    if !(normalize(w) * min_pivot < 1.0) {
+    // (A NaN estimate fails too.)
+    let estimate = normalize(w) * min_pivot;
+    if estimate.is_nan() || estimate >= 1.0 {
         return false;
     }
     // Right-hand side sign(λ)(I − v vᵀ) v̄.
