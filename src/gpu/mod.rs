@@ -311,6 +311,10 @@ impl GpuTensor {
     /// Wraps `len` elements of `buffer` starting at byte `offset`. The buffer needs `STORAGE`
     /// usage (and `COPY_SRC` to be read back); `offset` must be a multiple of the device's
     /// `min_storage_buffer_offset_alignment` (256 bytes at most).
+    ///
+    /// The buffer must belong to the device of the context it is used with: wgpu gives a
+    /// buffer no way to ask for its device, so a buffer of another device is not detected
+    /// here, and wgpu itself may panic when it is bound.
     pub fn from_buffer(buffer: wgpu::Buffer, offset: u64, len: usize) -> Result<Self> {
         if !offset.is_multiple_of(WORD) {
             return Err(Error::InvalidArgument(format!(
