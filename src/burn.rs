@@ -39,14 +39,18 @@
 //!   kernels write their results straight into tensors burn allocates (the `*_resident_into`
 //!   calls of [`GpuContext`]; when burn's memory pool puts an output in the same buffer as an
 //!   input, eigrad binds both writable). Forward and backward stay on the device: no host round
-//!   trip, no device copy. Computation is in f32 (other float dtypes are cast).
+//!   trip, no device copy. Computation is in f32 (other float dtypes are cast; an f16 or bf16
+//!   result beyond that dtype's range is cast unchecked, to ±inf with status 0, where the
+//!   host fallback gives status 3).
 //! - **everything else** (burn's Flex CPU backend, a wgpu device burn created by itself, the
 //!   other CubeCL runtimes, burn built with its `fusion` feature, `n > 64`): the host fallback.
 //!   (A wgpu runtime burn started by itself keeps its `wgpu::Device` private to CubeCL, so
 //!   eigrad has no device to compile its kernels on; make the device with [`wgpu_device`].)
 //!   The tensor is read back, eigrad's f64 CPU reference ([`crate::cpu`]) computes, and the
-//!   results are uploaded in the tensor's dtype. The `Mask` tolerance follows the tensor's
-//!   precision (f64 tensors get f64's, every other dtype f32's).
+//!   results are uploaded in the tensor's dtype; a matrix whose results that dtype cannot hold
+//!   (an eigenvalue or `f(A)` beyond f32, say) gets status 3 and NaN outputs, as on the GPU.
+//!   The `Mask` tolerance follows the tensor's precision (f64 tensors get f64's, every other
+//!   dtype f32's).
 //!
 //! The routing goes through burn's backend-extension mechanism ([`EigradOps`], implemented for
 //! burn's `Cube` and `Flex` backends and for `Autodiff` over them); a tensor on a backend that
@@ -791,6 +795,34 @@ mod host {
         B::float_from_data(TensorData::new(values, shape).convert_dtype(dtype), device)
     }
 
+    /// Whether the finite f64 `x` becomes infinite in `dtype`.
+    fn beyond(x: f64, dtype: DType) -> bool {
+        x.is_finite()
+            && match dtype {
+                DType::F32 | DType::Flex32 => (x as f32).is_infinite(),
+                DType::F16 => half::f16::from_f64(x).is_infinite(),
+                DType::BF16 => half::bf16::from_f64(x).is_infinite(),
+                _ => false,
+            }
+    }
+
+    /// Gives each matrix of an ok status whose results `dtype` cannot hold (computed in f64: an
+    /// eigenvalue or f(A) beyond f32, say) status 3 and NaN results, as the GPU kernels do in
+    /// f32, instead of ±inf with status ok. `outputs` are each result's `(values, values per
+    /// matrix)`.
+    fn guard_range(dtype: DType, status: &mut [Status], outputs: &mut [(&mut Vec<f64>, usize)]) {
+        for (b, s) in status.iter_mut().enumerate() {
+            let lost = (outputs.iter())
+                .any(|(v, per)| v[b * per..(b + 1) * per].iter().any(|&x| beyond(x, dtype)));
+            if s.is_ok() && lost {
+                *s = Status::OutOfDomain;
+                for (v, per) in outputs.iter_mut() {
+                    v[b * *per..(b + 1) * *per].fill(f64::NAN);
+                }
+            }
+        }
+    }
+
     /// Uploads status codes as an i32 tensor.
     fn upload_status<B: Backend>(status: &[Status], device: &B::Device) -> IntTensor<B> {
         let codes: Vec<i32> = status.iter().map(|s| s.code() as i32).collect();
@@ -844,13 +876,16 @@ mod host {
         count(false);
         let (device, dtype) = (a.device(), a.dtype());
         let (eig, batch, n) = decompose::<B>(a, vectors, opts);
-        let eig = eig.unwrap_or(Eigh {
+        let mut eig = eig.unwrap_or(Eigh {
             n,
             batch,
             eigenvalues: Vec::new(),
             eigenvectors: (vectors == Vectors::Yes).then(Vec::new),
             status: vec![Status::Ok; batch],
         });
+        let mut outputs = vec![(&mut eig.eigenvalues, n)];
+        outputs.extend(eig.eigenvectors.as_mut().map(|v| (v, n * n)));
+        guard_range(dtype, &mut eig.status, &mut outputs);
         Forward {
             values: upload::<B>(eig.eigenvalues, Shape::new([batch, n]), dtype, &device),
             vectors: eig
@@ -869,7 +904,7 @@ mod host {
         count(false);
         let (device, dtype) = (a.device(), a.dtype());
         let (batch, n) = dims::<B>(&a);
-        let s = if batch == 0 || n == 0 {
+        let mut s = if batch == 0 || n == 0 {
             Spectral {
                 function,
                 values: Vec::new(),
@@ -886,6 +921,9 @@ mod host {
             cpu::spectral(&data, n, function, opts)
                 .unwrap_or_else(|e| panic!("eigrad::burn::spectral: {e}"))
         };
+        let mut outputs = vec![(&mut s.values, n * n), (&mut s.eig.eigenvalues, n)];
+        outputs.extend(s.eig.eigenvectors.as_mut().map(|v| (v, n * n)));
+        guard_range(dtype, &mut s.eig.status, &mut outputs);
         let values = upload::<B>(s.values, Shape::new([batch, n, n]), dtype, &device);
         let status = upload_status::<B>(&s.eig.status, &device);
         let fwd = (saved == Vectors::Yes).then(|| Forward {

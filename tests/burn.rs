@@ -325,6 +325,36 @@ fn check_status(device: &Device) {
 fn flex_bad_matrices_get_nan_outputs_and_their_status() {
     check_status(&Device::flex());
     check_status(&flex());
+    check_range(&Device::flex());
+    check_range(&flex());
+}
+
+/// f32 results beyond the f32 range (computed in f64 on the host, in f32 on the GPU) get
+/// status 3 and NaN outputs on every path, instead of ±inf with status 0: all entries 3e38
+/// (eigenvalue 9e38), and exp of diag(100, 1, 2); diag(1, 2, 3) beside them is untouched.
+fn check_range(device: &Device) {
+    let n = 3;
+    let mut a = vec![3e38; n * n];
+    a.extend([100.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0]);
+    a.extend([1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0]);
+    let at = tensor(&a, [3, n, n], device, DType::F32);
+    let (w, status) = eigrad::burn::eigvalsh_with_status(at.clone());
+    assert_eq!(codes(status), [3, 0, 0]);
+    let w = values(w);
+    assert!(
+        w[..n].iter().all(|x| x.is_nan()) && w[2 * n..] == [1.0, 2.0, 3.0],
+        "{w:?}"
+    );
+    let (_, v, status) = eigrad::burn::eigh_with_status(at.clone());
+    assert_eq!(codes(status), [3, 0, 0]);
+    let v = values(v);
+    assert!(v[..n * n].iter().all(|x| x.is_nan()) && v[n * n..].iter().all(|x| x.is_finite()));
+    let (f, status) = eigrad::burn::spectral_with_status(at, SpectralFn::Exp);
+    assert_eq!(codes(status), [3, 3, 0]);
+    let f = values(f);
+    assert!(
+        f[..2 * n * n].iter().all(|x| x.is_nan()) && f[2 * n * n..].iter().all(|x| x.is_finite())
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,6 +421,13 @@ fn wgpu_forward_outputs_equal_eigrads_gpu_kernels() {
             }
         }
     }
+}
+
+#[test]
+fn wgpu_results_beyond_f32_get_status_3_as_on_the_host() {
+    let Some(device) = wgpu() else { return };
+    let counts = counted(|| check_range(&device));
+    assert_eq!(counts.host, 0, "{counts:?}");
 }
 
 #[test]
