@@ -810,17 +810,8 @@ mod host {
     /// eigenvalue or f(A) beyond f32, say) status 3 and NaN results, as the GPU kernels do in
     /// f32, instead of ±inf with status ok. `outputs` are each result's `(values, values per
     /// matrix)`.
-    fn guard_range(dtype: DType, status: &mut [Status], outputs: &mut [(&mut Vec<f64>, usize)]) {
-        for (b, s) in status.iter_mut().enumerate() {
-            let lost = (outputs.iter())
-                .any(|(v, per)| v[b * per..(b + 1) * per].iter().any(|&x| beyond(x, dtype)));
-            if s.is_ok() && lost {
-                *s = Status::OutOfDomain;
-                for (v, per) in outputs.iter_mut() {
-                    v[b * *per..(b + 1) * *per].fill(f64::NAN);
-                }
-            }
-        }
+    fn guard_range(dtype: DType, status: &mut [Status], outputs: &mut [(&mut [f64], usize)]) {
+        cpu::fail_where(status, outputs, |x| beyond(x, dtype));
     }
 
     /// Uploads status codes as an i32 tensor.
@@ -883,8 +874,8 @@ mod host {
             eigenvectors: (vectors == Vectors::Yes).then(Vec::new),
             status: vec![Status::Ok; batch],
         });
-        let mut outputs = vec![(&mut eig.eigenvalues, n)];
-        outputs.extend(eig.eigenvectors.as_mut().map(|v| (v, n * n)));
+        let mut outputs = vec![(&mut eig.eigenvalues[..], n)];
+        outputs.extend(eig.eigenvectors.as_deref_mut().map(|v| (v, n * n)));
         guard_range(dtype, &mut eig.status, &mut outputs);
         Forward {
             values: upload::<B>(eig.eigenvalues, Shape::new([batch, n]), dtype, &device),
@@ -921,8 +912,8 @@ mod host {
             cpu::spectral(&data, n, function, opts)
                 .unwrap_or_else(|e| panic!("eigrad::burn::spectral: {e}"))
         };
-        let mut outputs = vec![(&mut s.values, n * n), (&mut s.eig.eigenvalues, n)];
-        outputs.extend(s.eig.eigenvectors.as_mut().map(|v| (v, n * n)));
+        let mut outputs = vec![(&mut s.values[..], n * n), (&mut s.eig.eigenvalues[..], n)];
+        outputs.extend(s.eig.eigenvectors.as_deref_mut().map(|v| (v, n * n)));
         guard_range(dtype, &mut s.eig.status, &mut outputs);
         let values = upload::<B>(s.values, Shape::new([batch, n, n]), dtype, &device);
         let status = upload_status::<B>(&s.eig.status, &device);

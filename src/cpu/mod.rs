@@ -264,22 +264,30 @@ pub fn tridiagonal_eigh_in_place(
 /// Gives matrices whose eigenvalues are beyond the f64 range once scaled back (a matrix of
 /// finite entries can have them, up to n times its largest entry) [`Status::OutOfDomain`] and
 /// NaN outputs, instead of ±inf with status ok.
-fn guard_range(
-    n: usize,
-    values: &mut [f64],
-    mut vectors: Option<&mut [f64]>,
+fn guard_range(n: usize, values: &mut [f64], vectors: Option<&mut [f64]>, status: &mut [Status]) {
+    let mut outputs = vec![(values, n)];
+    outputs.extend(vectors.map(|v| (v, n * n)));
+    fail_where(status, &mut outputs, |x| !x.is_finite());
+}
+
+/// Gives each matrix of an ok status with a result value `lost(x)` holds for
+/// [`Status::OutOfDomain`] and NaN in every result; `outputs` are each result's values with
+/// the number of values per matrix.
+pub(crate) fn fail_where(
     status: &mut [Status],
+    outputs: &mut [(&mut [f64], usize)],
+    lost: impl Fn(f64) -> bool,
 ) {
-    if n == 0 {
-        return;
-    }
-    let nn = n * n;
-    for (b, (w, s)) in values.chunks_mut(n).zip(status.iter_mut()).enumerate() {
-        if s.is_ok() && !w.iter().all(|x| x.is_finite()) {
+    for (b, s) in status.iter_mut().enumerate() {
+        let range = |per: usize| b * per..(b + 1) * per;
+        if s.is_ok()
+            && outputs
+                .iter()
+                .any(|(v, per)| v[range(*per)].iter().any(|&x| lost(x)))
+        {
             *s = Status::OutOfDomain;
-            w.fill(f64::NAN);
-            if let Some(v) = vectors.as_deref_mut() {
-                v[b * nn..(b + 1) * nn].fill(f64::NAN);
+            for (v, per) in outputs.iter_mut() {
+                v[range(*per)].fill(f64::NAN);
             }
         }
     }
