@@ -66,8 +66,8 @@ impl GpuContext {
     /// eigenvalues-only kernels (that eigendecomposition kernel's own variant, and the
     /// tridiagonal one). Each is called once untimed (compiling its pipeline), then three
     /// times, each call timed from submission until the device has finished; the fastest call
-    /// counts. A candidate that fails, or leaves a matrix of the
-    /// random batch undecomposed, is reported and never chosen.
+    /// counts. A candidate that fails, or leaves a matrix of the random batch undecomposed, is
+    /// reported and never chosen.
     ///
     /// Every choice gives the same contract within the same accuracy bounds, but results
     /// differ between kernels at rounding level, so results of calls before and after tuning
