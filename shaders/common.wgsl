@@ -35,6 +35,16 @@ fn beyond_f32(x: f32, e: i32) -> bool {
     return e > 0 && abs(x) > ldexp(bitcast<f32>(0x7f7fffffu), -e);
 }
 
+// (a + b)/2 without overflow: a + b overflows only when a and b have one sign and are both
+// above f32::MAX/2, and then a − (a − b)/2 is used, whose difference cannot overflow for one
+// sign. (A driver may evaluate 0.5·a + 0.5·b as 0.5·(a + b), as Mesa's llvmpipe does, so that
+// form is no remedy.)
+fn mean_of(a: f32, b: f32) -> f32 {
+    let m = 0.5 * (a + b);
+    let finite = is_finite_f32(a) && is_finite_f32(b);
+    return select(m, a - 0.5 * (a - b), finite && !is_finite_f32(m));
+}
+
 // The exponent e with x = f·2^e, f in [0.5, 1), for finite x ≥ 0 (subnormals count as −126).
 fn exponent_of(x: f32) -> i32 {
     let e = i32((bitcast<u32>(x) >> 23u) & 0xffu);

@@ -342,7 +342,7 @@ fn write_block(x: Ctx, src: u32, sym: bool) {
         if (p.live) {
             var v = sh_elem(src, p.m, p.i, p.j);
             if (sym) {
-                v = 0.5 * (v + sh_elem(src, p.m, p.j, p.i));
+                v = mean_of(v, sh_elem(src, p.m, p.j, p.i));
             }
             nn_out[x.first * N * N + e] = select(nan, v, ok_sh[p.m] != 0u);
         }
@@ -383,7 +383,7 @@ fn write_tile(x: Ctx, t: Tile, sym: bool) {
             let i = e / N;
             let j = e % N;
             if (i <= j) {
-                let v = select(nan, 0.5 * (at(x, SRC_W, i, j) + at(x, SRC_W, j, i)), ok);
+                let v = select(nan, mean_of(at(x, SRC_W, i, j), at(x, SRC_W, j, i)), ok);
                 nn_out[(x.g * N + i) * N + j] = v;
                 nn_out[(x.g * N + j) * N + i] = v;
             }

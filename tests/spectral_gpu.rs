@@ -464,3 +464,23 @@ fn power_iteration_vjp_is_nan_where_the_dominant_eigenvalue_is_repeated() {
         assert!(g.iter().all(|x| x.is_finite()), "n={n}");
     }
 }
+
+#[test]
+fn exp_vjp_near_the_top_of_f32_stays_finite_where_the_result_is() {
+    // exp(88.5) ≈ 2.7e38 is within f32, but (W + Wᵀ)/2 summed the diagonal's two equal terms
+    // first: inf from e^λ > f32::MAX/2 (λ > 88.03), with status 0.
+    for (kernel, ctx) in gpu_kernels() {
+        let a = [88.5f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0];
+        let g = [0.9f32, 0.1, 0.0, 0.1, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let opts = EighOptions::default();
+        let x = ctx.spectral(&a, 3, SpectralFn::Exp, &opts).unwrap();
+        assert!(x.eig.all_ok(), "{kernel:?}");
+        let gx = ctx.spectral_vjp(&x, &g).unwrap();
+        let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        let y = cpu::spectral(&wide(&a), 3, SpectralFn::Exp, &opts).unwrap();
+        let gy = cpu::spectral_vjp(&y, &wide(&g)).unwrap();
+        assert!(gx.iter().all(|v| v.is_finite()), "{kernel:?}: {gx:?}");
+        let e = rel_err(&gx, &gy);
+        assert!(e <= TOL, "{kernel:?}: VJP rel err {e:e}");
+    }
+}
