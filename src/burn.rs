@@ -811,7 +811,8 @@ mod host {
     /// f32, instead of ±inf with status ok. `outputs` are each result's `(values, values per
     /// matrix)`.
     fn guard_range(dtype: DType, status: &mut [Status], outputs: &mut [(&mut [f64], usize)]) {
-        cpu::fail_where(status, outputs, |x| beyond(x, dtype));
+        let checked = outputs.len();
+        cpu::fail_where(status, outputs, checked, |x| beyond(x, dtype));
     }
 
     /// Uploads status codes as an i32 tensor.

@@ -267,21 +267,23 @@ pub fn tridiagonal_eigh_in_place(
 fn guard_range(n: usize, values: &mut [f64], vectors: Option<&mut [f64]>, status: &mut [Status]) {
     let mut outputs = vec![(values, n)];
     outputs.extend(vectors.map(|v| (v, n * n)));
-    fail_where(status, &mut outputs, |x| !x.is_finite());
+    // The eigenvectors of a matrix whose eigenvalues are finite are unit vectors.
+    fail_where(status, &mut outputs, 1, |x| !x.is_finite());
 }
 
-/// Gives each matrix of an ok status with a result value `lost(x)` holds for
-/// [`Status::OutOfDomain`] and NaN in every result; `outputs` are each result's values with
-/// the number of values per matrix.
+/// Gives each matrix of an ok status with a value `lost(x)` holds for in one of its first
+/// `checked` results [`Status::OutOfDomain`] and NaN in every result; `outputs` are each
+/// result's values with the number of values per matrix.
 pub(crate) fn fail_where(
     status: &mut [Status],
     outputs: &mut [(&mut [f64], usize)],
+    checked: usize,
     lost: impl Fn(f64) -> bool,
 ) {
     for (b, s) in status.iter_mut().enumerate() {
         let range = |per: usize| b * per..(b + 1) * per;
         if s.is_ok()
-            && outputs
+            && outputs[..checked]
                 .iter()
                 .any(|(v, per)| v[range(*per)].iter().any(|&x| lost(x)))
         {

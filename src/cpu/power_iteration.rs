@@ -160,10 +160,11 @@ fn start_vector(v: &mut [f64]) {
 /// and `|λ| − sign(λ) λ_j ≥ |λ| − |λ_j|` on the others), so `M w = sign(λ)(I − v vᵀ) v̄` is solved
 /// by Cholesky. Returns `Ā` (`[B][n][n]`, exactly symmetric). NaN for matrices whose status is
 /// not ok, and, when `v̄` is given, for matrices whose dominant eigenvalue is not numerically
-/// simple (the smallest eigenvalue of `M` at most `(eps^(3/4) + 4·n·eps)·|λ|`, shown by a Cholesky pivot
-/// that small or by two steps of inverse iteration, since the pivots alone can stay well above
-/// it: the eigenvector is then not a differentiable function of `A`); with `λ̄` only, `λ̄ v vᵀ` (the gradient of `λ` when it is
-/// simple, one of its subgradients when it is repeated).
+/// simple (the smallest eigenvalue of `M` at most `(eps^(3/4) + 4·n·eps)·|λ|`, shown by a
+/// Cholesky pivot that small or by two steps of inverse iteration, since the pivots alone can
+/// stay well above it: the eigenvector is then not a differentiable function of `A`); with
+/// `λ̄` only, `λ̄ v vᵀ` (the gradient of `λ` when it is simple, one of its subgradients when it
+/// is repeated).
 pub fn power_iteration_vjp(
     p: &PowerIteration<f64>,
     grad_value: Option<&[f64]>,
