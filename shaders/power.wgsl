@@ -11,6 +11,9 @@ override STRIDE: u32;     // row stride of the matrix (odd, ≥ N)
 override A_SHARED: bool;  // the matrix in workgroup memory (else in global memory)
 override A_LEN: u32;      // MATS * N * STRIDE (1 without A_SHARED)
 override MN_LEN: u32;     // MATS * N
+// The fixed start vector 1 + fract((i + 1)·START_STEP)/2 (spectral::POWER_START_STEP): of the
+// iteration, and of the VJP's inverse iteration.
+override START_STEP: f32;
 
 var<workgroup> a_sh: array<f32, A_LEN>;
 var<workgroup> v_sh: array<f32, MN_LEN>;

@@ -4,8 +4,6 @@
 // iteration count, a status (0 ok, 1 non-finite input, 2 not converged, with NaN outputs) and
 // the symmetric matrix iterated on (for the VJP). Layout in power.wgsl.
 
-override START_STEP: f32;    // start vector 1 + fract((i + 1)·START_STEP)/2 (spectral::POWER_START_STEP)
-
 // Input matrices [batch][N][N].
 @group(0) @binding(0) var<storage, read> a_in: array<f32>;
 // λ [batch].

@@ -4,12 +4,9 @@
 // definite exactly when λ is simple. A dominant eigenvalue that is not numerically simple (M's
 // smallest eigenvalue ≤ (params.tol + 4·N·eps)·|λ|, the tolerance plus the factorisation's
 // backward error: a pivot that small, or an estimate of M's smallest eigenvalue by two steps of
-// inverse iteration that small, since pivots alone can stay well above it) gives NaN outputs, as does a status other than ok. λ̄ and v̄ are optional
-// (params.flags bits 0 and 1). Layout in power.wgsl.
-
-// The fixed start vector of the inverse iteration, 1 + fract((i + 1)·ESTIMATE_STEP)/2: positive
-// and unequal components (as power iteration's own start vector).
-const ESTIMATE_STEP: f32 = 0.618034;
+// inverse iteration that small, since pivots alone can stay well above it) gives NaN outputs,
+// as does a status other than ok. λ̄ and v̄ are optional (params.flags bits 0 and 1). Layout in
+// power.wgsl.
 
 // λ [batch].
 @group(0) @binding(0) var<storage, read> value_in: array<f32>;
@@ -147,7 +144,7 @@ fn power_iteration_vjp(@builtin(local_invocation_index) lid: u32, @builtin(workg
             // iteration bring x close to μ's eigenvector, so 1/‖M⁻¹x‖ ≤ min_pivot shows μ that
             // small (a tie the pivots missed).
             for (var i = 0u; i < N; i++) {
-                y_sh[mi * N + i] = 1.0 + 0.5 * fract(f32(i + 1u) * ESTIMATE_STEP);
+                y_sh[mi * N + i] = 1.0 + 0.5 * fract(f32(i + 1u) * START_STEP);
             }
             normalize_y(mi);
             cholesky_solve(mi, g);

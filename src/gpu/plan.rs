@@ -455,11 +455,11 @@ pub fn plan(
                 ("A_SHARED", if shared { 1.0 } else { 0.0 }),
                 ("A_LEN", a_len as f64),
                 ("MN_LEN", (mats * n) as f64),
+                ("START_STEP", crate::spectral::POWER_START_STEP),
             ];
             if kernel == Kernel::PowerIteration {
                 let lower = knobs.is_some_and(|k| k.lower);
                 constants.push(("LOWER", if lower { 1.0 } else { 0.0 }));
-                constants.push(("START_STEP", crate::spectral::POWER_START_STEP));
             }
             Ok(Plan {
                 kernel,
