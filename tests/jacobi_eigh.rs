@@ -859,14 +859,9 @@ fn auto_takes_the_register_kernel_up_to_its_largest_size() {
 
 #[test]
 fn tuning_makes_auto_take_the_fastest_measured_kernels() {
-    if gpu().is_none() {
-        return;
-    }
     // A context of its own, with Auto's choices whatever the environment says: tuning changes
     // what its Auto takes.
-    let ctx = GpuContext::new().unwrap();
-    ctx.set_forward_kernel(ForwardKernel::Auto);
-    ctx.set_eigvalsh_kernel(EigvalshKernel::Auto);
+    let Some(ctx) = gpu_auto() else { return };
     assert!(matches!(ctx.tune(0, 4), Err(Error::UnsupportedSize { .. })));
     assert!(matches!(ctx.tune(4, 0), Err(Error::InvalidArgument(_))));
     let opts = EighOptions::default();
@@ -1016,12 +1011,8 @@ fn two_sided_kernels_keep_graded_eigenvalues_to_high_relative_accuracy() {
 
 #[test]
 fn profiling_times_every_kernel_dispatch_on_the_device() {
-    if gpu().is_none() {
-        return;
-    }
     // A context of its own: profiling records every dispatch of the context.
-    let ctx = GpuContext::new().unwrap();
-    ctx.set_forward_kernel(ForwardKernel::Auto);
+    let Some(ctx) = gpu_auto() else { return };
     let opts = EighOptions::default();
     let n = 64;
     let a = to_f32(&samples::random_symmetric(&mut Rng::new(1), n, 130));

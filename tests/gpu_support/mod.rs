@@ -119,9 +119,24 @@ pub fn gpu_default_limits() -> Option<GpuContext> {
         16 * 1024
     );
     let ctx = GpuContext::from_device(device, queue).expect("a context on that device");
+    Some(auto_choices(ctx))
+}
+
+/// A new context of its own (what it records and tunes is its own) on the adapter `gpu()`
+/// found, with `Auto`'s kernel choices whatever the environment says; `None` (after `gpu()`'s
+/// skip or failure) without an adapter.
+pub fn gpu_auto() -> Option<GpuContext> {
+    gpu()?;
+    Some(auto_choices(
+        GpuContext::new().expect("another context on the same adapter"),
+    ))
+}
+
+/// `ctx` with both kernel choices set to `Auto`.
+fn auto_choices(ctx: GpuContext) -> GpuContext {
     ctx.set_forward_kernel(ForwardKernel::Auto);
     ctx.set_eigvalsh_kernel(EigvalshKernel::Auto);
-    Some(ctx)
+    ctx
 }
 
 /// Rounds test data to f32 (what the GPU sees), kept in f64 for the CPU reference.
